@@ -1,0 +1,17 @@
+{
+  "targets": [
+    {
+      "target_name": "cmiprune_engine",
+      "sources": ["native/addon.cc", "native/engine.cc", "native/linalg.cc"],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "/usr/include/torch/csrc/api/include"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-rtti", "-fno-exceptions"],
+      "cflags_cc!": ["-fno-rtti", "-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-O2", "-frtti", "-fexceptions", "-Wno-unused-parameter"],
+      "libraries": ["-ltorch", "-ltorch_cpu", "-lc10"]
+    }
+  ]
+}

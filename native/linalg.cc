@@ -1,0 +1,3 @@
+#include "linalg.h"
+
+void InitLinalg(Napi::Env env, Napi::Object exports) {}
