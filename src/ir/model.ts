@@ -125,7 +125,7 @@ export function tensor(shape: number[], data?: Float32Array | number[]): Tensor 
 /** A deep copy (weights included), so surgery never aliases the source model. */
 export function cloneModel(m: Model): Model {
   const tensors: Record<string, Tensor> = {};
-  for (const [k, t] of Object.entries(m.tensors)) tensors[k] = { shape: [...t.shape], data: new Float32Array(t.data) };
+  for (const [k, t] of Object.entries(m.tensors)) tensors[k] = { shape: [...t.shape], data: t.data.slice() };
   return {
     name: m.name,
     inputs: m.inputs.map((v) => ({ name: v.name, shape: [...v.shape] })),
