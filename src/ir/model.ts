@@ -117,7 +117,7 @@ export function numel(shape: readonly number[]): number {
 
 export function tensor(shape: number[], data?: Float32Array | number[]): Tensor {
   const n = numel(shape);
-  const arr = data instanceof Float32Array ? data : new Float32Array(data ?? n);
+  const arr = data instanceof Float32Array ? data : data ? Float32Array.from(data) : new Float32Array(n);
   if (arr.length !== n) throw new Error(`tensor: data has ${arr.length} values, shape [${shape}] needs ${n}`);
   return { shape: [...shape], data: arr };
 }
