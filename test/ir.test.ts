@@ -74,3 +74,22 @@ test('shape errors name the node', () => {
   addMismatch.outputs = ['sum'];
   assert.throws(() => inferShapes(addMismatch), /node 'add' \(Add\): input shapes differ/);
 });
+
+test('conv units absorb the BN and ReLU that follow a conv, in network order', async () => {
+  const { convUnits } = await import('../src/ir/graph.js');
+  const m = vgg16bn({ random: lcg(4) });
+  const units = convUnits(m);
+  assert.equal(units.length, 13);
+  assert.deepEqual(units.map((u) => u.channels), [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]);
+  for (const u of units) {
+    assert.equal(u.bn?.inputs[0], u.conv.outputs[0]);
+    assert.equal(u.relu?.inputs[0], u.bn?.outputs[0]);
+    assert.equal(u.tap, u.relu?.outputs[0]);
+  }
+  // a conv whose output also feeds a residual Add keeps its raw output as the tap
+  const r = new SequentialBuilder('r', [3, 8, 8], { random: lcg(5) }).conv(3, 3, { padding: 1 }).build();
+  r.nodes.push({ name: 'add', op: 'Add', inputs: ['input', r.nodes[0]!.outputs[0]], outputs: ['sum'], attrs: {}, params: {} });
+  r.nodes.push({ name: 'act', op: 'Relu', inputs: [r.nodes[0]!.outputs[0]], outputs: ['y'], attrs: {}, params: {} });
+  r.outputs = ['sum', 'y'];
+  assert.equal(convUnits(r)[0]!.tap, r.nodes[0]!.outputs[0]);
+});

@@ -1,0 +1,71 @@
+// npm run bench:engine — VGG16-BN images/s through the libtorch engine (inference and training
+// steps) and, in the same run, onnxruntime-node's inference on the same model, as figures and ratios.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import ort from 'onnxruntime-node';
+import { setThreads, TorchModel } from '../src/engine/index.js';
+import { loadOnnxFile } from '../src/onnx/index.js';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const modelPath = process.env.CMIPRUNE_BENCH_MODEL ?? `${here}/../../../shared/models/vgg16_bn_cifar10.onnx`;
+const batch = Number(process.env.BATCH ?? 64);
+const threads = Number(process.env.THREADS ?? 2);
+const iters = Number(process.env.ITERS ?? 10);
+
+function randomBatch(seed: number): Float32Array {
+  const x = new Float32Array(batch * 3 * 32 * 32);
+  let s = seed >>> 0;
+  for (let i = 0; i < x.length; i++) {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    x[i] = (s / 2 ** 32) * 4 - 2;
+  }
+  return x;
+}
+
+async function timeIt(n: number, f: (i: number) => Promise<unknown>): Promise<number> {
+  await f(-1); // warm-up: first call allocates and picks kernels
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await f(i);
+  return (performance.now() - t0) / 1000;
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(modelPath)) throw new Error(`bench: model not found: ${modelPath} (set CMIPRUNE_BENCH_MODEL)`);
+  setThreads(threads);
+  const model = await loadOnnxFile(modelPath);
+  const shape = [batch, 3, 32, 32];
+  const xs = [randomBatch(1), randomBatch(2)];
+  const labels = new Int32Array(batch).map((_, i) => i % 10);
+
+  const engine = TorchModel.create(model);
+  const inferSec = await timeIt(iters, (i) => engine.forward(xs[Math.abs(i) % 2]!, shape));
+  engine.configureOptimizer({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
+  const trainSec = await timeIt(iters, (i) => engine.trainStep(xs[Math.abs(i) % 2]!, shape, labels, 1e-3));
+  engine.dispose();
+
+  const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: threads, interOpNumThreads: 1 });
+  const ortSec = await timeIt(iters, (i) =>
+    session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', xs[Math.abs(i) % 2]!, shape) }),
+  );
+
+  const images = iters * batch;
+  const engineInfer = images / inferSec;
+  const engineTrain = images / trainSec;
+  const ortInfer = images / ortSec;
+  const result = {
+    model: modelPath,
+    batch,
+    threads,
+    iterations: iters,
+    engine: { inferenceImagesPerSec: +engineInfer.toFixed(1), trainingImagesPerSec: +engineTrain.toFixed(1) },
+    onnxruntime: { inferenceImagesPerSec: +ortInfer.toFixed(1) },
+    ratios: {
+      engineInferenceOverOnnxruntime: +(engineInfer / ortInfer).toFixed(3),
+      engineTrainingOverEngineInference: +(engineTrain / engineInfer).toFixed(3),
+    },
+    targets: { inferenceImagesPerSec: 250, trainingImagesPerSec: 80 },
+  };
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+}
+
+await main();
