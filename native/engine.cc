@@ -1,0 +1,317 @@
+#include "engine.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <atomic>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+namespace cmi {
+
+namespace {
+
+std::atomic<int> g_threads{0};
+
+const char* opName(Op op) {
+  switch (op) {
+    case Op::Conv2d: return "Conv2d";
+    case Op::BatchNorm: return "BatchNorm";
+    case Op::Relu: return "Relu";
+    case Op::MaxPool: return "MaxPool";
+    case Op::AvgPool: return "AvgPool";
+    case Op::GlobalAvgPool: return "GlobalAvgPool";
+    case Op::Flatten: return "Flatten";
+    case Op::Linear: return "Linear";
+    case Op::Add: return "Add";
+  }
+  return "?";
+}
+
+std::string nodeLabel(const NodeSpec& n) { return "node '" + n.name + "' (" + opName(n.op) + ")"; }
+
+// OpenBLAS (Debian's BLAS for libtorch) keeps its own pool; find it at run time so the
+// addon does not need to link it.
+void setBlasThreads(int n) {
+  using Fn = void (*)(int);
+  static Fn fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (fn) fn(n);
+}
+
+std::string torchMessage(const std::exception& e) {
+  if (auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();
+  return e.what();
+}
+
+}  // namespace
+
+void setEngineThreads(int n) {
+  if (n < 1) throw std::invalid_argument("thread count must be >= 1, got " + std::to_string(n));
+  g_threads = n;
+  at::set_num_threads(n);
+  setBlasThreads(n);
+}
+
+int getEngineThreads() {
+  int n = g_threads.load();
+  if (n > 0) return n;
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc > 0 ? static_cast<int>(hc) : 1;
+}
+
+void applyEngineThreads() {
+  int n = getEngineThreads();
+  if (at::get_num_threads() != n) at::set_num_threads(n);
+}
+
+Engine::Engine(const ModelSpec& spec) : spec_(spec) {
+  torch::NoGradGuard noGrad;
+  if (spec_.inputs.size() != 1)
+    throw std::invalid_argument("engine supports models with exactly one input, got " +
+                                std::to_string(spec_.inputs.size()));
+  for (auto& t : spec_.tensors) {
+    int64_t n = 1;
+    for (auto d : t.shape) n *= d;
+    if (n != static_cast<int64_t>(t.data.size()))
+      throw std::invalid_argument("tensor '" + t.name + "': data has " + std::to_string(t.data.size()) +
+                                  " values, shape needs " + std::to_string(n));
+    if (tensors_.count(t.name)) throw std::invalid_argument("tensor '" + t.name + "' given twice");
+    auto cpu = torch::from_blob(t.data.data(), t.shape, torch::kFloat32).clone();
+    tensors_[t.name] = cpu.to(engineDevice());
+    t.data = std::vector<float>();  // weights now live in torch; don't keep a second copy
+  }
+
+  valueIndex_[spec_.inputs[0]] = 0;
+  inputValue_ = 0;
+  producer_.push_back(-1);
+  std::set<std::string> trainableNames;
+  for (size_t si = 0; si < spec_.nodes.size(); ++si) {
+    const NodeSpec& n = spec_.nodes[si];
+    Step st;
+    st.spec = &n;
+    size_t arity = n.op == Op::Add ? 2 : 1;
+    if (n.inputs.size() != arity)
+      throw std::invalid_argument(nodeLabel(n) + ": expects " + std::to_string(arity) + " input(s), got " +
+                                  std::to_string(n.inputs.size()));
+    for (auto& in : n.inputs) {
+      auto it = valueIndex_.find(in);
+      if (it == valueIndex_.end())
+        throw std::invalid_argument(nodeLabel(n) + ": input '" + in +
+                                    "' is not produced by an earlier node or the model input");
+      st.in.push_back(it->second);
+    }
+    if (valueIndex_.count(n.output))
+      throw std::invalid_argument(nodeLabel(n) + ": output '" + n.output + "' is already defined");
+    st.out = static_cast<int>(producer_.size());
+    valueIndex_[n.output] = st.out;
+    producer_.push_back(static_cast<int>(si));
+
+    auto param = [&](const char* slot, bool required) -> torch::Tensor {
+      auto it = n.params.find(slot);
+      if (it == n.params.end()) {
+        if (required) throw std::invalid_argument(nodeLabel(n) + ": missing param '" + slot + "'");
+        return torch::Tensor();
+      }
+      auto t = tensors_.find(it->second);
+      if (t == tensors_.end())
+        throw std::invalid_argument(nodeLabel(n) + ": param '" + slot + "' refers to unknown tensor '" +
+                                    it->second + "'");
+      if (std::string(slot) == "weight" || std::string(slot) == "bias") trainableNames.insert(it->second);
+      return t->second;
+    };
+    switch (n.op) {
+      case Op::Conv2d:
+      case Op::Linear:
+        st.w = param("weight", true);
+        st.b = param("bias", false);
+        break;
+      case Op::BatchNorm:
+        st.w = param("weight", true);
+        st.b = param("bias", true);
+        st.mean = param("runningMean", true);
+        st.var = param("runningVar", true);
+        break;
+      default:
+        break;
+    }
+    steps_.push_back(std::move(st));
+  }
+  for (auto& o : spec_.outputs) {
+    auto it = valueIndex_.find(o);
+    if (it == valueIndex_.end()) throw std::invalid_argument("model output '" + o + "' is not produced by any node");
+    outputValues_.push_back(it->second);
+  }
+
+  // Conv weights in the activation layout so mkldnn does not reorder them on every call.
+  if (spec_.channelsLast) {
+    for (auto& st : steps_)
+      if (st.spec->op == Op::Conv2d) st.w.set_data(st.w.contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+  for (auto& name : trainableNames) {
+    auto& t = tensors_[name];
+    t.set_requires_grad(true);
+    trainable_.push_back(t);
+  }
+}
+
+torch::Tensor Engine::toLayout(const torch::Tensor& t) const {
+  if (spec_.channelsLast && t.dim() == 4) return t.contiguous(torch::MemoryFormat::ChannelsLast);
+  return t;
+}
+
+std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vector<int>& want, bool training) {
+  const size_t nv = producer_.size();
+  std::vector<int> lastUse(nv, -1), uses(nv, 0);
+  std::vector<bool> wanted(nv, false);
+  for (int v : want) wanted[v] = true;
+  for (size_t si = 0; si < steps_.size(); ++si)
+    for (int v : steps_[si].in) {
+      lastUse[v] = static_cast<int>(si);
+      uses[v]++;
+    }
+
+  std::vector<torch::Tensor> vals(nv);
+  vals[inputValue_] = toLayout(xIn.to(engineDevice()));
+  for (size_t si = 0; si < steps_.size(); ++si) {
+    const Step& st = steps_[si];
+    const NodeSpec& n = *st.spec;
+    const torch::Tensor& x = vals[st.in[0]];
+    if (!x.defined()) throw std::logic_error(nodeLabel(n) + ": input value was released early");
+    torch::Tensor y;
+    try {
+      switch (n.op) {
+        case Op::Conv2d:
+          y = torch::conv2d(x, st.w, st.b, n.stride, n.padding, n.dilation, n.groups);
+          break;
+        case Op::BatchNorm:
+          y = torch::batch_norm(x, st.w, st.b, st.mean, st.var, training, n.momentum, n.eps, false);
+          break;
+        case Op::Relu: {
+          // In place only when nothing else sees the input: a single consumer, not returned, not
+          // the caller's input, not a view (Flatten) and not a Relu output (its backward needs it).
+          int v = st.in[0], p = producer_[v];
+          bool inplace = uses[v] == 1 && !wanted[v] && p >= 0 && steps_[p].spec->op != Op::Flatten &&
+                         steps_[p].spec->op != Op::Relu;
+          y = inplace ? torch::relu_(vals[v]) : torch::relu(x);
+          break;
+        }
+        case Op::MaxPool:
+          y = torch::max_pool2d(x, n.kernel, n.stride, n.padding, {1, 1}, n.ceilMode);
+          break;
+        case Op::AvgPool:
+          y = torch::avg_pool2d(x, n.kernel, n.stride, n.padding, n.ceilMode, n.countIncludePad);
+          break;
+        case Op::GlobalAvgPool:
+          y = torch::adaptive_avg_pool2d(x, {1, 1});
+          break;
+        case Op::Flatten: {
+          int64_t outer = 1;
+          for (int64_t d = 0; d < n.axis; ++d) outer *= x.size(d);
+          y = x.reshape({outer, -1});
+          break;
+        }
+        case Op::Linear:
+          y = torch::linear(x, st.w, st.b);
+          break;
+        case Op::Add: {
+          const torch::Tensor& x2 = vals[st.in[1]];
+          if (!x2.defined()) throw std::logic_error("second input value was released early");
+          y = torch::add(x, x2);
+          break;
+        }
+      }
+    } catch (const std::exception& e) {
+      throw std::runtime_error(nodeLabel(n) + ": " + torchMessage(e));
+    }
+    vals[st.out] = std::move(y);
+    for (int v : st.in)
+      if (lastUse[v] == static_cast<int>(si) && !wanted[v]) vals[v] = torch::Tensor();
+  }
+  std::vector<torch::Tensor> out;
+  out.reserve(want.size());
+  for (int v : want) out.push_back(vals[v]);
+  return out;
+}
+
+std::vector<torch::Tensor> Engine::forward(const torch::Tensor& x, const std::vector<std::string>& want) {
+  std::vector<int> idx;
+  for (auto& w : want) {
+    auto it = valueIndex_.find(w);
+    if (it == valueIndex_.end()) throw std::invalid_argument("unknown value name '" + w + "'");
+    idx.push_back(it->second);
+  }
+  applyEngineThreads();
+  c10::InferenceMode guard;
+  auto res = run(x, idx, false);
+  // Hand out dense standard-layout tensors that never share storage (Flatten outputs are views,
+  // the same value may be requested twice), since the caller may expose them zero-copy.
+  std::set<const void*> seen;
+  for (auto& t : res) {
+    t = t.contiguous();
+    const void* p = t.storage().data();
+    if (seen.count(p)) t = t.clone();
+    seen.insert(t.storage().data());
+  }
+  return res;
+}
+
+void Engine::configureOptimizer(double momentum, bool nesterov, double weightDecay) {
+  if (trainable_.empty()) throw std::invalid_argument("model has no trainable tensors");
+  if (nesterov && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
+  torch::optim::SGDOptions opts(0.0);
+  opts.momentum(momentum).nesterov(nesterov).weight_decay(weightDecay).dampening(0.0);
+  optimizer_ = std::make_unique<torch::optim::SGD>(trainable_, opts);
+}
+
+TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr) {
+  if (!optimizer_) throw std::logic_error("configureOptimizer must be called before trainStep");
+  if (outputValues_.empty()) throw std::invalid_argument("model has no outputs");
+  applyEngineThreads();
+  torch::AutoGradMode grad(true);
+  auto logits = run(x, {outputValues_[0]}, true)[0];
+  if (logits.dim() != 2)
+    throw std::invalid_argument("trainStep needs a [N, classes] output, got " + std::to_string(logits.dim()) +
+                                "-d output '" + spec_.outputs[0] + "'");
+  auto target = labels.to(engineDevice(), torch::kLong);
+  torch::Tensor loss;
+  try {
+    loss = torch::nn::functional::cross_entropy(logits, target);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("cross-entropy: " + torchMessage(e));
+  }
+  optimizer_->zero_grad();
+  loss.backward();
+  for (auto& g : optimizer_->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+  optimizer_->step();
+  torch::NoGradGuard noGrad;
+  int64_t correct = (logits.argmax(1) == target).sum().item<int64_t>();
+  return {loss.item<double>(), correct};
+}
+
+std::vector<std::string> Engine::tensorNames() const {
+  std::vector<std::string> names;
+  for (auto& kv : tensors_) names.push_back(kv.first);
+  return names;
+}
+
+torch::Tensor Engine::readTensor(const std::string& name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) throw std::invalid_argument("unknown tensor '" + name + "'");
+  torch::NoGradGuard noGrad;
+  return it->second.detach().to(torch::kCPU).contiguous();
+}
+
+void Engine::writeTensor(const std::string& name, const std::vector<int64_t>& shape, const float* data) {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) throw std::invalid_argument("unknown tensor '" + name + "'");
+  auto& t = it->second;
+  if (t.sizes().vec() != shape)
+    throw std::invalid_argument("tensor '" + name + "': shape " + c10::str(c10::IntArrayRef(shape)) +
+                                " does not match the model's " + c10::str(t.sizes()));
+  torch::NoGradGuard noGrad;
+  // copy_ is synchronous on CPU and converts to the tensor's own layout.
+  t.copy_(torch::from_blob(const_cast<float*>(data), shape, torch::kFloat32));
+}
+
+}  // namespace cmi

@@ -1,0 +1,102 @@
+// A generic interpreter of the cmiprune model IR over libtorch's functional ops.
+// Torch-only (no N-API here) so it can be driven from tests or other front ends.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace cmi {
+
+enum class Op { Conv2d, BatchNorm, Relu, MaxPool, AvgPool, GlobalAvgPool, Flatten, Linear, Add };
+
+// The parsed IR, independent of how the front end delivered it.
+struct NodeSpec {
+  std::string name;
+  Op op;
+  std::vector<std::string> inputs;
+  std::string output;
+  std::vector<int64_t> kernel, stride, padding, dilation;
+  int64_t groups = 1;
+  int64_t axis = 1;
+  double eps = 1e-5, momentum = 0.1;
+  bool ceilMode = false, countIncludePad = true;
+  // slot ("weight", "bias", "runningMean", "runningVar") -> tensor name
+  std::map<std::string, std::string> params;
+};
+
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+struct ModelSpec {
+  std::vector<std::string> inputs;  // exactly one supported
+  std::vector<std::string> outputs;
+  std::vector<NodeSpec> nodes;
+  std::vector<TensorSpec> tensors;
+  bool channelsLast = false;
+};
+
+// The one place that decides where tensors live; CPU-only for now.
+inline torch::Device engineDevice() { return torch::Device(torch::kCPU); }
+
+// Intra-op thread count for every engine call; applied per calling thread because
+// OpenMP's thread count is a per-thread setting and async work runs on libuv's pool.
+void setEngineThreads(int n);
+int getEngineThreads();
+void applyEngineThreads();
+
+struct TrainResult {
+  double loss;
+  int64_t correct;
+};
+
+class Engine {
+ public:
+  explicit Engine(const ModelSpec& spec);
+
+  // Eval mode, no autograd. Returns the values named in `want` (model outputs and taps),
+  // each contiguous, row-major and not sharing storage with another returned tensor.
+  std::vector<torch::Tensor> forward(const torch::Tensor& x, const std::vector<std::string>& want);
+
+  void configureOptimizer(double momentum, bool nesterov, double weightDecay);
+  // Train mode (BN batch stats, running stats updated), cross-entropy on outputs[0], one SGD step.
+  TrainResult trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr);
+
+  std::vector<std::string> tensorNames() const;
+  // Contiguous copy in standard layout.
+  torch::Tensor readTensor(const std::string& name) const;
+  void writeTensor(const std::string& name, const std::vector<int64_t>& shape, const float* data);
+  bool hasValue(const std::string& name) const { return valueIndex_.count(name) > 0; }
+
+  // Guards against concurrent use: one call at a time per model.
+  std::mutex mu;
+
+ private:
+  struct Step {
+    const NodeSpec* spec;
+    std::vector<int> in;
+    int out;
+    torch::Tensor w, b, mean, var;  // undefined when absent
+  };
+  std::vector<torch::Tensor> run(const torch::Tensor& x, const std::vector<int>& want, bool training);
+  torch::Tensor toLayout(const torch::Tensor& t) const;
+
+  ModelSpec spec_;
+  std::map<std::string, int> valueIndex_;
+  int inputValue_ = -1;
+  std::vector<int> outputValues_;
+  std::vector<Step> steps_;
+  std::vector<int> producer_;  // value -> producing step (-1 for the model input)
+  std::map<std::string, torch::Tensor> tensors_;
+  std::vector<torch::Tensor> trainable_;
+  std::unique_ptr<torch::optim::SGD> optimizer_;
+};
+
+}  // namespace cmi

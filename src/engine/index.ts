@@ -1,0 +1,349 @@
+// The compute engine: runs any model in the IR on libtorch through the native addon.
+// The addon interprets the node list generically; this wrapper validates input and owns the IR.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+import { numel, type Model, type Node, type Tensor } from '../ir/model.js';
+import { UserError } from '../util/errors.js';
+
+/** What the addon's Model constructor takes: the IR's graph plus every tensor. */
+export interface AddonModelSpec {
+  inputs: string[];
+  outputs: string[];
+  nodes: Node[];
+  tensors: Record<string, Tensor>;
+  /** run 4-d activations and conv weights in NHWC memory order (faster with mkldnn) */
+  channelsLast?: boolean;
+}
+
+export interface AddonModel {
+  /** resolves to one tensor per name in `want`, in order; tensors own their memory */
+  forward(x: Float32Array, shape: number[], want: string[]): Promise<Tensor[]>;
+  trainStep(x: Float32Array, shape: number[], labels: Int32Array, lr: number): Promise<{ loss: number; correct: number }>;
+  configureOptimizer(momentum: number, nesterov: boolean, weightDecay: number): void;
+  /** copies; all tensors when names is omitted */
+  readTensors(names?: string[]): Record<string, Tensor>;
+  writeTensors(tensors: Record<string, Tensor>): void;
+  dispose(): void;
+  readonly busy: boolean;
+}
+
+export interface EngineInfo {
+  torchVersion: string;
+  mkldnn: boolean;
+  openmp: boolean;
+  device: string;
+}
+
+export interface EngineAddon {
+  Model: new (spec: AddonModelSpec) => AddonModel;
+  setThreads(n: number): void;
+  getThreads(): number;
+  info(): EngineInfo;
+  /** the estimators' linalg functions (native/linalg.cc) are registered on the same object */
+  [name: string]: unknown;
+}
+
+// dist/src/engine/index.js -> package root -> build/Release
+const ADDON_PATH = fileURLToPath(new URL('../../../build/Release/cmiprune_engine.node', import.meta.url));
+let addon: EngineAddon | undefined;
+
+export function loadEngine(): EngineAddon {
+  if (addon) return addon;
+  if (!existsSync(ADDON_PATH)) throw new UserError('native engine not built: run `npm run build:native`');
+  addon = createRequire(import.meta.url)(ADDON_PATH) as EngineAddon;
+  return addon;
+}
+
+export function setThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new UserError(`thread count must be an integer >= 1, got ${n}`);
+  loadEngine().setThreads(n);
+}
+
+export function getThreads(): number {
+  return loadEngine().getThreads();
+}
+
+export function engineInfo(): EngineInfo {
+  return loadEngine().info();
+}
+
+export interface OptimizerConfig {
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+}
+
+export interface CreateOptions {
+  /** NHWC activations; default true (measured faster with Debian's mkldnn build) */
+  channelsLast?: boolean;
+}
+
+const ARITY: Record<Node['op'], number> = {
+  Conv2d: 1,
+  BatchNorm: 1,
+  Relu: 1,
+  MaxPool: 1,
+  AvgPool: 1,
+  GlobalAvgPool: 1,
+  Flatten: 1,
+  Linear: 1,
+  Add: 2,
+};
+
+function label(n: Node): string {
+  return `node '${n.name}' (${n.op})`;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+function checkPair(n: Node, attr: string, v: unknown, min: number): void {
+  if (!Array.isArray(v) || v.length !== 2 || !v.every((d) => Number.isInteger(d) && d >= min))
+    throw new UserError(`${label(n)}: attr ${attr} must be two integers >= ${min}, got ${JSON.stringify(v)}`);
+}
+
+/** Expected shape per param slot, or throws naming the node. */
+function paramShapes(n: Node): { required: Record<string, number[]>; optional: Record<string, number[]> } {
+  switch (n.op) {
+    case 'Conv2d': {
+      const a = n.attrs;
+      for (const k of ['kernel', 'stride', 'dilation'] as const) checkPair(n, k, a[k], 1);
+      checkPair(n, 'padding', a.padding, 0);
+      if (!Number.isInteger(a.groups) || a.groups < 1 || a.inChannels % a.groups || a.outChannels % a.groups)
+        throw new UserError(
+          `${label(n)}: groups ${a.groups} must divide inChannels ${a.inChannels} and outChannels ${a.outChannels}`,
+        );
+      return {
+        required: { weight: [a.outChannels, a.inChannels / a.groups, a.kernel[0], a.kernel[1]] },
+        optional: { bias: [a.outChannels] },
+      };
+    }
+    case 'BatchNorm': {
+      const c = [n.attrs.numFeatures];
+      return { required: { weight: c, bias: c, runningMean: c, runningVar: c }, optional: {} };
+    }
+    case 'Linear':
+      return {
+        required: { weight: [n.attrs.outFeatures, n.attrs.inFeatures] },
+        optional: { bias: [n.attrs.outFeatures] },
+      };
+    case 'MaxPool':
+    case 'AvgPool':
+      for (const k of ['kernel', 'stride'] as const) checkPair(n, k, n.attrs[k], 1);
+      checkPair(n, 'padding', n.attrs.padding, 0);
+      return { required: {}, optional: {} };
+    case 'Flatten':
+      if (!Number.isInteger(n.attrs.axis) || n.attrs.axis < 0)
+        throw new UserError(`${label(n)}: axis must be a non-negative integer, got ${n.attrs.axis}`);
+      return { required: {}, optional: {} };
+    default:
+      return { required: {}, optional: {} };
+  }
+}
+
+/** Checks structure and every param reference; throws one UserError naming the offending node/tensor. */
+export function validateModel(model: Model): void {
+  if (model.inputs.length !== 1)
+    throw new UserError(`model '${model.name}': the engine needs exactly one input, got ${model.inputs.length}`);
+  for (const [k, t] of Object.entries(model.tensors)) {
+    if (!(t.data instanceof Float32Array) || t.data.length !== numel(t.shape))
+      throw new UserError(`tensor '${k}': data has ${t.data?.length} values, shape [${t.shape}] needs ${numel(t.shape)}`);
+  }
+  const defined = new Set<string>([model.inputs[0].name]);
+  for (const n of model.nodes) {
+    const arity = ARITY[n.op];
+    if (arity === undefined) throw new UserError(`node '${n.name}': unsupported op '${(n as Node).op}'`);
+    if (n.inputs.length !== arity)
+      throw new UserError(`${label(n)}: expects ${arity} input(s), got ${n.inputs.length}`);
+    for (const i of n.inputs)
+      if (!defined.has(i)) throw new UserError(`${label(n)}: input '${i}' is not produced by an earlier node`);
+    if (n.outputs.length !== 1) throw new UserError(`${label(n)}: expects exactly one output`);
+    if (defined.has(n.outputs[0])) throw new UserError(`${label(n)}: output '${n.outputs[0]}' is already defined`);
+    defined.add(n.outputs[0]);
+
+    const { required, optional } = paramShapes(n);
+    const params = n.params as Record<string, string | undefined>;
+    for (const slot of Object.keys(params))
+      if (params[slot] !== undefined && !(slot in required) && !(slot in optional))
+        throw new UserError(`${label(n)}: unexpected param slot '${slot}'`);
+    for (const [slot, shape] of [...Object.entries(required), ...Object.entries(optional)]) {
+      const key = params[slot];
+      if (key === undefined) {
+        if (slot in required) throw new UserError(`${label(n)}: missing param '${slot}'`);
+        continue;
+      }
+      const t = model.tensors[key];
+      if (!t) throw new UserError(`${label(n)}: param '${slot}' refers to tensor '${key}', which is not in model.tensors`);
+      if (!sameShape(t.shape, shape))
+        throw new UserError(`${label(n)}: param '${slot}' (tensor '${key}') has shape [${t.shape}], expected [${shape}]`);
+    }
+  }
+  for (const o of model.outputs)
+    if (!defined.has(o)) throw new UserError(`model '${model.name}': output '${o}' is not produced by any node`);
+}
+
+export class TorchModel {
+  readonly model: Model;
+  private native: AddonModel | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private pending = 0;
+  private optimizerReady = false;
+  private readonly values: Set<string>;
+  private readonly shapes: Map<string, number[]>;
+
+  private constructor(model: Model, native: AddonModel, shapes: Map<string, number[]>) {
+    this.model = model;
+    this.native = native;
+    this.shapes = shapes;
+    this.values = new Set([...model.inputs.map((v) => v.name), ...model.nodes.map((n) => n.outputs[0])]);
+  }
+
+  /** Validates the IR and uploads its weights (copied; later edits to `model.tensors` are not seen). */
+  static create(model: Model, opts: CreateOptions = {}): TorchModel {
+    validateModel(model);
+    const addon = loadEngine();
+    let native: AddonModel;
+    try {
+      native = new addon.Model({
+        inputs: model.inputs.map((v) => v.name),
+        outputs: model.outputs,
+        nodes: model.nodes,
+        tensors: model.tensors,
+        channelsLast: opts.channelsLast ?? true,
+      });
+    } catch (e) {
+      throw new UserError(`model '${model.name}': ${(e as Error).message}`, { cause: e });
+    }
+    const structure: Model = { ...model, tensors: {} };
+    const shapes = new Map(Object.entries(model.tensors).map(([k, t]) => [k, [...t.shape]]));
+    return new TorchModel(structuredClone(structure), native, shapes);
+  }
+
+  private use(what: string): AddonModel {
+    if (!this.native) throw new Error(`TorchModel.${what}: model has been disposed`);
+    return this.native;
+  }
+
+  private useIdle(what: string): AddonModel {
+    const n = this.use(what);
+    if (this.pending > 0) throw new Error(`TorchModel.${what}: a forward/trainStep is in progress; await it first`);
+    return n;
+  }
+
+  private checkInput(x: Float32Array, shape: number[]): void {
+    if (!(x instanceof Float32Array)) throw new UserError('input must be a Float32Array');
+    if (!shape.every((d) => Number.isInteger(d) && d >= 0)) throw new UserError(`input shape [${shape}] is invalid`);
+    if (x.length !== numel(shape))
+      throw new UserError(`input has ${x.length} values, shape [${shape}] needs ${numel(shape)}`);
+    const expected = this.model.inputs[0].shape;
+    if (expected.length > 0) {
+      const ok = expected.length === shape.length && expected.every((d, i) => i === 0 || d < 0 || d === shape[i]);
+      if (!ok)
+        throw new UserError(
+          `input shape [${shape}] does not match model input '${this.model.inputs[0].name}' [${expected}]`,
+        );
+    }
+  }
+
+  /**
+   * Serialises async calls on this model. An idle model starts the call now (the addon copies the
+   * input synchronously); a queued call copies it, since callers may refill their buffers.
+   */
+  private enqueue<T>(x: Float32Array, run: (x: Float32Array) => Promise<T>): Promise<T> {
+    const start = (input: Float32Array) => new Promise<T>((resolve) => resolve(run(input)));
+    let p: Promise<T>;
+    if (this.pending === 0) p = start(x);
+    else {
+      const input = x.slice();
+      p = this.queue.then(() => start(input));
+    }
+    this.pending++;
+    this.queue = p.catch(() => undefined);
+    return p
+      .catch((e: Error) => {
+        throw e instanceof UserError ? e : new UserError(`model '${this.model.name}': ${e.message}`, { cause: e });
+      })
+      .finally(() => {
+        this.pending--;
+      });
+  }
+
+  async forward(
+    x: Float32Array,
+    shape: number[],
+    opts: { taps?: string[] } = {},
+  ): Promise<{ outputs: Record<string, Tensor>; taps: Record<string, Tensor> }> {
+    const native = this.use('forward');
+    this.checkInput(x, shape);
+    const taps = opts.taps ?? [];
+    for (const t of taps)
+      if (!this.values.has(t)) throw new UserError(`model '${this.model.name}': no value named '${t}' to tap`);
+    const outs = this.model.outputs;
+    const res = await this.enqueue(x, (input) => native.forward(input, shape, [...outs, ...taps]));
+    const outputs: Record<string, Tensor> = {};
+    const tapped: Record<string, Tensor> = {};
+    outs.forEach((o, i) => (outputs[o] = res[i]));
+    taps.forEach((t, i) => (tapped[t] = res[outs.length + i]));
+    return { outputs, taps: tapped };
+  }
+
+  configureOptimizer(cfg: OptimizerConfig): void {
+    const native = this.useIdle('configureOptimizer');
+    const { momentum, nesterov, weightDecay } = cfg;
+    if (!(momentum >= 0) || !(weightDecay >= 0))
+      throw new UserError(`optimizer: momentum (${momentum}) and weightDecay (${weightDecay}) must be >= 0`);
+    if (nesterov && !(momentum > 0)) throw new UserError('optimizer: nesterov needs momentum > 0');
+    native.configureOptimizer(momentum, nesterov, weightDecay);
+    this.optimizerReady = true;
+  }
+
+  async trainStep(x: Float32Array, shape: number[], labels: Int32Array, lr: number): Promise<{ loss: number; correct: number }> {
+    const native = this.use('trainStep');
+    if (!this.optimizerReady) throw new Error('TorchModel.trainStep: call configureOptimizer first');
+    this.checkInput(x, shape);
+    if (!(labels instanceof Int32Array) || labels.length !== shape[0])
+      throw new UserError(`trainStep: need ${shape[0]} labels as an Int32Array, got ${labels?.length}`);
+    if (!Number.isFinite(lr) || lr < 0) throw new UserError(`trainStep: learning rate must be >= 0, got ${lr}`);
+    const head = this.model.nodes.find((n) => n.outputs[0] === this.model.outputs[0]);
+    if (head?.op === 'Linear') {
+      const k = head.attrs.outFeatures;
+      const bad = labels.findIndex((l) => l < 0 || l >= k);
+      if (bad >= 0) throw new UserError(`trainStep: label ${labels[bad]} at index ${bad} is outside [0, ${k})`);
+    }
+    const lab = this.pending > 0 ? labels.slice() : labels;
+    return this.enqueue(x, (input) => native.trainStep(input, shape, lab, lr));
+  }
+
+  readTensors(): Record<string, Tensor> {
+    return this.useIdle('readTensors').readTensors();
+  }
+
+  /** Partial updates allowed; every tensor is checked before any is written. */
+  writeTensors(t: Record<string, Tensor>): void {
+    const native = this.useIdle('writeTensors');
+    for (const [k, v] of Object.entries(t)) {
+      const shape = this.shapes.get(k);
+      if (!shape) throw new UserError(`writeTensors: model '${this.model.name}' has no tensor '${k}'`);
+      if (!sameShape(shape, v.shape))
+        throw new UserError(`writeTensors: tensor '${k}' has shape [${v.shape}], the model's is [${shape}]`);
+      if (!(v.data instanceof Float32Array) || v.data.length !== numel(v.shape))
+        throw new UserError(`writeTensors: tensor '${k}' data does not hold ${numel(v.shape)} float32 values`);
+    }
+    native.writeTensors(t);
+  }
+
+  /** The IR structure with the current weights (a deep copy). */
+  toModel(): Model {
+    const tensors = this.readTensors();
+    return { ...structuredClone(this.model), tensors };
+  }
+
+  dispose(): void {
+    if (!this.native) return;
+    this.useIdle('dispose').dispose();
+    this.native = undefined;
+  }
+}
