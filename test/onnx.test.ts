@@ -1,0 +1,541 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import ort from 'onnxruntime-node';
+import type { Model, Node, Tensor } from '../src/ir/model.js';
+import { inferShapes } from '../src/ir/shapes.js';
+import { OnnxImportError, exportOnnx, importOnnx, loadOnnxFile, saveOnnxFile } from '../src/onnx/index.js';
+import { AttrType, DataType, onnx, type pb } from '../src/onnx/proto.js';
+
+const MODELS = '/work/shared/models';
+const VGG = join(MODELS, 'vgg16_bn_cifar10.onnx');
+const RESNET20 = join(MODELS, 'resnet20_cifar10.onnx');
+
+function mulberry32(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) >>> 0;
+    let t = seed;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const randn = (n: number, rng: () => number, scale = 1) =>
+  Float32Array.from({ length: n }, () => (rng() + rng() + rng() - 1.5) * 2 * scale);
+
+async function runOrt(bytes: Uint8Array, input: string, x: Float32Array, shape: number[]): Promise<Float32Array> {
+  const s = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  try {
+    const out = await s.run({ [input]: new ort.Tensor('float32', x, shape) });
+    return out[s.outputNames[0]!]!.data as Float32Array;
+  } finally {
+    await s.release();
+  }
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+// ---------- ONNX protobuf builders (no binary fixtures) ----------
+const aInt = (name: string, i: number): pb.IAttributeProto => ({ name, type: AttrType.INT, i });
+const aInts = (name: string, ints: number[]): pb.IAttributeProto => ({ name, type: AttrType.INTS, ints });
+const aFloat = (name: string, f: number): pb.IAttributeProto => ({ name, type: AttrType.FLOAT, f });
+const aTensor = (name: string, t: pb.ITensorProto): pb.IAttributeProto => ({ name, type: AttrType.TENSOR, t });
+
+function fInit(name: string, dims: number[], data: Float32Array, style: 'raw' | 'float_data' = 'raw'): pb.ITensorProto {
+  return style === 'raw'
+    ? { name, dims, dataType: DataType.FLOAT, rawData: new Uint8Array(data.buffer.slice(0)) }
+    : { name, dims, dataType: DataType.FLOAT, floatData: [...data] };
+}
+const i64 = (name: string, ints: number[]): pb.ITensorProto => ({ name, dims: [ints.length], dataType: DataType.INT64, int64Data: ints });
+const nd = (opType: string, name: string, input: string[], output: string[], attribute: pb.IAttributeProto[] = []): pb.INodeProto => ({
+  opType,
+  name,
+  input,
+  output,
+  attribute,
+});
+const vi = (name: string, dims: (number | string)[]): pb.IValueInfoProto => ({
+  name,
+  type: {
+    tensorType: {
+      elemType: DataType.FLOAT,
+      shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
+    },
+  },
+});
+function onnxBytes(g: { nodes: pb.INodeProto[]; inits?: pb.ITensorProto[]; input: pb.IValueInfoProto; outputs: string[]; opset?: number }): Uint8Array {
+  const opset = g.opset ?? 13;
+  return onnx.ModelProto.encode({
+    irVersion: opset >= 15 ? 8 : 7,
+    opsetImport: [{ domain: '', version: opset }],
+    producerName: 'test',
+    graph: { name: 'g', node: g.nodes, initializer: g.inits ?? [], input: [g.input], output: g.outputs.map((o) => ({ name: o })) },
+  }).finish();
+}
+
+// ---------- an independent pure-JS forward pass (PyTorch semantics) for checking exports ----------
+function forwardJs(model: Model, x: Float32Array, inShape: number[]): Float32Array {
+  const vals = new Map<string, { d: Float32Array; s: number[] }>([[model.inputs[0]!.name, { d: x, s: inShape }]]);
+  const T = (k: string | undefined): Tensor | undefined => (k ? model.tensors[k] : undefined);
+  for (const n of model.nodes) {
+    const a = vals.get(n.inputs[0])!;
+    let out: { d: Float32Array; s: number[] };
+    const [N, C, H, W] = a.s as [number, number, number, number];
+    switch (n.op) {
+      case 'Conv2d': {
+        const { outChannels: O, kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups } = n.attrs;
+        const w = T(n.params.weight)!.data;
+        const b = T(n.params.bias)?.data;
+        const OH = Math.floor((H + 2 * ph - dh * (kh - 1) - 1) / sh) + 1;
+        const OW = Math.floor((W + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
+        const cg = C / groups;
+        const og = O / groups;
+        const d = new Float32Array(N * O * OH * OW);
+        for (let ni = 0; ni < N; ni++)
+          for (let o = 0; o < O; o++)
+            for (let oy = 0; oy < OH; oy++)
+              for (let ox = 0; ox < OW; ox++) {
+                let acc = b ? b[o]! : 0;
+                const g = Math.floor(o / og);
+                for (let c = 0; c < cg; c++)
+                  for (let ky = 0; ky < kh; ky++)
+                    for (let kx = 0; kx < kw; kx++) {
+                      const iy = oy * sh - ph + ky * dh;
+                      const ix = ox * sw - pw + kx * dw;
+                      if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                      acc += a.d[((ni * C + g * cg + c) * H + iy) * W + ix]! * w[((o * cg + c) * kh + ky) * kw + kx]!;
+                    }
+                d[((ni * O + o) * OH + oy) * OW + ox] = acc;
+              }
+        out = { d, s: [N, O, OH, OW] };
+        break;
+      }
+      case 'BatchNorm': {
+        const [g, b, m, v] = (['weight', 'bias', 'runningMean', 'runningVar'] as const).map((s) => T(n.params[s])!.data);
+        const hw = a.s.length === 4 ? H * W : 1;
+        const d = a.d.map((val, i) => {
+          const c = Math.floor(i / hw) % C;
+          return ((val - m![c]!) / Math.sqrt(v![c]! + n.attrs.eps)) * g![c]! + b![c]!;
+        });
+        out = { d, s: a.s };
+        break;
+      }
+      case 'Relu':
+        out = { d: a.d.map((v) => Math.max(v, 0)), s: a.s };
+        break;
+      case 'MaxPool':
+      case 'AvgPool': {
+        const { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw], ceilMode } = n.attrs;
+        const sz = (L: number, k: number, s: number, p: number) => {
+          let o = (ceilMode ? Math.ceil((L + 2 * p - k) / s) : Math.floor((L + 2 * p - k) / s)) + 1;
+          if (ceilMode && (o - 1) * s >= L + p) o--;
+          return o;
+        };
+        const OH = sz(H, kh, sh, ph);
+        const OW = sz(W, kw, sw, pw);
+        const d = new Float32Array(N * C * OH * OW);
+        for (let nc = 0; nc < N * C; nc++)
+          for (let oy = 0; oy < OH; oy++)
+            for (let ox = 0; ox < OW; ox++) {
+              let best = -Infinity;
+              let sum = 0;
+              let cnt = 0;
+              const y0 = oy * sh - ph;
+              const x0 = ox * sw - pw;
+              // PyTorch: the count_include_pad divisor covers the window clipped to the padded input
+              const padCnt = (Math.min(y0 + kh, H + ph) - y0) * (Math.min(x0 + kw, W + pw) - x0);
+              for (let ky = 0; ky < kh; ky++)
+                for (let kx = 0; kx < kw; kx++) {
+                  const iy = y0 + ky;
+                  const ix = x0 + kx;
+                  if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                  const v = a.d[(nc * H + iy) * W + ix]!;
+                  best = Math.max(best, v);
+                  sum += v;
+                  cnt++;
+                }
+              d[(nc * OH + oy) * OW + ox] = n.op === 'MaxPool' ? best : sum / (n.attrs.countIncludePad ? padCnt : cnt);
+            }
+        out = { d, s: [N, C, OH, OW] };
+        break;
+      }
+      case 'GlobalAvgPool': {
+        const d = new Float32Array(N * C);
+        for (let i = 0; i < N * C; i++) {
+          let s = 0;
+          for (let j = 0; j < H * W; j++) s += a.d[i * H * W + j]!;
+          d[i] = s / (H * W);
+        }
+        out = { d, s: [N, C, 1, 1] };
+        break;
+      }
+      case 'Flatten':
+        out = { d: a.d, s: [N, a.d.length / N] };
+        break;
+      case 'Linear': {
+        const { inFeatures: I, outFeatures: O } = n.attrs;
+        const w = T(n.params.weight)!.data;
+        const b = T(n.params.bias)?.data;
+        const d = new Float32Array(N * O);
+        for (let ni = 0; ni < N; ni++)
+          for (let o = 0; o < O; o++) {
+            let acc = b ? b[o]! : 0;
+            for (let i = 0; i < I; i++) acc += a.d[ni * I + i]! * w[o * I + i]!;
+            d[ni * O + o] = acc;
+          }
+        out = { d, s: [N, O] };
+        break;
+      }
+      case 'Add': {
+        const b = vals.get(n.inputs[1]!)!;
+        out = { d: a.d.map((v, i) => v + b.d[i]!), s: a.s };
+        break;
+      }
+    }
+    vals.set(n.outputs[0], out);
+  }
+  return vals.get(model.outputs[0]!)!.d;
+}
+
+/** A small IR model covering every op and the awkward attributes (groups, stride, dilation, ceil, pad counting). */
+function smallModel(rng: () => number): Model {
+  const tensors: Record<string, Tensor> = {};
+  const t = (key: string, shape: number[], scale = 0.3, offset = 0) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    tensors[key] = { shape, data: randn(n, rng, scale).map((v) => v + offset) };
+    return key;
+  };
+  const conv = (name: string, input: string, inC: number, outC: number, k: number, o: Partial<{ s: number; p: number; g: number; d: number; bias: boolean }> = {}): Node => ({
+    name,
+    op: 'Conv2d',
+    inputs: [input],
+    outputs: [`${name}_out`],
+    attrs: { inChannels: inC, outChannels: outC, kernel: [k, k], stride: [o.s ?? 1, o.s ?? 1], padding: [o.p ?? 0, o.p ?? 0], dilation: [o.d ?? 1, o.d ?? 1], groups: o.g ?? 1 },
+    params: { weight: t(`${name}.weight`, [outC, inC / (o.g ?? 1), k, k]), ...(o.bias ? { bias: t(`${name}.bias`, [outC]) } : {}) },
+  });
+  const bn = (name: string, input: string, c: number): Node => ({
+    name,
+    op: 'BatchNorm',
+    inputs: [input],
+    outputs: [`${name}_out`],
+    attrs: { numFeatures: c, eps: 1e-5, momentum: 0.1 },
+    params: {
+      weight: t(`${name}.weight`, [c], 0.2, 1),
+      bias: t(`${name}.bias`, [c]),
+      runningMean: t(`${name}.running_mean`, [c]),
+      runningVar: (tensors[`${name}.running_var`] = { shape: [c], data: Float32Array.from({ length: c }, () => 0.5 + rng()) }, `${name}.running_var`),
+    },
+  });
+  const simple = (op: 'Relu' | 'GlobalAvgPool', name: string, input: string): Node =>
+    ({ name, op, inputs: [input], outputs: [`${name}_out`], attrs: {}, params: {} }) as Node;
+  const nodes: Node[] = [
+    conv('c1', 'x', 3, 8, 3, { p: 1, bias: true }), // [8,9,9]
+    simple('Relu', 'r1', 'c1_out'),
+    { name: 'mp', op: 'MaxPool', inputs: ['r1_out'], outputs: ['mp_out'], attrs: { kernel: [2, 2], stride: [2, 2], padding: [0, 0], ceilMode: true }, params: {} }, // [8,5,5]
+    conv('c2', 'mp_out', 8, 8, 3, { p: 1, g: 4 }),
+    bn('bn2', 'c2_out', 8),
+    simple('Relu', 'r2', 'bn2_out'),
+    conv('c3', 'r2_out', 8, 8, 1, { bias: true }),
+    { name: 'add', op: 'Add', inputs: ['r2_out', 'c3_out'], outputs: ['add_out'], attrs: {}, params: {} },
+    { name: 'ap', op: 'AvgPool', inputs: ['add_out'], outputs: ['ap_out'], attrs: { kernel: [3, 3], stride: [2, 2], padding: [1, 1], ceilMode: false, countIncludePad: false }, params: {} }, // [8,3,3]
+    conv('c4', 'ap_out', 8, 16, 3, { p: 2, d: 2, bias: true }), // [16,3,3]
+    { name: 'ap2', op: 'AvgPool', inputs: ['c4_out'], outputs: ['ap2_out'], attrs: { kernel: [2, 2], stride: [1, 1], padding: [1, 1], ceilMode: false, countIncludePad: true }, params: {} }, // [16,4,4]
+    simple('GlobalAvgPool', 'gap', 'ap2_out'),
+    { name: 'flat', op: 'Flatten', inputs: ['gap_out'], outputs: ['flat_out'], attrs: { axis: 1 }, params: {} },
+    { name: 'fc1', op: 'Linear', inputs: ['flat_out'], outputs: ['fc1_out'], attrs: { inFeatures: 16, outFeatures: 12 }, params: { weight: t('fc1.weight', [12, 16]), bias: t('fc1.bias', [12]) } },
+    bn('bn3', 'fc1_out', 12),
+    simple('Relu', 'r3', 'bn3_out'),
+    { name: 'fc2', op: 'Linear', inputs: ['r3_out'], outputs: ['logits'], attrs: { inFeatures: 12, outFeatures: 5 }, params: { weight: t('fc2.weight', [5, 12]) } },
+  ];
+  return { name: 'small', inputs: [{ name: 'x', shape: [-1, 3, 9, 9] }], outputs: ['logits'], nodes, tensors, metadata: { mean: '[0.5,0.5,0.5]', note: 'ü' } };
+}
+
+// ---------- tests ----------
+
+test('VGG16-BN imports with the documented architecture and re-exports with identical ORT logits', async () => {
+  const bytes = await readFile(VGG);
+  const m = importOnnx(bytes, { fileName: VGG });
+  const convs = m.nodes.filter((n) => n.op === 'Conv2d');
+  assert.deepEqual(
+    convs.map((n) => n.attrs.outChannels),
+    [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512],
+  );
+  for (const c of convs) {
+    if (c.op !== 'Conv2d') continue;
+    assert.deepEqual([c.attrs.kernel, c.attrs.padding, c.attrs.stride, c.attrs.groups], [[3, 3], [1, 1], [1, 1], 1]);
+    assert.equal(c.params.bias, undefined);
+  }
+  assert.equal(convs[0]!.params.weight, 'features.0.weight');
+  const bns = m.nodes.filter((n) => n.op === 'BatchNorm');
+  assert.equal(bns.length, 14);
+  assert.ok(bns.every((n) => n.op === 'BatchNorm' && Math.abs(n.attrs.momentum - 0.1) < 1e-6 && Math.abs(n.attrs.eps - 1e-5) < 1e-9));
+  const fcs = m.nodes.filter((n) => n.op === 'Linear').map((n) => [n.attrs.inFeatures, n.attrs.outFeatures]);
+  assert.deepEqual(fcs, [[512, 512], [512, 10]]);
+  assert.deepEqual(m.tensors['classifier.0.weight']!.shape, [512, 512]);
+  assert.equal(m.nodes.filter((n) => n.op === 'MaxPool').length, 4);
+  assert.deepEqual(m.inputs, [{ name: 'input', shape: [-1, 3, 32, 32] }]);
+  assert.deepEqual(m.outputs, ['logits']);
+  assert.equal(JSON.parse(m.metadata.mean!).length, 3);
+  assert.ok(Math.abs(JSON.parse(m.metadata.std!)[0] - 0.247) < 1e-6);
+  assert.equal(m.nodes[0]!.name, '/features/features.0/Conv');
+
+  const exported = exportOnnx(m);
+  const decoded = onnx.ModelProto.decode(exported);
+  assert.equal(decoded.producerName, 'cmiprune');
+  assert.equal(Number(decoded.opsetImport[0]!.version), 13);
+  assert.equal(Number(decoded.irVersion), 7);
+  assert.equal(decoded.graph!.input![0]!.type!.tensorType!.shape!.dim![0]!.dimParam, 'batch');
+  assert.deepEqual(decoded.graph!.output![0]!.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue)), ['batch', 10]);
+
+  // re-import gives the same IR, weights bit-identical
+  const again = importOnnx(exported);
+  assert.deepEqual(again.nodes, m.nodes);
+  assert.deepEqual(Object.keys(again.tensors).sort(), Object.keys(m.tensors).sort());
+  for (const [k, t] of Object.entries(m.tensors)) assert.deepEqual(again.tensors[k]!.data, t.data, k);
+  assert.deepEqual(again.metadata, m.metadata);
+
+  const rng = mulberry32(7);
+  const x = randn(8 * 3 * 32 * 32, rng);
+  const ref = await runOrt(bytes, 'input', x, [8, 3, 32, 32]);
+  const got = await runOrt(exported, 'input', x, [8, 3, 32, 32]);
+  assert.equal(ref.length, 80);
+  const diff = maxAbsDiff(ref, got);
+  assert.ok(diff <= 1e-4, `max abs diff ${diff}`);
+});
+
+test('a small IR model with every op exports to ORT matching a pure-JS forward, and round-trips', async () => {
+  const rng = mulberry32(3);
+  const m = smallModel(rng);
+  inferShapes(m, 1);
+  const bytes = exportOnnx(m, { opset: 17, docString: 'test' });
+  const x = randn(4 * 3 * 9 * 9, rng);
+  const ref = forwardJs(m, x, [4, 3, 9, 9]);
+  const got = await runOrt(bytes, 'x', x, [4, 3, 9, 9]);
+  const diff = maxAbsDiff(ref, got);
+  assert.ok(diff <= 1e-4, `max abs diff ${diff}`);
+  assert.equal(Number(onnx.ModelProto.decode(bytes).irVersion), 8);
+
+  const back = importOnnx(bytes);
+  assert.deepEqual(back.nodes, m.nodes);
+  assert.deepEqual(back.inputs, m.inputs);
+  assert.deepEqual(back.metadata, m.metadata);
+  assert.equal(back.name, 'small');
+  for (const [k, t] of Object.entries(m.tensors)) {
+    assert.deepEqual(back.tensors[k]!.shape, t.shape, k);
+    assert.deepEqual(back.tensors[k]!.data, t.data, k);
+  }
+
+  // atomic save then load gives the same model
+  const dir = await mkdtemp(join(tmpdir(), 'cmiprune-onnx-'));
+  try {
+    const p = join(dir, 'small.onnx');
+    await saveOnnxFile(m, p);
+    const loaded = await loadOnnxFile(p);
+    assert.deepEqual(loaded.nodes, m.nodes);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  assert.throws(() => exportOnnx(m, { opset: 9 }), /opset 9/);
+});
+
+/** PyTorch >= 2.9 dynamo exporter style: folded BN (Conv bias), constant axes/shape, node_Op_N names, opset 18. */
+function dynamoStyle(rng: () => number, variant: { keepdims?: number; shape?: number[] } = {}): Uint8Array {
+  const w = (n: number, s = 0.3) => randn(n, rng, s);
+  return onnxBytes({
+    opset: 18,
+    input: vi('x', ['s77', 3, 8, 8]),
+    outputs: ['linear'],
+    inits: [
+      fInit('conv1.weight', [8, 3, 3, 3], w(8 * 27)),
+      fInit('conv1.bias', [8], w(8)),
+      fInit('conv2.weight', [16, 8, 3, 3], w(16 * 72, 0.15)),
+      fInit('conv2.bias', [16], w(16)),
+      fInit('fc.weight_t', [16, 10], w(160), 'float_data'), // MatMul keeps weights [in, out]
+      fInit('fc.bias', [10], w(10), 'float_data'),
+      i64('val_axes', [2, 3]),
+    ],
+    nodes: [
+      nd('Conv', 'node_Conv_0', ['x', 'conv1.weight', 'conv1.bias'], ['conv2d'], [aInts('pads', [1, 1, 1, 1]), aInts('strides', [1, 1]), aInts('dilations', [1, 1]), aInt('group', 1)]),
+      nd('Relu', 'node_Relu_1', ['conv2d'], ['relu']),
+      nd('Conv', 'node_Conv_2', ['relu', 'conv2.weight', 'conv2.bias'], ['conv2d_1'], [aInts('pads', [1, 1, 1, 1]), aInts('strides', [2, 2]), aInt('group', 1), aInts('kernel_shape', [3, 3])]),
+      nd('Relu', 'node_Relu_3', ['conv2d_1'], ['relu_1']),
+      nd('ReduceMean', 'node_ReduceMean_4', ['relu_1', 'val_axes'], ['mean'], [aInt('keepdims', variant.keepdims ?? 1)]),
+      nd('Constant', 'node_Constant_5', [], ['val_shape'], [aTensor('value', i64('', variant.shape ?? [-1, 16]))]),
+      nd('Reshape', 'node_Reshape_6', ['mean', 'val_shape'], ['view'], [aInt('allowzero', 0)]),
+      nd('Dropout', 'node_Dropout_7', ['view'], ['dropout']),
+      nd('MatMul', 'node_MatMul_8', ['dropout', 'fc.weight_t'], ['matmul']),
+      nd('Add', 'node_Add_9', ['matmul', 'fc.bias'], ['linear']),
+    ],
+  });
+}
+
+test('dynamo-style ONNX (opset 18) imports to the expected IR and its re-export matches ORT', async () => {
+  const bytes = dynamoStyle(mulberry32(11));
+  const m = importOnnx(bytes, { fileName: 'dynamo.onnx' });
+  assert.deepEqual(
+    m.nodes.map((n) => [n.name, n.op]),
+    [
+      ['node_Conv_0', 'Conv2d'],
+      ['node_Relu_1', 'Relu'],
+      ['node_Conv_2', 'Conv2d'],
+      ['node_Relu_3', 'Relu'],
+      ['node_ReduceMean_4', 'GlobalAvgPool'],
+      ['node_Reshape_6', 'Flatten'],
+      ['node_MatMul_8', 'Linear'],
+    ],
+  );
+  const conv2 = m.nodes[2]!;
+  assert.equal(conv2.op, 'Conv2d');
+  if (conv2.op === 'Conv2d') {
+    assert.deepEqual(conv2.attrs, { inChannels: 8, outChannels: 16, kernel: [3, 3], stride: [2, 2], padding: [1, 1], dilation: [1, 1], groups: 1 });
+    assert.deepEqual(conv2.params, { weight: 'conv2.weight', bias: 'conv2.bias' });
+  }
+  const fc = m.nodes[6]!;
+  assert.deepEqual(fc.attrs, { inFeatures: 16, outFeatures: 10 });
+  assert.deepEqual(fc.params, { weight: 'node_MatMul_8.weight', bias: 'fc.bias' });
+  assert.deepEqual(m.tensors['node_MatMul_8.weight']!.shape, [10, 16]);
+  assert.deepEqual(m.outputs, ['linear']);
+  assert.deepEqual(m.inputs, [{ name: 'x', shape: [-1, 3, 8, 8] }]);
+  assert.equal(m.tensors.val_axes, undefined);
+
+  const x = randn(5 * 3 * 8 * 8, mulberry32(12));
+  const ref = await runOrt(bytes, 'x', x, [5, 3, 8, 8]);
+  const got = await runOrt(exportOnnx(m), 'x', x, [5, 3, 8, 8]);
+  assert.ok(maxAbsDiff(ref, got) <= 1e-5, `max abs diff ${maxAbsDiff(ref, got)}`);
+  assert.ok(maxAbsDiff(ref, forwardJs(m, x, [5, 3, 8, 8])) <= 1e-4);
+
+  // keepdims 0 with a [0, -1] reshape is the same network
+  const m2 = importOnnx(dynamoStyle(mulberry32(11), { keepdims: 0, shape: [0, -1] }));
+  assert.deepEqual(m2.nodes.map((n) => n.op), ['Conv2d', 'Relu', 'Conv2d', 'Relu', 'GlobalAvgPool', 'Flatten', 'Linear']);
+  assert.ok(maxAbsDiff(ref, forwardJs(m2, x, [5, 3, 8, 8])) <= 1e-4);
+});
+
+test('Gemm with transB=0, alpha/beta, float16 and double initializers fold into plain IR weights', () => {
+  const rng = mulberry32(5);
+  const wIn = randn(4 * 3, rng); // [in=4, out=3] for transB=0
+  const half = new Uint16Array([0x3c00, 0xc000, 0x3555, 0x0001]); // 1, -2, ~0.33325, smallest subnormal
+  const dbl = new Float64Array([0.5, -1.25, 3]);
+  const bytes = onnxBytes({
+    input: vi('x', ['N', 4]),
+    outputs: ['y'],
+    inits: [
+      fInit('W', [4, 3], wIn),
+      { name: 'C', dims: [3], dataType: DataType.DOUBLE, rawData: new Uint8Array(dbl.buffer) },
+      { name: 'W2', dims: [1, 4], dataType: DataType.FLOAT16, rawData: new Uint8Array(half.buffer) },
+    ],
+    nodes: [
+      nd('Gemm', 'gemm', ['x', 'W', 'C'], ['h'], [aFloat('alpha', 2), aFloat('beta', 0.5)]),
+      nd('Identity', 'id', ['h'], ['h2']),
+      nd('Gemm', 'gemm2', ['h2', 'W2'], ['y'], [aInt('transB', 0)]),
+    ],
+  });
+  // h has 3 features but W2 is [1,4] (transB=0 -> in=1): the importer must reject that as a shape error
+  assert.throws(() => importOnnx(bytes, { fileName: 'g.onnx' }), (e: Error) => e instanceof OnnxImportError && /g\.onnx: node 'gemm2' \(op Gemm\)/.test(e.message));
+
+  const ok = onnxBytes({
+    input: vi('x', ['N', 4]),
+    outputs: ['y'],
+    inits: [
+      fInit('W', [4, 3], wIn),
+      { name: 'C', dims: [3], dataType: DataType.DOUBLE, rawData: new Uint8Array(dbl.buffer) },
+      { name: 'W2', dims: [4, 3], dataType: DataType.FLOAT16, int32Data: [...half, ...half, ...half] },
+    ],
+    nodes: [
+      nd('Gemm', 'gemm', ['x', 'W', 'C'], ['h'], [aFloat('alpha', 2), aFloat('beta', 0.5)]),
+      nd('Identity', 'id', ['h'], ['h2']),
+      nd('Gemm', 'gemm2', ['h2', 'W2'], ['y'], [aInt('transB', 1)]),
+    ],
+  });
+  const m = importOnnx(ok);
+  assert.deepEqual(m.nodes.map((n) => n.name), ['gemm', 'gemm2']);
+  assert.deepEqual(m.nodes[1]!.inputs, ['h']); // Identity removed and rewired
+  const params0 = m.nodes[0]!.params as Record<string, string>;
+  assert.equal(params0.weight, 'gemm.weight'); // derived (transposed, scaled)
+  const w = m.tensors[params0.weight!]!;
+  assert.deepEqual(w.shape, [3, 4]);
+  for (let o = 0; o < 3; o++) for (let i = 0; i < 4; i++) assert.equal(w.data[o * 4 + i], Math.fround(2 * wIn[i * 3 + o]!));
+  assert.deepEqual([...m.tensors['gemm.bias']!.data], [0.25, -0.625, 1.5]);
+  const w2 = m.tensors.W2!.data;
+  assert.deepEqual([...w2.slice(0, 2)], [1, -2]);
+  assert.ok(Math.abs(w2[2]! - 0.33325195) < 1e-7);
+  assert.equal(w2[3], 2 ** -24);
+});
+
+test('unsupported op: ResNet-20 names the file, the Slice node and the op', async () => {
+  await assert.rejects(loadOnnxFile(RESNET20), (e: Error) => {
+    assert.ok(e instanceof OnnxImportError, String(e));
+    assert.match(e.message, /resnet20_cifar10\.onnx: node '\/layer2\/layer2\.0\/Slice' \(op Slice\) is not supported; supported: Conv,/);
+    return true;
+  });
+});
+
+test('truncated and non-ONNX files are rejected naming the file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'cmiprune-onnx-'));
+  try {
+    const half = join(dir, 'half.onnx');
+    const bytes = await readFile(VGG);
+    await writeFile(half, bytes.subarray(0, bytes.length >> 1));
+    await assert.rejects(loadOnnxFile(half), (e: Error) => {
+      assert.ok(e instanceof OnnxImportError);
+      assert.ok(e.message.startsWith(`${half}: not a valid ONNX model (truncated or corrupt)`), e.message);
+      return true;
+    });
+    const text = join(dir, 'notes.onnx');
+    await writeFile(text, 'this is not a protobuf, just some text\n');
+    await assert.rejects(loadOnnxFile(text), (e: Error) => e instanceof OnnxImportError && e.message.includes(`${text}: not a valid ONNX model`));
+    await assert.rejects(loadOnnxFile(join(dir, 'missing.onnx')), (e: Error) => e instanceof OnnxImportError && /missing\.onnx: cannot read/.test(e.message));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('dangling inputs, asymmetric pads and unsupported attribute values give one clear error', () => {
+  const w = fInit('w', [4, 3, 3, 3], new Float32Array(108));
+  const input = vi('x', ['N', 3, 8, 8]);
+  const expectErr = (bytes: Uint8Array, re: RegExp) =>
+    assert.throws(() => importOnnx(bytes, { fileName: 'bad.onnx' }), (e: Error) => {
+      assert.ok(e instanceof OnnxImportError, String(e));
+      assert.match(e.message, re);
+      return true;
+    });
+  expectErr(
+    onnxBytes({ input, outputs: ['y'], inits: [w], nodes: [nd('Conv', 'conv', ['x', 'w'], ['c']), nd('Add', 'add', ['c', 'nope'], ['y'])] }),
+    /^bad\.onnx: node 'add' \(op Add\): .*'nope' is not produced by any earlier node, initializer or graph input/,
+  );
+  expectErr(
+    onnxBytes({ input, outputs: ['y'], nodes: [nd('Relu', 'r', ['later'], ['y']), nd('Relu', 'r0', ['x'], ['later'])] }),
+    /^bad\.onnx: node 'r' \(op Relu\): input 'later' is not produced/,
+  );
+  expectErr(
+    onnxBytes({ input, outputs: ['y'], inits: [w], nodes: [nd('Conv', '/stem/Conv', ['x', 'w'], ['y'], [aInts('pads', [0, 0, 1, 1])])] }),
+    /^bad\.onnx: node '\/stem\/Conv' \(op Conv\): asymmetric pads \[0,0,1,1\] are not supported/,
+  );
+  expectErr(
+    onnxBytes({ input, outputs: ['y'], nodes: [nd('Flatten', 'f', ['x'], ['y'], [aInt('axis', 2)])] }),
+    /^bad\.onnx: node 'f' \(op Flatten\): axis 2 is not supported/,
+  );
+  expectErr(
+    onnxBytes({ input, outputs: ['y'], nodes: [nd('MaxPool', 'mp', ['x'], ['y'], [aInts('kernel_shape', [2, 2]), aInts('dilations', [2, 2])])] }),
+    /^bad\.onnx: node 'mp' \(op MaxPool\): dilations \[2,2\] are not supported/,
+  );
+  expectErr(
+    onnxBytes({ input, outputs: ['y'], nodes: [nd('Reshape', 'rs', ['x', 's'], ['y']), nd('Constant', 'k', [], ['s'], [aTensor('value', i64('', [-1, 3, 64]))])] }),
+    /^bad\.onnx: node 'rs' \(op Reshape\): input 's' is not produced/,
+  );
+  expectErr(
+    onnxBytes({ input, outputs: ['y'], inits: [i64('s', [-1, 3, 64])], nodes: [nd('Reshape', 'rs', ['x', 's'], ['y'])] }),
+    /^bad\.onnx: node 'rs' \(op Reshape\): reshape of \[-1,3,8,8\] to \[-1,3,64\] is not supported/,
+  );
+  const ext: pb.ITensorProto = { name: 'w', dims: [4, 3, 3, 3], dataType: DataType.FLOAT, dataLocation: 1, externalData: [{ key: 'location', value: 'w.bin' }] };
+  expectErr(
+    onnxBytes({ input, outputs: ['y'], inits: [ext], nodes: [nd('Conv', 'conv', ['x', 'w'], ['y'])] }),
+    /^bad\.onnx: initializer 'w' keeps its data in an external file \('w\.bin'\)/,
+  );
+});
