@@ -1,0 +1,150 @@
+import { batchLabels, type ImageDataset, normalizeBatch } from '../data/dataset.js';
+import { UserError } from '../util/errors.js';
+import { progress } from '../util/progress.js';
+import { Rng } from '../util/rng.js';
+import { augmentBatch, padFillForBlack } from './augment.js';
+import type { TrainableEngine } from './engine.js';
+import { scheduleLr, type ScheduleName } from './schedule.js';
+
+export interface TrainOptions {
+  epochs: number;
+  batch: number;
+  /** base (cosine) or peak (one-cycle) learning rate */
+  lr: number;
+  schedule: ScheduleName;
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+  /** random crop (pad 4) + horizontal flip */
+  augment: boolean;
+  /** fixes the per-epoch shuffles and the augmentation draws */
+  seed: number;
+  mean: readonly number[];
+  std: readonly number[];
+  /**
+   * What the crop's padding shows: 'black' (default) pads the raw image with 0 like torchvision's
+   * RandomCrop before Normalize; 'mean' pads the normalised batch with 0 (the mean colour).
+   */
+  padFill?: 'black' | 'mean';
+  onStep?: (s: StepInfo) => void;
+  /** progress-bar label prefix */
+  label?: string;
+}
+
+export interface StepInfo {
+  epoch: number;
+  /** step within the epoch */
+  step: number;
+  globalStep: number;
+  totalSteps: number;
+  lr: number;
+  loss: number;
+  correct: number;
+  batch: number;
+}
+
+export interface EpochStats {
+  epoch: number;
+  /** sample-weighted mean training loss */
+  loss: number;
+  /** training top-1 accuracy (on the augmented batches, in training mode) */
+  accuracy: number;
+  images: number;
+  seconds: number;
+  /** learning rate of the epoch's last step */
+  lr: number;
+}
+
+function checkOpts(o: TrainOptions): void {
+  const posInt = (k: 'epochs' | 'batch') => {
+    if (!Number.isInteger(o[k]) || o[k] < 1) throw new UserError(`train: ${k} must be a positive integer, got ${o[k]}`);
+  };
+  posInt('epochs');
+  posInt('batch');
+  if (!(o.lr > 0)) throw new UserError(`train: lr must be > 0, got ${o.lr}`);
+  if (!(o.momentum >= 0 && o.momentum < 1)) throw new UserError(`train: momentum must be in [0, 1), got ${o.momentum}`);
+  if (!(o.weightDecay >= 0)) throw new UserError(`train: weightDecay must be >= 0, got ${o.weightDecay}`);
+  if (o.nesterov && o.momentum === 0) throw new UserError('train: nesterov needs momentum > 0');
+}
+
+/**
+ * SGD training on `ds` through the engine's trainStep. Each epoch visits every sample once in a
+ * seeded random order; a final batch of one sample is skipped (BatchNorm cannot train on it).
+ * While the engine runs step k, step k+1's batch is gathered, normalised and augmented in two
+ * alternating buffers, so data preparation overlaps the native computation.
+ */
+export async function train(engine: TrainableEngine, ds: ImageDataset, opts: TrainOptions): Promise<EpochStats[]> {
+  checkOpts(opts);
+  if (ds.n < 2) throw new UserError(`train: ${ds.name} has ${ds.n} samples, need at least 2`);
+  engine.configureOptimizer({ momentum: opts.momentum, nesterov: opts.nesterov, weightDecay: opts.weightDecay });
+  const B = Math.min(opts.batch, ds.n);
+  const n = ds.n;
+  const size = ds.channels * ds.height * ds.width;
+  const stepsPerEpoch = n % B === 1 ? Math.floor(n / B) : Math.ceil(n / B);
+  const totalSteps = stepsPerEpoch * opts.epochs;
+  // independent streams: switching augmentation off does not change the sample order
+  const orderRng = new Rng(opts.seed);
+  const augRng = new Rng(opts.seed + 0x632be5ab);
+  const fill = opts.padFill === 'mean' ? undefined : padFillForBlack(opts.mean, opts.std);
+  const xBufs = [new Float32Array(B * size), new Float32Array(B * size)];
+  const yBufs = [new Int32Array(B), new Int32Array(B)];
+  const scratch = opts.augment ? new Float32Array(B * size) : undefined;
+  let perm: Int32Array = new Int32Array(0);
+  let permEpoch = -1;
+
+  // prepare(k) runs strictly in order of k, so the permutation is drawn once per epoch, in order
+  const prepare = (k: number) => {
+    const epoch = Math.floor(k / stepsPerEpoch);
+    if (epoch !== permEpoch) {
+      perm = orderRng.permutation(n);
+      permEpoch = epoch;
+    }
+    const step = k % stepsPerEpoch;
+    const idx = perm.subarray(step * B, Math.min(n, (step + 1) * B));
+    const b = idx.length;
+    const shape = [b, ds.channels, ds.height, ds.width];
+    let x: Float32Array;
+    if (scratch) {
+      const norm = normalizeBatch(ds, idx, opts.mean, opts.std, scratch);
+      x = augmentBatch(norm, shape, augRng, { pad: 4, flip: true, fill }, xBufs[k % 2]);
+    } else {
+      x = normalizeBatch(ds, idx, opts.mean, opts.std, xBufs[k % 2]);
+    }
+    const labels = batchLabels(ds, idx, yBufs[k % 2]);
+    return { x, shape, labels, epoch, step, b };
+  };
+
+  const stats: EpochStats[] = [];
+  let next = prepare(0);
+  for (let epoch = 0; epoch < opts.epochs; epoch++) {
+    const t0 = performance.now();
+    const bar = progress(`${opts.label ?? 'train'} epoch ${epoch + 1}/${opts.epochs}`, stepsPerEpoch);
+    let lossSum = 0;
+    let correct = 0;
+    let images = 0;
+    let lr = 0;
+    try {
+      for (let step = 0; step < stepsPerEpoch; step++) {
+        const k = epoch * stepsPerEpoch + step;
+        const cur = next;
+        lr = scheduleLr(opts.schedule, k, totalSteps, opts.lr);
+        const pending = engine.trainStep(cur.x, cur.shape, cur.labels, lr);
+        if (k + 1 < totalSteps) next = prepare(k + 1);
+        const r = await pending;
+        if (!Number.isFinite(r.loss))
+          throw new UserError(
+            `train: loss became ${r.loss} at epoch ${epoch + 1} step ${step + 1} (lr ${lr.toPrecision(3)}); try a lower learning rate`,
+          );
+        lossSum += r.loss * cur.b;
+        correct += r.correct;
+        images += cur.b;
+        opts.onStep?.({ epoch, step, globalStep: k, totalSteps, lr, loss: r.loss, correct: r.correct, batch: cur.b });
+        bar.tick(1, { loss: (lossSum / images).toFixed(3), acc: ((100 * correct) / images).toFixed(1) + '%' });
+      }
+    } finally {
+      bar.done();
+    }
+    stats.push({ epoch, loss: lossSum / images, accuracy: correct / images, images, seconds: (performance.now() - t0) / 1000, lr });
+  }
+  return stats;
+}
