@@ -88,6 +88,9 @@ interface Const {
 type OnnxNode = pb.NodeProto;
 type OnnxAttr = pb.IAttributeProto;
 
+const supported = (n: pb.NodeProto): boolean =>
+  (!n.domain || n.domain === 'ai.onnx') && SUPPORTED_ONNX_OPS.includes(n.opType);
+
 /** Error inside one node; the importer prefixes the file name. */
 class NodeError extends Error {}
 
@@ -235,8 +238,31 @@ function transpose2d(src: Float32Array, rows: number, cols: number): Float32Arra
   return out;
 }
 
+/** Constants by value name; initializers are decoded on first use so unused odd ones never fail an import. */
+class ConstTable {
+  private readonly decoded = new Map<string, Const>();
+  private readonly pending = new Map<string, pb.ITensorProto>();
+  addInitializer(t: pb.ITensorProto): void {
+    this.pending.set(t.name ?? '', t);
+  }
+  set(name: string, c: Const): void {
+    this.decoded.set(name, c);
+  }
+  has(name: string): boolean {
+    return this.decoded.has(name) || this.pending.has(name);
+  }
+  get(name: string): Const | undefined {
+    const t = this.pending.get(name);
+    if (t) {
+      this.pending.delete(name);
+      this.decoded.set(name, decodeTensor(t, 'initializer', true));
+    }
+    return this.decoded.get(name);
+  }
+}
+
 class Importer {
-  private readonly consts = new Map<string, Const>();
+  private readonly consts = new ConstTable();
   /** activation value -> shape with batch -1 */
   private readonly shapes = new Map<string, number[]>();
   /** removed node output -> its input (Identity, Dropout, no-op Reshape) */
@@ -271,14 +297,7 @@ class Importer {
     const nodesP = g.node as pb.NodeProto[];
     const inputsP = g.input as pb.ValueInfoProto[];
     const outputsP = g.output as pb.ValueInfoProto[];
-    for (const t of g.initializer as pb.TensorProto[]) {
-      try {
-        this.consts.set(t.name, decodeTensor(t, 'initializer', true));
-      } catch (e) {
-        if (e instanceof NodeError) this.fail(e.message, e);
-        throw e;
-      }
-    }
+    for (const t of g.initializer as pb.TensorProto[]) this.consts.addInitializer(t);
     const inputs: ValueInfo[] = [];
     for (const vi of inputsP) {
       if (this.consts.has(vi.name)) continue; // IR < 4 lists initializers as inputs too
@@ -296,9 +315,14 @@ class Importer {
 
     nodesP.forEach((n, idx) => {
       const label = `node '${n.name || `#${idx} ${n.opType}`}' (op ${n.opType})`;
-      if ((n.domain && n.domain !== 'ai.onnx') || !SUPPORTED_ONNX_OPS.includes(n.opType)) {
+      if (!supported(n)) {
+        // name every offending op once, so the user learns the whole gap from one run
+        const counts = new Map<string, number>();
+        for (const m of nodesP) if (!supported(m)) counts.set(m.opType, (counts.get(m.opType) ?? 0) + 1);
+        const all = [...counts].map(([op, c]) => `${op} x${c}`).join(', ');
         this.fail(
-          `${label}${n.domain ? ` in domain '${n.domain}'` : ''} is not supported; supported: ${SUPPORTED_ONNX_OPS.join(', ')}`,
+          `${label}${n.domain ? ` in domain '${n.domain}'` : ''} is not supported; supported: ${SUPPORTED_ONNX_OPS.join(', ')} ` +
+            `(unsupported in this graph: ${all})`,
         );
       }
       for (const o of n.output) {
