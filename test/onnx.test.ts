@@ -545,3 +545,24 @@ test('dangling inputs, asymmetric pads and unsupported attribute values give one
     /^bad\.onnx: node 'conv' \(op Conv\): initializer 'w' keeps its data in an external file \('w\.bin'\)/,
   );
 });
+
+test('corrupted bytes (truncations, random byte flips) only ever raise OnnxImportError', () => {
+  const rng = mulberry32(99);
+  const bytes = exportOnnx(smallModel(rng));
+  let rejected = 0;
+  const attempt = (b: Uint8Array) => {
+    try {
+      importOnnx(b, { fileName: 'fuzz.onnx' });
+    } catch (e) {
+      if (!(e instanceof OnnxImportError) || !e.message.startsWith('fuzz.onnx: ')) throw e;
+      rejected++;
+    }
+  };
+  for (let cut = 0; cut < bytes.length; cut += 29) attempt(bytes.subarray(0, cut));
+  for (let i = 0; i < 600; i++) {
+    const b = Uint8Array.from(bytes);
+    for (let j = 0; j < 3; j++) b[Math.floor(rng() * b.length)] = Math.floor(rng() * 256);
+    attempt(b);
+  }
+  assert.ok(rejected > 300, `only ${rejected} corrupt inputs were rejected`);
+});

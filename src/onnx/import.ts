@@ -453,7 +453,8 @@ class Importer {
       const ins = node.inputs.map((i) => this.shapes.get(i)!);
       out = nodeOutputShape({ tensors: this.tensors } as Model, node, ins);
     } catch (e) {
-      if (e instanceof UserError) throw new NodeError((e as Error).message);
+      // ShapeError names the IR node; the caller's label already names the ONNX node
+      if (e instanceof UserError) throw new NodeError(e.message.replace(`node '${node.name}' (${node.op}): `, ''));
       throw e;
     }
     this.nodes.push(node);
