@@ -1,3 +1,353 @@
+// Batched dense linear algebra for the CMI estimators: Gaussian kernels of per-filter maps and
+// Renyi entropies of (Hadamard products of) Gram matrices, float64 throughout. Eigenvalues come
+// from LAPACK (dsytrd + dsterf: eigenvalues only), resolved from the liblapack libtorch links.
+// Work runs off the JS thread on our own worker threads, each calling single-threaded LAPACK.
 #include "linalg.h"
 
-void InitLinalg(Napi::Env env, Napi::Object exports) {}
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// LAPACK/OpenBLAS entry points, looked up at run time in the system liblapack.so.3 (the one libtorch
+// uses) so the addon needs no link-time LAPACK; OpenBLAS thread control is optional.
+using DsytrdFn = void (*)(const char*, const int*, double*, const int*, double*, double*, double*, double*,
+                          const int*, int*);
+using DsterfFn = void (*)(const int*, double*, double*, int*);
+struct Lapack {
+  DsytrdFn dsytrd = nullptr;
+  DsterfFn dsterf = nullptr;
+  int (*getThreads)() = nullptr;
+  void (*setThreads)(int) = nullptr;
+};
+
+const Lapack& lapack() {
+  static const Lapack lib = [] {
+    Lapack l;
+    for (const char* name : {"liblapack.so.3", "libopenblas.so.0", "libopenblas.so"}) {
+      void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (!h) continue;
+      if (!l.dsytrd) l.dsytrd = reinterpret_cast<DsytrdFn>(dlsym(h, "dsytrd_"));
+      if (!l.dsterf) l.dsterf = reinterpret_cast<DsterfFn>(dlsym(h, "dsterf_"));
+      if (!l.getThreads) l.getThreads = reinterpret_cast<int (*)()>(dlsym(h, "openblas_get_num_threads"));
+      if (!l.setThreads) l.setThreads = reinterpret_cast<void (*)(int)>(dlsym(h, "openblas_set_num_threads"));
+    }
+    return l;
+  }();
+  if (!lib.dsytrd || !lib.dsterf) throw std::runtime_error("LAPACK (liblapack.so.3) not found: dsytrd_/dsterf_ missing");
+  return lib;
+}
+
+void dsytrd_(const char* uplo, const int* n, double* a, const int* lda, double* d, double* e, double* tau,
+             double* work, const int* lwork, int* info) {
+  lapack().dsytrd(uplo, n, a, lda, d, e, tau, work, lwork, info);
+}
+void dsterf_(const int* n, double* d, double* e, int* info) { lapack().dsterf(n, d, e, info); }
+
+[[noreturn]] void fail(Napi::Env env, const std::string& msg) { throw Napi::Error::New(env, msg); }
+
+// Per-thread scratch for one N x N symmetric eigenvalue problem.
+struct Workspace {
+  int n = 0;
+  std::vector<double> a, d, e, tau, work;
+  explicit Workspace(int n_) : n(n_), a(size_t(n_) * n_), d(n_), e(n_), tau(n_) {
+    int lwork = -1, info = 0;
+    double q = 0;
+    dsytrd_("L", &n, a.data(), &n, d.data(), e.data(), tau.data(), &q, &lwork, &info);
+    work.resize(std::max<size_t>(size_t(q), size_t(n)));
+  }
+};
+
+// S_alpha(K / tr K), natural log; K is ws.a and is destroyed.
+double entropyInPlace(Workspace& ws, double alpha) {
+  const int n = ws.n;
+  double* a = ws.a.data();
+  const size_t nn = size_t(n) * n;
+  double tr = 0;
+  for (int i = 0; i < n; ++i) tr += a[size_t(i) * n + i];
+  for (size_t i = 0; i < nn; ++i) a[i] /= tr;
+  if (alpha == 2.0) {  // sum lambda^2 = sum_ij A_ij^2: no eigendecomposition
+    double s = 0;
+    for (size_t i = 0; i < nn; ++i) s += a[i] * a[i];
+    return -std::log(s);
+  }
+  int lwork = int(ws.work.size()), info = 0;
+  dsytrd_("L", &n, a, &n, ws.d.data(), ws.e.data(), ws.tau.data(), ws.work.data(), &lwork, &info);
+  if (info != 0) throw std::runtime_error("dsytrd failed (info " + std::to_string(info) + ")");
+  dsterf_(&n, ws.d.data(), ws.e.data(), &info);
+  if (info != 0) throw std::runtime_error("dsterf did not converge (info " + std::to_string(info) + ")");
+  double s = 0;
+  for (int i = 0; i < n; ++i) s += std::pow(std::fabs(ws.d[i]), alpha);
+  return std::log(s) / (1.0 - alpha);
+}
+
+// Runs body(item, workspace) for item in [0, count) on `threads` threads with one BLAS thread each.
+template <class F>
+void parallelItems(int count, int threads, int n, F body) {
+  const Lapack& lib = lapack();
+  const int saved = lib.getThreads ? lib.getThreads() : 0;
+  if (lib.setThreads) lib.setThreads(1);  // our threads are the parallelism; avoid oversubscription
+  std::atomic<int> next{0};
+  std::string error;
+  std::atomic<bool> failed{false};
+  auto run = [&]() {
+    try {
+      Workspace ws(n);
+      for (int i = next++; i < count && !failed; i = next++) body(i, ws);
+    } catch (const std::exception& e) {
+      if (!failed.exchange(true)) error = e.what();
+    }
+  };
+  const int t = std::max(1, std::min(threads, count));
+  std::vector<std::thread> pool;
+  for (int k = 1; k < t; ++k) pool.emplace_back(run);
+  run();
+  for (auto& th : pool) th.join();
+  if (lib.setThreads && saved > 0) lib.setThreads(saved);
+  if (failed) throw std::runtime_error(error);
+}
+
+// A typed array kept alive (and its data pointer fixed) while work runs off the JS thread.
+struct Pinned {
+  Napi::Reference<Napi::TypedArray> ref;
+  const double* f64 = nullptr;
+  const float* f32 = nullptr;
+  const int32_t* i32 = nullptr;
+  size_t length = 0;
+};
+
+Pinned pin(Napi::Env env, Napi::Value v, const std::string& what, bool allowF32 = false, bool int32 = false) {
+  if (!v.IsTypedArray()) fail(env, what + " must be a typed array");
+  auto t = v.As<Napi::TypedArray>();
+  Pinned p;
+  p.length = t.ElementLength();
+  auto type = t.TypedArrayType();
+  if (int32) {
+    if (type != napi_int32_array) fail(env, what + " must be an Int32Array");
+    p.i32 = v.As<Napi::Int32Array>().Data();
+  } else if (type == napi_float64_array) {
+    p.f64 = v.As<Napi::Float64Array>().Data();
+  } else if (allowF32 && type == napi_float32_array) {
+    p.f32 = v.As<Napi::Float32Array>().Data();
+  } else {
+    fail(env, what + (allowF32 ? " must be a Float32Array or Float64Array" : " must be a Float64Array"));
+  }
+  p.ref = Napi::Persistent(t);
+  return p;
+}
+
+int intArg(Napi::Env env, Napi::Value v, const std::string& what, int lo) {
+  if (!v.IsNumber()) fail(env, what + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= lo) || d != std::floor(d) || d > 2147483647.0) fail(env, what + " must be an integer >= " + std::to_string(lo));
+  return int(d);
+}
+
+// ---- entropies(req) -------------------------------------------------------------------------------
+// For each candidate c: M = base o K_c (base = ones when null; K_c = ones when c = -1);
+// entropy[k] = S(M / tr M); entropyOther[k] = S(other o M / tr) when other is given.
+class EntropiesWork : public Napi::AsyncWorker {
+ public:
+  EntropiesWork(Napi::Env env) : Napi::AsyncWorker(env, "cmiprune:entropies"), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  int n = 0, threads = 1;
+  double alpha = 1.01;
+  Pinned base, other, kernels, candidates;
+  int numKernels = 0;
+
+ protected:
+  void Execute() override {
+    const int m = int(candidates.length);
+    entropy_.assign(m, 0.0);
+    if (other.f64) entropyOther_.assign(m, 0.0);
+    const size_t nn = size_t(n) * n;
+    try {
+      parallelItems(m, threads, n, [&](int k, Workspace& ws) {
+        const int c = candidates.i32[k];
+        std::vector<double> joint(nn);
+        const double* kc = c >= 0 ? kernels.f64 + size_t(c) * nn : nullptr;
+        if (base.f64 && kc) {
+          for (size_t i = 0; i < nn; ++i) joint[i] = base.f64[i] * kc[i];
+        } else if (base.f64) {
+          std::memcpy(joint.data(), base.f64, nn * sizeof(double));
+        } else if (kc) {
+          std::memcpy(joint.data(), kc, nn * sizeof(double));
+        } else {
+          std::fill(joint.begin(), joint.end(), 1.0);
+        }
+        std::memcpy(ws.a.data(), joint.data(), nn * sizeof(double));
+        entropy_[k] = entropyInPlace(ws, alpha);
+        if (other.f64) {
+          for (size_t i = 0; i < nn; ++i) ws.a[i] = joint[i] * other.f64[i];
+          entropyOther_[k] = entropyInPlace(ws, alpha);
+        }
+      });
+    } catch (const std::exception& e) {
+      SetError(std::string("entropies: ") + e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::Object out = Napi::Object::New(env);
+    auto e = Napi::Float64Array::New(env, entropy_.size());
+    std::copy(entropy_.begin(), entropy_.end(), e.Data());
+    out.Set("entropy", e);
+    if (other.f64) {
+      auto o = Napi::Float64Array::New(env, entropyOther_.size());
+      std::copy(entropyOther_.begin(), entropyOther_.end(), o.Data());
+      out.Set("entropyOther", o);
+    } else {
+      out.Set("entropyOther", env.Null());
+    }
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<double> entropy_, entropyOther_;
+};
+
+// cmiEntropies({n, alpha, base, other, kernels, candidates, threads}) -> Promise<{entropy, entropyOther}>
+Napi::Value Entropies(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) fail(env, "cmiEntropies(req): req must be an object");
+  auto req = info[0].As<Napi::Object>();
+  auto* w = new EntropiesWork(env);
+  std::unique_ptr<EntropiesWork> guard(w);
+  w->n = intArg(env, req.Get("n"), "cmiEntropies: n", 1);
+  w->threads = req.Has("threads") && !req.Get("threads").IsUndefined() ? intArg(env, req.Get("threads"), "cmiEntropies: threads", 1) : 1;
+  if (!req.Get("alpha").IsNumber()) fail(env, "cmiEntropies: alpha must be a number");
+  w->alpha = req.Get("alpha").As<Napi::Number>().DoubleValue();
+  if (!(w->alpha > 0) || w->alpha == 1 || !std::isfinite(w->alpha)) fail(env, "cmiEntropies: alpha must be > 0 and != 1");
+  const size_t nn = size_t(w->n) * w->n;
+  auto optional = [&](const char* key, Pinned& p) {
+    Napi::Value v = req.Get(key);
+    if (v.IsNull() || v.IsUndefined()) return;
+    p = pin(env, v, std::string("cmiEntropies: ") + key);
+  };
+  optional("base", w->base);
+  optional("other", w->other);
+  optional("kernels", w->kernels);
+  if (w->base.f64 && w->base.length != nn) fail(env, "cmiEntropies: base must have n*n entries");
+  if (w->other.f64 && w->other.length != nn) fail(env, "cmiEntropies: other must have n*n entries");
+  if (w->kernels.f64 && w->kernels.length % nn != 0) fail(env, "cmiEntropies: kernels must have C*n*n entries");
+  w->numKernels = w->kernels.f64 ? int(w->kernels.length / nn) : 0;
+  w->candidates = pin(env, req.Get("candidates"), "cmiEntropies: candidates", false, true);
+  for (size_t k = 0; k < w->candidates.length; ++k) {
+    int c = w->candidates.i32[k];
+    if (c < -1 || c >= w->numKernels) fail(env, "cmiEntropies: candidate " + std::to_string(c) + " out of range");
+  }
+  guard.release();
+  w->Queue();
+  return w->Promise();
+}
+
+// ---- filterKernels(maps, n, c, hw, sigma, threads) ------------------------------------------------
+// [C, N, N] Gaussian kernels exp(-||x_i - x_j||^2 / (2 sigma^2)) of maps [N, C, HW], with squared
+// distances summed directly (not via the Gram trick) for accuracy.
+class KernelsWork : public Napi::AsyncWorker {
+ public:
+  KernelsWork(Napi::Env env) : Napi::AsyncWorker(env, "cmiprune:kernels"), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  int n = 0, c = 0, hw = 0, threads = 1;
+  double sigma = 1;
+  Pinned maps;
+  Napi::Reference<Napi::Float64Array> outRef;
+  double* out = nullptr;
+
+ protected:
+  void Execute() override {
+    const size_t nn = size_t(n) * n;
+    const double scale = 1.0 / (2.0 * sigma * sigma);
+    try {
+      parallelItems(c, threads, 1, [&](int f, Workspace&) {
+        std::vector<double> x(size_t(n) * hw);  // this filter's maps, contiguous
+        for (int i = 0; i < n; ++i)
+          for (int k = 0; k < hw; ++k) {
+            size_t src = (size_t(i) * c + f) * hw + k;
+            x[size_t(i) * hw + k] = maps.f64 ? maps.f64[src] : double(maps.f32[src]);
+          }
+        double* o = out + size_t(f) * nn;
+        for (int i = 0; i < n; ++i) {
+          const double* xi = &x[size_t(i) * hw];
+          o[size_t(i) * n + i] = 1.0;
+          for (int j = 0; j < i; ++j) {
+            const double* xj = &x[size_t(j) * hw];
+            double s = 0;
+            for (int k = 0; k < hw; ++k) {
+              double t = xi[k] - xj[k];
+              s += t * t;
+            }
+            double v = std::exp(-s * scale);
+            o[size_t(i) * n + j] = v;
+            o[size_t(j) * n + i] = v;
+          }
+        }
+      });
+    } catch (const std::exception& e) {
+      SetError(std::string("filterKernels: ") + e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(outRef.Value()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+};
+
+Napi::Value FilterKernels(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* w = new KernelsWork(env);
+  std::unique_ptr<KernelsWork> guard(w);
+  w->maps = pin(env, info[0], "cmiFilterKernels: maps", true);
+  w->n = intArg(env, info[1], "cmiFilterKernels: n", 1);
+  w->c = intArg(env, info[2], "cmiFilterKernels: c", 1);
+  w->hw = intArg(env, info[3], "cmiFilterKernels: hw", 1);
+  if (!info[4].IsNumber() || !(info[4].As<Napi::Number>().DoubleValue() > 0)) fail(env, "cmiFilterKernels: sigma must be > 0");
+  w->sigma = info[4].As<Napi::Number>().DoubleValue();
+  w->threads = info[5].IsUndefined() ? 1 : intArg(env, info[5], "cmiFilterKernels: threads", 1);
+  if (w->maps.length != size_t(w->n) * w->c * w->hw) fail(env, "cmiFilterKernels: maps must have n*c*hw entries");
+  auto out = Napi::Float64Array::New(env, size_t(w->c) * w->n * w->n);
+  w->out = out.Data();
+  w->outRef = Napi::Persistent(out);
+  guard.release();
+  w->Queue();
+  return w->Promise();
+}
+
+// cmiEigvalsh(a: Float64Array, n) -> Float64Array: ascending eigenvalues of a symmetric matrix (sync).
+Napi::Value Eigvalsh(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Pinned a = pin(env, info[0], "cmiEigvalsh: a");
+  int n = intArg(env, info[1], "cmiEigvalsh: n", 1);
+  if (a.length != size_t(n) * n) fail(env, "cmiEigvalsh: a must have n*n entries");
+  Workspace ws(n);
+  std::memcpy(ws.a.data(), a.f64, a.length * sizeof(double));
+  int lwork = int(ws.work.size()), info2 = 0;
+  dsytrd_("L", &n, ws.a.data(), &n, ws.d.data(), ws.e.data(), ws.tau.data(), ws.work.data(), &lwork, &info2);
+  if (info2 == 0) dsterf_(&n, ws.d.data(), ws.e.data(), &info2);
+  if (info2 != 0) fail(env, "cmiEigvalsh: LAPACK failed (info " + std::to_string(info2) + ")");
+  auto out = Napi::Float64Array::New(env, n);
+  std::copy(ws.d.begin(), ws.d.end(), out.Data());
+  return out;
+}
+
+}  // namespace
+
+void InitLinalg(Napi::Env env, Napi::Object exports) {
+  exports.Set("cmiEntropies", Napi::Function::New(env, Entropies));
+  exports.Set("cmiFilterKernels", Napi::Function::New(env, FilterKernels));
+  exports.Set("cmiEigvalsh", Napi::Function::New(env, Eigvalsh));
+}

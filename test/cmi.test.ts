@@ -1,0 +1,214 @@
+// Estimators and greedy ordering: parity with the authors' reference code (golden vectors), the
+// alpha = 2 fast path, the native (LAPACK) path against the TypeScript one, and the noise floor.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+
+import { jointKernel, tsBackend, type EntropyBackend } from '../src/cmi/backend.js';
+import { symmetricEigenvalues } from '../src/cmi/eigen.js';
+import {
+  conditionalMutualInformation,
+  gramOf,
+  jointEntropy,
+  mutualInformation,
+  referenceSigma,
+  renyiEntropy2,
+  renyiEntropyEigen,
+  traceNormalise,
+} from '../src/cmi/estimators.js';
+import { orderLayer, type LayerInput } from '../src/cmi/order.js';
+import { Rng } from '../src/util/rng.js';
+import { goldenCases, goldenInput } from './cmiGolden.js';
+
+const ADDON = fileURLToPath(new URL('../../build/Release/cmiprune_engine.node', import.meta.url));
+
+async function native(): Promise<EntropyBackend | null> {
+  if (!existsSync(ADDON)) return null;
+  const { nativeBackend } = await import('../src/cmi/native.js');
+  return nativeBackend(2);
+}
+
+function assertClose(actual: number[], expected: number[], what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  actual.forEach((a, i) => {
+    const e = expected[i];
+    const ok = Math.abs(a - e) <= 1e-10 || Math.abs(a - e) <= 1e-8 * Math.abs(e);
+    assert.ok(ok, `${what}[${i}]: ${a} vs reference ${e} (diff ${a - e})`);
+  });
+}
+
+function randomGaussian(rng: Rng, len: number, scale = 1): Float64Array {
+  const out = new Float64Array(len);
+  for (let i = 0; i < len; i += 2) {
+    const u = 1 - rng.next();
+    const v = rng.next();
+    const r = Math.sqrt(-2 * Math.log(u)) * scale;
+    out[i] = r * Math.cos(2 * Math.PI * v);
+    if (i + 1 < len) out[i + 1] = r * Math.sin(2 * Math.PI * v);
+  }
+  return out;
+}
+
+for (const backendName of ['ts', 'native'] as const) {
+  for (const g of goldenCases()) {
+    test(`golden ${g.name}: ${backendName} path reproduces the reference`, async (t) => {
+      const backend = backendName === 'ts' ? tsBackend : await native();
+      if (!backend) return t.skip('native addon not built');
+      const r = await orderLayer(goldenInput(g), { backend, alpha: g.alpha });
+      assert.deepEqual(r.order, g.expected.order);
+      assert.equal(r.noiseFloorStep, null, 'golden cases stay above the noise floor');
+      assert.equal(r.tieBreak, 'none');
+      assertClose(r.cmi, g.expected.cmi, 'cmi');
+      assertClose(r.miSelected, g.expected.miSelectedLabels, 'miSelectedLabels');
+      assertClose(r.miInputSelected!, g.expected.miInputSelected, 'miInputSelected');
+      assertClose([r.sigma.labels, r.sigma.maps, r.entropyLabels], [g.expected.sigmaLabels, g.expected.sigmaMaps, g.expected.entropyLabels], 'sigma/entropy');
+      assert.equal(r.remaining.length, 1);
+      assert.deepEqual([...r.order, ...r.remaining].sort((a, b) => a - b), Array.from({ length: g.C }, (_, i) => i));
+    });
+  }
+}
+
+test('CMI curve from the chain rule equals the direct four-entropy CMI', () => {
+  const g = goldenCases().find((c) => c.name.startsWith('compact'))!;
+  const input = goldenInput(g, false);
+  const { n, c, hw } = input.maps;
+  const sigma = referenceSigma(n, hw);
+  const grams = Array.from({ length: c }, (_, f) => {
+    const x = new Float64Array(n * hw);
+    for (let i = 0; i < n; i++) for (let k = 0; k < hw; k++) x[i * hw + k] = input.maps.data[(i * c + f) * hw + k];
+    return gramOf(x, n, hw, sigma);
+  });
+  const b = input.before![0];
+  const before = Array.from({ length: b.c }, (_, f) => {
+    const x = new Float64Array(n * b.hw);
+    for (let i = 0; i < n; i++) for (let k = 0; k < b.hw; k++) x[i * b.hw + k] = b.data[(i * b.c + f) * b.hw + k];
+    return gramOf(x, n, b.hw, referenceSigma(n, b.hw));
+  });
+  const onehot = new Float64Array(n * g.classes);
+  g.labels.forEach((l, i) => (onehot[i * g.classes + l] = 1));
+  const y = [gramOf(onehot, n, g.classes, referenceSigma(n, g.classes))];
+  const sel = g.expected.order.slice(0, 2);
+  const rest = [...Array(c).keys()].filter((f) => !sel.includes(f));
+  const direct = conditionalMutualInformation(y, rest.map((f) => grams[f]), [...before, ...sel.map((f) => grams[f])], 1.01);
+  assertClose([direct], [g.expected.cmi[1]], 'direct CMI');
+  // I(X;Y) is symmetric and the entropy of a single set is the joint entropy of its members
+  const mi1 = mutualInformation(y, [grams[0], grams[1]], 1.01);
+  const mi2 = mutualInformation([grams[1], grams[0]], y, 1.01);
+  assert.ok(Math.abs(mi1 - mi2) < 1e-12);
+  assert.ok(mi1 > 0);
+});
+
+test('alpha = 2 fast path equals the eigenvalue path', async () => {
+  const rng = new Rng(7);
+  const n = 40;
+  const k = gramOf(randomGaussian(rng, n * 6), n, 6, 2);
+  const a = traceNormalise(k, n);
+  const fast = renyiEntropy2(a);
+  const eig = renyiEntropyEigen(a, 2);
+  assert.ok(Math.abs(fast - eig) < 1e-12 * Math.abs(eig), `${fast} vs ${eig}`);
+  // and through the ordering: alpha = 2 orders identically whichever way the entropy is computed
+  const maps = randomGaussian(rng, n * 5 * 4);
+  const labels = Array.from({ length: n }, (_, i) => i % 3);
+  // a backend that forces the eigenvalue path at alpha = 2
+  const viaEigen: EntropyBackend = {
+    name: 'ts',
+    filterKernels: tsBackend.filterKernels,
+    async entropies(req) {
+      const m = req.candidates.length;
+      const out = { entropy: new Float64Array(m), entropyOther: req.other ? new Float64Array(m) : null };
+      req.candidates.forEach((cand, i) => {
+        const joint = jointKernel(req, cand);
+        out.entropy[i] = renyiEntropyEigen(traceNormalise(joint, req.n), req.alpha);
+        if (req.other && out.entropyOther) {
+          for (let j = 0; j < joint.length; j++) joint[j] *= req.other[j];
+          out.entropyOther[i] = renyiEntropyEigen(traceNormalise(joint, req.n), req.alpha);
+        }
+      });
+      return out;
+    },
+  };
+  const layer: LayerInput = { maps: { data: maps, n, c: 5, hw: 4 }, labels, classes: 3 };
+  const r1 = await orderLayer(layer, { alpha: 2, backend: 'ts', tail: 'greedy' });
+  const r2 = await orderLayer(layer, { alpha: 2, backend: viaEigen, tail: 'greedy' });
+  assert.deepEqual(r1.order, r2.order);
+  assertClose(r1.cmi, r2.cmi, 'alpha=2 cmi');
+  const nb = await native();
+  if (nb) {
+    const r3 = await orderLayer(layer, { alpha: 2, backend: nb, tail: 'greedy' });
+    assert.deepEqual(r3.order, r1.order);
+    assertClose(r3.cmi, r1.cmi, 'native alpha=2 cmi');
+  }
+});
+
+test('TypeScript eigenvalues: analytic cases and LAPACK agreement', async () => {
+  const sorted = (x: Float64Array) => [...x].sort((a, b) => a - b);
+  assert.deepEqual(sorted(symmetricEigenvalues(Float64Array.of(2, 1, 1, 2), 2)).map((v) => Math.round(v * 1e12) / 1e12), [1, 3]);
+  assert.deepEqual(sorted(symmetricEigenvalues(Float64Array.of(5, 0, 0, 0, -1, 0, 0, 0, 2), 3)), [-1, 2, 5]);
+  const rng = new Rng(3);
+  const n = 30;
+  const x = randomGaussian(rng, n * n);
+  const s = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) s[i * n + j] = x[i * n + j] + x[j * n + i];
+  const ev = sorted(symmetricEigenvalues(s, n));
+  let trace = 0;
+  for (let i = 0; i < n; i++) trace += s[i * n + i];
+  assert.ok(Math.abs(ev.reduce((a, b) => a + b, 0) - trace) < 1e-10);
+  if (existsSync(ADDON)) {
+    const { loadLinalg } = await import('../src/cmi/native.js');
+    const lap = [...loadLinalg().cmiEigvalsh(s, n)];
+    lap.forEach((v, i) => assert.ok(Math.abs(v - ev[i]) < 1e-12, `eig ${i}: ${v} vs ${ev[i]}`));
+  }
+});
+
+test('dead (constant) filters do not crash: all-ones Gram has entropy 0', async () => {
+  const n = 24;
+  const ones = new Float64Array(n * n).fill(1);
+  assert.ok(Math.abs(jointEntropy([ones], 1.01)) < 1e-12);
+  const rng = new Rng(5);
+  const maps = randomGaussian(rng, n * 4 * 9);
+  for (let i = 0; i < n; i++) for (let k = 0; k < 9; k++) maps[(i * 4 + 2) * 9 + k] = 0.5; // filter 2 dead
+  const labels = Array.from({ length: n }, (_, i) => i % 4);
+  for (const backend of [tsBackend, await native()]) {
+    if (!backend) continue;
+    const r = await orderLayer({ maps: { data: maps, n, c: 4, hw: 9 }, labels, classes: 4 }, { backend });
+    assert.equal(r.order.length, 3);
+    assert.ok(r.cmi.every(Number.isFinite) && r.miSelected.every(Number.isFinite));
+  }
+});
+
+test('a saturating layer reports its noise-floor step and breaks ties by own MI, not silently', async () => {
+  // SPEC section 8: unit-scale maps, many filters -> the joint kernel tends to I/N
+  const rng = new Rng(11);
+  const n = 32;
+  const c = 12;
+  const hw = 16;
+  const maps = randomGaussian(rng, n * c * hw, 2.5);
+  const labels = Array.from({ length: n }, () => rng.int(10));
+  const layer: LayerInput = { maps: { data: maps, n, c, hw }, labels, classes: 10 };
+  const greedy = await orderLayer(layer, { backend: 'ts', tail: 'greedy' });
+  assert.ok(greedy.noiseFloorStep !== null, `expected saturation, margins ${greedy.margins}`);
+  assert.equal(greedy.tieBreak, 'greedy-roundoff');
+  const step = greedy.noiseFloorStep!;
+  assert.ok(greedy.margins[step]! < greedy.noiseFloor[step]);
+  for (let i = 0; i < step; i++) assert.ok(greedy.margins[i]! >= greedy.noiseFloor[i]);
+  const tied = await orderLayer(layer, { backend: 'ts' });
+  assert.equal(tied.noiseFloorStep, step);
+  assert.equal(tied.tieBreak, 'own-mi-with-labels');
+  assert.deepEqual(tied.order.slice(0, step), greedy.order.slice(0, step));
+  const tail = [...tied.order.slice(step), ...tied.remaining];
+  const mi = tied.ownMI!;
+  for (let i = 1; i < tail.length; i++) assert.ok(mi[tail[i - 1]] >= mi[tail[i]], 'tail sorted by own MI');
+  assert.ok(tied.evaluated < greedy.evaluated, 'no candidate evaluations after the floor');
+  assert.equal(tied.cmi.length, c - 1);
+});
+
+test('maxSelect stops early; log2 output is the natural-log output / ln 2', async () => {
+  const g = goldenCases().find((c) => c.name.startsWith('perlayer_small'))!;
+  const r = await orderLayer(goldenInput(g, false), { backend: 'ts', maxSelect: 3, logBase: '2' });
+  assert.deepEqual(r.order, g.expected.order.slice(0, 3));
+  assert.equal(r.remaining.length, g.C - 3);
+  assertClose(r.cmi, g.expected.cmi.slice(0, 3).map((v) => v / Math.LN2), 'cmi log2');
+  assert.equal(r.logBase, '2');
+  await assert.rejects(orderLayer(goldenInput(g, false), { backend: 'ts', alpha: 1 }), /alpha/);
+});
