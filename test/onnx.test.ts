@@ -346,7 +346,39 @@ test('a small IR model with every op exports to ORT matching a pure-JS forward, 
 });
 
 /** PyTorch >= 2.9 dynamo exporter style: folded BN (Conv bias), constant axes/shape, node_Op_N names, opset 18. */
-function dynamoStyle(rng: () => number, variant: { keepdims?: number; shape?: number[]; squeeze?: boolean } = {}): Uint8Array {
+interface DynamoVariant {
+  keepdims?: number;
+  shape?: number[];
+  /** how the pooled [N,16,1,1] becomes [N,16] */
+  flatten?: 'reshape' | 'squeeze' | 'gather' | 'shapeSlice';
+}
+function dynamoStyle(rng: () => number, variant: DynamoVariant = {}): Uint8Array {
+  const flatten: Record<string, pb.INodeProto[]> = {
+    reshape: [
+      nd('Constant', 'node_Constant_5', [], ['val_shape'], [aTensor('value', i64('', variant.shape ?? [-1, 16]))]),
+      nd('Reshape', 'node_Reshape_6', ['mean', 'val_shape'], ['view'], [aInt('allowzero', 0)]),
+    ],
+    squeeze: [nd('Squeeze', 'node_Squeeze_6', ['mean', 'val_axes'], ['view'])],
+    // TorchScript's x.view(x.size(0), -1) with a dynamic batch
+    gather: [
+      nd('Shape', 's', ['mean'], ['shp']),
+      nd('Constant', 'k0', [], ['zero'], [aTensor('value', { dims: [], dataType: DataType.INT64, int64Data: [0] })]),
+      nd('Gather', 'g', ['shp', 'zero'], ['n'], [aInt('axis', 0)]),
+      nd('Unsqueeze', 'u', ['n', 'zero1d'], ['n1']),
+      nd('Constant', 'k1', [], ['minus1'], [aTensor('value', i64('', [-1]))]),
+      nd('Concat', 'cat', ['n1', 'minus1'], ['shape2'], [aInt('axis', 0)]),
+      nd('Reshape', 'node_Reshape_6', ['mean', 'shape2'], ['view']),
+    ],
+    // the dynamo exporter's view(s0, 16) with a dynamic batch
+    shapeSlice: [
+      nd('Shape', 's', ['mean'], ['shp'], [aInt('start', 0), aInt('end', 2)]),
+      nd('Slice', 'sl', ['shp', 'zero1d', 'one1d'], ['n1']),
+      nd('Cast', 'cast', ['n1'], ['n1i'], [aInt('to', DataType.INT64)]),
+      nd('Constant', 'k1', [], ['c16'], [aTensor('value', i64('', [16]))]),
+      nd('Concat', 'cat', ['n1i', 'c16'], ['shape2'], [aInt('axis', 0)]),
+      nd('Reshape', 'node_Reshape_6', ['mean', 'shape2'], ['view']),
+    ],
+  };
   const w = (n: number, s = 0.3) => randn(n, rng, s);
   return onnxBytes({
     opset: 18,
@@ -360,6 +392,8 @@ function dynamoStyle(rng: () => number, variant: { keepdims?: number; shape?: nu
       fInit('fc.weight_t', [16, 10], w(160), 'float_data'), // MatMul keeps weights [in, out]
       fInit('fc.bias', [10], w(10), 'float_data'),
       i64('val_axes', [2, 3]),
+      i64('zero1d', [0]),
+      i64('one1d', [1]),
     ],
     nodes: [
       nd('Conv', 'node_Conv_0', ['x', 'conv1.weight', 'conv1.bias'], ['conv2d'], [aInts('pads', [1, 1, 1, 1]), aInts('strides', [1, 1]), aInts('dilations', [1, 1]), aInt('group', 1)]),
@@ -367,10 +401,7 @@ function dynamoStyle(rng: () => number, variant: { keepdims?: number; shape?: nu
       nd('Conv', 'node_Conv_2', ['relu', 'conv2.weight', 'conv2.bias'], ['conv2d_1'], [aInts('pads', [1, 1, 1, 1]), aInts('strides', [2, 2]), aInt('group', 1), aInts('kernel_shape', [3, 3])]),
       nd('Relu', 'node_Relu_3', ['conv2d_1'], ['relu_1']),
       nd('ReduceMean', 'node_ReduceMean_4', ['relu_1', 'val_axes'], ['mean'], [aInt('keepdims', variant.keepdims ?? 1)]),
-      nd('Constant', 'node_Constant_5', [], ['val_shape'], [aTensor('value', i64('', variant.shape ?? [-1, 16]))]),
-      variant.squeeze
-        ? nd('Squeeze', 'node_Squeeze_6', ['mean', 'val_axes'], ['view'])
-        : nd('Reshape', 'node_Reshape_6', ['mean', 'val_shape'], ['view'], [aInt('allowzero', 0)]),
+      ...flatten[variant.flatten ?? 'reshape']!,
       nd('Dropout', 'node_Dropout_7', ['view'], ['dropout']),
       nd('MatMul', 'node_MatMul_8', ['dropout', 'fc.weight_t'], ['matmul']),
       nd('Add', 'node_Add_9', ['matmul', 'fc.bias'], ['linear']),
@@ -414,7 +445,8 @@ test('dynamo-style ONNX (opset 18) imports to the expected IR and its re-export 
   assert.ok(maxAbsDiff(ref, forwardJs(m, x, [5, 3, 8, 8])) <= 1e-4);
 
   // the other spellings of the same network: keepdims 0 (+ a no-op [0,-1] reshape), static batch 1, Squeeze
-  for (const variant of [{ keepdims: 0, shape: [0, -1] }, { shape: [1, 16] }, { squeeze: true }]) {
+  const variants: DynamoVariant[] = [{ keepdims: 0, shape: [0, -1] }, { shape: [1, 16] }, { flatten: 'squeeze' }, { flatten: 'gather' }, { flatten: 'shapeSlice' }];
+  for (const variant of variants) {
     const vb = dynamoStyle(mulberry32(11), variant);
     const mv = importOnnx(vb);
     assert.deepEqual(mv.nodes.map((n) => n.op), ['Conv2d', 'Relu', 'Conv2d', 'Relu', 'GlobalAvgPool', 'Flatten', 'Linear'], JSON.stringify(variant));

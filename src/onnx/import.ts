@@ -55,6 +55,13 @@ export const SUPPORTED_ONNX_OPS: readonly string[] = [
   'Constant',
 ];
 
+/**
+ * Integer ops accepted only on shape values (never on activations): enough for the
+ * `Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1]))` flatten that exporters emit for a
+ * dynamic batch. On activations they are reported as unsupported.
+ */
+export const SHAPE_ONLY_ONNX_OPS: readonly string[] = ['Shape', 'Gather', 'Unsqueeze', 'Concat', 'Slice', 'Cast'];
+
 /** Attributes each op may carry; anything else changes semantics we do not model, so it is refused. */
 const KNOWN_ATTRS: Record<string, readonly string[]> = {
   Conv: ['auto_pad', 'dilations', 'group', 'kernel_shape', 'pads', 'strides'],
@@ -73,7 +80,19 @@ const KNOWN_ATTRS: Record<string, readonly string[]> = {
   Identity: [],
   Dropout: ['ratio', 'seed', 'is_test', 'consumed_inputs'],
   Constant: ['value', 'value_float', 'value_floats', 'value_int', 'value_ints'],
+  Shape: ['start', 'end'],
+  Gather: ['axis'],
+  Unsqueeze: ['axes'],
+  Concat: ['axis'],
+  Slice: ['starts', 'ends', 'axes'],
+  Cast: ['to', 'saturate'],
 };
+
+/** An integer vector computed from shapes; 'N' is the (symbolic) batch size. */
+interface SymInts {
+  vals: (number | 'N')[];
+  scalar: boolean;
+}
 
 /** A constant (initializer or Constant node output): floats for weights, ints for shapes/axes. */
 interface Const {
@@ -88,8 +107,7 @@ interface Const {
 type OnnxNode = pb.NodeProto;
 type OnnxAttr = pb.IAttributeProto;
 
-const supported = (n: pb.NodeProto): boolean =>
-  (!n.domain || n.domain === 'ai.onnx') && SUPPORTED_ONNX_OPS.includes(n.opType);
+const standard = (n: pb.NodeProto): boolean => !n.domain || n.domain === 'ai.onnx';
 
 /** Error inside one node; the importer prefixes the file name. */
 class NodeError extends Error {}
@@ -263,6 +281,7 @@ class ConstTable {
 
 class Importer {
   private readonly consts = new ConstTable();
+  private readonly symInts = new Map<string, SymInts>();
   /** activation value -> shape with batch -1 */
   private readonly shapes = new Map<string, number[]>();
   /** removed node output -> its input (Identity, Dropout, no-op Reshape) */
@@ -315,18 +334,23 @@ class Importer {
 
     nodesP.forEach((n, idx) => {
       const label = `node '${n.name || `#${idx} ${n.opType}`}' (op ${n.opType})`;
-      if (!supported(n)) {
+      if (!this.supported(n)) {
         // name every offending op once, so the user learns the whole gap from one run
         const counts = new Map<string, number>();
-        for (const m of nodesP) if (!supported(m)) counts.set(m.opType, (counts.get(m.opType) ?? 0) + 1);
+        for (const m of nodesP) {
+          const bad = !standard(m) || (!SUPPORTED_ONNX_OPS.includes(m.opType) && (!SHAPE_ONLY_ONNX_OPS.includes(m.opType) || m.opType === n.opType));
+          if (bad) counts.set(m.opType, (counts.get(m.opType) ?? 0) + 1);
+        }
         const all = [...counts].map(([op, c]) => `${op} x${c}`).join(', ');
         this.fail(
-          `${label}${n.domain ? ` in domain '${n.domain}'` : ''} is not supported; supported: ${SUPPORTED_ONNX_OPS.join(', ')} ` +
-            `(unsupported in this graph: ${all})`,
+          `${label}${n.domain ? ` in domain '${n.domain}'` : ''} is not supported; supported: ${SUPPORTED_ONNX_OPS.join(', ')}, ` +
+            `and ${SHAPE_ONLY_ONNX_OPS.join('/')} on shape values (unsupported in this graph: ${all})`,
         );
       }
       for (const o of n.output) {
-        if (o && (this.shapes.has(o) || this.consts.has(o) || this.alias.has(o))) this.fail(`${label}: output '${o}' is produced twice`);
+        if (o && (this.shapes.has(o) || this.consts.has(o) || this.alias.has(o) || this.symInts.has(o))) {
+          this.fail(`${label}: output '${o}' is produced twice`);
+        }
       }
       try {
         this.convert(n, n.name || `${n.opType}_${idx}`);
@@ -394,6 +418,37 @@ class Importer {
     });
   }
 
+  private supported(n: pb.NodeProto): boolean {
+    if (!standard(n)) return false;
+    if (SUPPORTED_ONNX_OPS.includes(n.opType)) return true;
+    if (!SHAPE_ONLY_ONNX_OPS.includes(n.opType)) return false;
+    if (n.opType === 'Shape') return true;
+    const data = n.opType === 'Concat' ? n.input.filter((i) => i) : [n.input[0] ?? ''];
+    return data.every((i) => this.isIntValue(i));
+  }
+
+  private isIntValue(name: string): boolean {
+    const r = this.resolve(name);
+    if (this.symInts.has(r)) return true;
+    if (!this.consts.has(r)) return false;
+    try {
+      return this.consts.get(r)!.ints !== undefined;
+    } catch {
+      return false; // an undecodable initializer is reported where it is used as one
+    }
+  }
+
+  /** An integer vector: a shape computation or an integer constant. */
+  private intVals(name: string | undefined, role: string): SymInts {
+    if (!name) throw new NodeError(`missing ${role} input`);
+    const sym = this.symInts.get(this.resolve(name));
+    if (sym) return sym;
+    const c = this.constant(name, role);
+    if (!c.ints) throw new NodeError(`${role} '${c.name}' must be an integer tensor`);
+    if (c.dims.length > 1) throw new NodeError(`${role} '${c.name}' has shape [${c.dims}]; a 1-d integer tensor is expected`);
+    return { vals: c.ints, scalar: c.dims.length === 0 };
+  }
+
   private resolve(name: string): string {
     let r = name;
     while (this.alias.has(r)) r = this.alias.get(r)!;
@@ -406,6 +461,7 @@ class Importer {
     const shape = this.shapes.get(r);
     if (shape) return { name: r, shape };
     if (this.consts.has(r)) throw new NodeError(`${role} input '${name}' is a constant; a computed tensor is expected`);
+    if (this.symInts.has(r)) throw new NodeError(`${role} input '${name}' is a shape value; a computed tensor is expected`);
     throw new NodeError(`input '${name}' is not produced by any earlier node, initializer or graph input (dangling)`);
   }
 
@@ -413,7 +469,7 @@ class Importer {
     if (!name) throw new NodeError(`missing ${role} input`);
     const c = this.consts.get(this.resolve(name));
     if (c) return c;
-    if (this.shapes.has(this.resolve(name))) {
+    if (this.shapes.has(this.resolve(name)) || this.symInts.has(this.resolve(name))) {
       throw new NodeError(`${role} input '${name}' is computed at run time; only constant ${role}s are supported`);
     }
     throw new NodeError(`input '${name}' is not produced by any earlier node, initializer or graph input (dangling)`);
@@ -427,9 +483,9 @@ class Importer {
   }
 
   private intsConst(name: string | undefined, role: string): number[] {
-    const c = this.constant(name, role);
-    if (!c.ints) throw new NodeError(`${role} '${c.name}' must be an integer tensor`);
-    return c.ints;
+    const v = this.intVals(name, role);
+    if (v.vals.includes('N')) throw new NodeError(`${role} input '${name}' depends on the batch size; a constant is expected`);
+    return v.vals as number[];
   }
 
   private uniqueName(base: string): string {
@@ -544,6 +600,7 @@ class Importer {
         this.noExtraOutputs(n, 1);
         const src = this.resolve(n.input[0] ?? '');
         if (this.consts.has(src)) this.consts.set(out, this.consts.get(src)!);
+        else if (this.symInts.has(src)) this.symInts.set(out, this.symInts.get(src)!);
         else this.alias.set(out, this.activation(n.input[0], 'data').name);
         return;
       }
@@ -643,13 +700,14 @@ class Importer {
       case 'Reshape': {
         const x = this.activation(n.input[0], 'data');
         if (a.has('shape')) throw new NodeError("the 'shape' attribute (opset < 5) is not supported");
-        const t = this.intsConst(n.input[1], 'shape');
+        const t = this.intVals(n.input[1], 'shape').vals;
         const flat = numel(x.shape.slice(1));
         const allowZero = attrInt(a, 'allowzero', 0) !== 0;
+        // the first entry is the batch: symbolic, copied (0), inferred (-1) or the export-time batch size
         const ok =
           x.shape.length >= 2 &&
           t.length === 2 &&
-          (t[0] === -1 ? t[1] === flat : (t[0] === 0 && !allowZero) || t[0]! > 0) &&
+          (t[0] === -1 ? t[1] === flat : t[0] === 'N' || (t[0] === 0 && !allowZero) || (t[0] as number) > 0) &&
           (t[1] === -1 || t[1] === flat);
         if (!ok) throw new NodeError(`reshape of [${x.shape}] to [${t}] is not supported (only flattening to [N, -1])`);
         this.flatten(x.name, out, name);
@@ -744,6 +802,61 @@ class Importer {
           return;
         }
         this.foldBias(c0 ? i1 : i0, this.floatConst(c0 ? i0 : i1, 'bias'), out);
+        return;
+      }
+      case 'Shape': {
+        const x = this.activation(n.input[0], 'data');
+        const r = x.shape.length;
+        const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + r : v, 0), r);
+        const vals = x.shape.map((d, i) => (i === 0 ? 'N' : d) as number | 'N');
+        this.symInts.set(out, { vals: vals.slice(clamp(attrInt(a, 'start', 0)), clamp(attrInt(a, 'end', r))), scalar: false });
+        return;
+      }
+      case 'Gather': {
+        const data = this.intVals(n.input[0], 'data');
+        if (data.scalar || attrInt(a, 'axis', 0) !== 0) throw new NodeError('only gathering from a 1-d shape vector along axis 0 is supported');
+        const idx = this.intVals(n.input[1], 'indices');
+        const vals = idx.vals.map((i) => {
+          const k = typeof i === 'number' && i < 0 ? i + data.vals.length : i;
+          if (typeof k !== 'number' || k < 0 || k >= data.vals.length) throw new NodeError(`index ${i} is out of range for [${data.vals}]`);
+          return data.vals[k]!;
+        });
+        this.symInts.set(out, { vals, scalar: idx.scalar });
+        return;
+      }
+      case 'Unsqueeze': {
+        const data = this.intVals(n.input[0], 'data');
+        const axes = n.input[1] ? this.intsConst(n.input[1], 'axes') : attrInts(a, 'axes');
+        if (!data.scalar || !axes || axes.length !== 1 || (axes[0] !== 0 && axes[0] !== -1)) {
+          throw new NodeError('only unsqueezing a scalar shape value to a 1-d vector is supported');
+        }
+        this.symInts.set(out, { vals: data.vals, scalar: false });
+        return;
+      }
+      case 'Concat': {
+        const axis = attrInt(a, 'axis', 0);
+        if (axis !== 0 && axis !== -1) throw new NodeError(`axis ${axis} is not supported for shape values`);
+        const parts = n.input.filter((i) => i).map((i) => this.intVals(i, 'data'));
+        if (parts.some((p) => p.scalar)) throw new NodeError('cannot concatenate scalars');
+        this.symInts.set(out, { vals: parts.flatMap((p) => p.vals), scalar: false });
+        return;
+      }
+      case 'Slice': {
+        const data = this.intVals(n.input[0], 'data');
+        const get = (i: number, attr: string) => (n.input[i] ? this.intsConst(n.input[i], attr) : attrInts(a, attr));
+        const [starts, ends, axes, steps] = [get(1, 'starts'), get(2, 'ends'), get(3, 'axes'), n.input[4] ? this.intsConst(n.input[4], 'steps') : undefined];
+        if (data.scalar || !starts || !ends || starts.length !== 1 || ends.length !== 1 || (axes && axes.join() !== '0' && axes.join() !== '-1') || (steps && steps.join() !== '1')) {
+          throw new NodeError('only a unit-step slice of a 1-d shape vector is supported');
+        }
+        const len = data.vals.length;
+        const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + len : v, 0), len);
+        this.symInts.set(out, { vals: data.vals.slice(clamp(starts[0]!), clamp(ends[0]!)), scalar: false });
+        return;
+      }
+      case 'Cast': {
+        const to = attrInt(a, 'to', 0);
+        if (to !== DataType.INT64 && to !== DataType.INT32) throw new NodeError(`casting a shape value to ${DTYPE_NAMES[to] ?? to} is not supported`);
+        this.symInts.set(out, this.intVals(n.input[0], 'data'));
         return;
       }
       default:
