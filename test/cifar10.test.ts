@@ -118,6 +118,9 @@ test('a checksum mismatch is a UserError naming file and both hashes, and leaves
   await writeFile(join(bad, 'data_batch_3.png'), buf);
 
   const c3 = join(work, 'cache-bad');
+  // leftovers of a killed build (pid beyond pid_max, so surely dead) are swept on the next build
+  await mkdir(join(c3, '.cifar10-staging-999999999-dead', 'cifar10'), { recursive: true });
+  await writeFile(join(c3, '.cifar10-staging-999999999-dead', 'cifar10', 'train-images.u8'), 'partial');
   await assert.rejects(ensureCifar10({ packageDir: bad, cacheDir: c3, verbose: false }), (e: Error) => {
     assert.ok(e instanceof UserError, String(e));
     assert.match(e.message, /data_batch_3\.png/);

@@ -176,6 +176,24 @@ function decodeSprite(buf: Buffer, file: string, out: Uint8Array, offset: number
   }
 }
 
+const STAGING_PREFIX = '.cifar10-staging-';
+
+/** Staging directories of processes that died mid-build (killed, power loss) hold ~400 MB each. */
+async function removeStaleStaging(root: string): Promise<void> {
+  for (const name of await readdir(root)) {
+    if (!name.startsWith(STAGING_PREFIX)) continue;
+    const pid = Number(name.slice(STAGING_PREFIX.length).split('-')[0]);
+    let alive = false;
+    try {
+      process.kill(pid, 0);
+      alive = true;
+    } catch (e) {
+      alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    if (!alive) await rm(join(root, name), { recursive: true, force: true });
+  }
+}
+
 /**
  * Make sure the decoded cache exists. Idempotent, and a fast no-op (manifest + file sizes) when the
  * cache is valid. Everything is built in a staging directory beside the cache and renamed into place
@@ -187,7 +205,8 @@ export async function ensureCifar10(opts: Cifar10Options = {}): Promise<void> {
   const root = opts.cacheDir ?? cacheDir();
   const final = cifar10Dir(opts);
   await mkdir(root, { recursive: true });
-  const staging = join(root, `.cifar10-staging-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await removeStaleStaging(root);
+  const staging = join(root, `${STAGING_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
   await mkdir(staging);
   try {
     let pkgDir = opts.packageDir;
@@ -221,12 +240,14 @@ export async function ensureCifar10(opts: Cifar10Options = {}): Promise<void> {
     };
     // the manifest is what marks the cache valid, so it is written last
     await writeFile(join(out, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
-    await rm(final, { recursive: true, force: true }); // an invalid (old or damaged) cache
-    try {
-      await rename(out, final);
-    } catch (e) {
-      // another process may have finished first; its cache is as good as ours
-      if (!(await cifar10CacheValid(opts))) throw e;
+    // another process may have finished meanwhile; its cache is as good as ours
+    if (!(await cifar10CacheValid(opts))) {
+      await rm(final, { recursive: true, force: true }); // an invalid (old or damaged) cache
+      try {
+        await rename(out, final);
+      } catch (e) {
+        if (!(await cifar10CacheValid(opts))) throw e;
+      }
     }
     log(`cmiprune: CIFAR-10 cached in ${final}`);
   } finally {
