@@ -506,6 +506,58 @@ test('Gemm with transB=0, alpha/beta, float16 and double initializers fold into 
   assert.equal(w2[3], 2 ** -24);
 });
 
+test('constant Adds fold into the preceding Conv/Gemm bias, auto_pad SAME and shared weights import', async () => {
+  const rng = mulberry32(21);
+  const bytes = onnxBytes({
+    input: vi('x', ['N', 3, 6, 6]),
+    outputs: ['y'],
+    inits: [
+      fInit('w', [4, 3, 3, 3], randn(108, rng, 0.3)),
+      fInit('w2', [4, 4, 3, 3], randn(144, rng, 0.3)),
+      fInit('cb', [1, 4, 1, 1], randn(4, rng)),
+      fInit('fw', [5, 4], randn(20, rng)),
+      fInit('fb', [5], randn(5, rng)),
+      fInit('extra', [1, 5], randn(5, rng)),
+    ],
+    nodes: [
+      nd('Conv', 'conv', ['x', 'w'], ['c'], [aInts('kernel_shape', [3, 3]), { name: 'auto_pad', type: AttrType.STRING, s: new TextEncoder().encode('SAME_UPPER') }]),
+      nd('Add', 'bias', ['cb', 'c'], ['cbias']),
+      nd('Relu', 'relu', ['cbias'], ['r']),
+      nd('Conv', 'conv2', ['r', 'w2'], ['c2'], [aInts('pads', [1, 1, 1, 1])]),
+      nd('Conv', 'conv3', ['c2', 'w2'], ['c3'], [aInts('pads', [1, 1, 1, 1])]), // shares conv2's weight
+      nd('GlobalAveragePool', 'gap', ['c3'], ['g']),
+      nd('Flatten', 'flat', ['g'], ['f']),
+      nd('Gemm', 'fc', ['f', 'fw', 'fb'], ['h'], [aInt('transB', 1)]),
+      nd('Add', 'fc_extra', ['h', 'extra'], ['y']),
+    ],
+  });
+  const m = importOnnx(bytes);
+  assert.deepEqual(m.nodes.map((n) => n.op), ['Conv2d', 'Relu', 'Conv2d', 'Conv2d', 'GlobalAvgPool', 'Flatten', 'Linear']);
+  const [conv, , conv2, conv3, , , fc] = m.nodes as [Node, Node, Node, Node, Node, Node, Node];
+  assert.deepEqual(conv.outputs, ['cbias']);
+  assert.deepEqual(conv.op === 'Conv2d' && conv.attrs.padding, [1, 1]);
+  const p = (n: Node) => n.params as Record<string, string>;
+  assert.deepEqual(m.tensors[p(conv).bias!]!.shape, [4]);
+  assert.equal(p(conv2).weight, 'w2');
+  assert.notEqual(p(conv3).weight, 'w2'); // a shared initializer gets its own copy, so surgery on one layer leaves the other
+  assert.deepEqual(m.tensors[p(conv3).weight!]!.data, m.tensors.w2!.data);
+  assert.deepEqual(fc.outputs, ['y']);
+  assert.deepEqual(m.outputs, ['y']);
+  const x = randn(3 * 3 * 6 * 6, rng);
+  const ref = await runOrt(bytes, 'x', x, [3, 3, 6, 6]);
+  assert.ok(maxAbsDiff(ref, await runOrt(exportOnnx(m), 'x', x, [3, 3, 6, 6])) <= 1e-5);
+  assert.ok(maxAbsDiff(ref, forwardJs(m, x, [3, 3, 6, 6])) <= 1e-4);
+
+  // a constant added anywhere else has no IR equivalent
+  const bad = onnxBytes({
+    input: vi('x', ['N', 4]),
+    outputs: ['y'],
+    inits: [fInit('k', [4], new Float32Array(4))],
+    nodes: [nd('Relu', 'relu', ['x'], ['r']), nd('Add', 'shift', ['r', 'k'], ['y'])],
+  });
+  assert.throws(() => importOnnx(bad, { fileName: 'shift.onnx' }), /^OnnxImportError: shift\.onnx: node 'shift' \(op Add\): adding constant 'k' \[4\] is only supported as the bias/);
+});
+
 test('unsupported op: ResNet-20 names the file, the Slice node and the op', async () => {
   await assert.rejects(loadOnnxFile(RESNET20), (e: Error) => {
     assert.ok(e instanceof OnnxImportError, String(e));
