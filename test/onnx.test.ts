@@ -541,6 +541,7 @@ test('constant Adds fold into the preceding Conv/Gemm bias, auto_pad SAME and sh
   assert.equal(p(conv2).weight, 'w2');
   assert.notEqual(p(conv3).weight, 'w2'); // a shared initializer gets its own copy, so surgery on one layer leaves the other
   assert.deepEqual(m.tensors[p(conv3).weight!]!.data, m.tensors.w2!.data);
+  assert.notEqual(m.tensors[p(conv3).weight!]!.data, m.tensors.w2!.data);
   assert.deepEqual(fc.outputs, ['y']);
   assert.deepEqual(m.outputs, ['y']);
   const x = randn(3 * 3 * 6 * 6, rng);

@@ -499,7 +499,8 @@ class Importer {
   private param(c: Const | undefined, data: Float32Array, shape: number[], nodeName: string, slot: string): string {
     let key = c && c.initializer && c.floats === data && !(c.name in this.tensors) ? c.name : `${nodeName}.${slot}`;
     if (key !== c?.name) for (let i = 1; key in this.tensors || this.consts.has(key); i++) key = `${nodeName}.${slot}_${i}`;
-    this.tensors[key] = { shape, data };
+    // a second user of the same constant gets its own copy, so surgery on one layer never edits another
+    this.tensors[key] = { shape, data: key !== c?.name && data === c?.floats ? data.slice() : data };
     return key;
   }
 
