@@ -8,8 +8,9 @@ import type { Model, Node, Tensor } from '../src/ir/model.js';
 import { inferShapes } from '../src/ir/shapes.js';
 import { OnnxImportError, exportOnnx, importOnnx, loadOnnxFile, saveOnnxFile } from '../src/onnx/index.js';
 import { AttrType, DataType, onnx, type pb } from '../src/onnx/proto.js';
+import { MODELS_DIR } from './shared.js';
 
-const MODELS = '/work/shared/models';
+const MODELS = MODELS_DIR;
 const VGG = join(MODELS, 'vgg16_bn_cifar10.onnx');
 const RESNET20 = join(MODELS, 'resnet20_cifar10.onnx');
 

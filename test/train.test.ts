@@ -8,6 +8,7 @@ import { cosine, oneCycle } from '../src/train/schedule.js';
 import { smallCnn } from '../src/train/smallcnn.js';
 import { train } from '../src/train/train.js';
 import { Rng } from '../src/util/rng.js';
+import { VGG16_ONNX } from './shared.js';
 
 const close = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
 
@@ -208,7 +209,7 @@ test('evaluate: the shared VGG16-BN scores its documented ~94% on decoded CIFAR-
   const { TorchModel, setThreads } = await import('../src/engine/index.js');
   const { loadOnnxFile } = await import('../src/onnx/index.js');
   setThreads(2);
-  const engine = TorchModel.create(await loadOnnxFile('/work/shared/models/vgg16_bn_cifar10.onnx'));
+  const engine = TorchModel.create(await loadOnnxFile(VGG16_ONNX));
   try {
     const ev = await evaluate(engine, await loadCifar10('test'), { batch: 64, mean: CIFAR10_MEAN, std: CIFAR10_STD, limit: 256 });
     assert.equal(ev.images, 256);

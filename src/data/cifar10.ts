@@ -21,7 +21,7 @@ export const CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer',
 export const CIFAR10_MEAN = [0.4914, 0.4822, 0.4465];
 export const CIFAR10_STD = [0.247, 0.2435, 0.2616];
 
-/** SHA-256 of the package files (from /work/shared/models/README.md). The label files really are spelt "lables". */
+/** SHA-256 of the package files (from ../shared/models/README.md). The label files really are spelt "lables". */
 export const CIFAR10_SHA256: Readonly<Record<string, string>> = {
   'data_batch_1.png': '9a148385817b16e1840832575ee46ccac2ced61a305f07d4804805773c64e9bc',
   'data_batch_2.png': '47d610b8eb06af0c885fc499afc396d55f3a029b865725720a4f10474aac9d6f',
