@@ -17,6 +17,7 @@ import {
   renyiEntropyEigen,
   traceNormalise,
 } from '../src/cmi/estimators.js';
+import { naiveOrder } from '../src/cmi/naive.js';
 import { orderLayer, type LayerInput } from '../src/cmi/order.js';
 import { Rng } from '../src/util/rng.js';
 import { goldenCases, goldenInput } from './cmiGolden.js';
@@ -211,4 +212,30 @@ test('maxSelect stops early; log2 output is the natural-log output / ln 2', asyn
   assertClose(r.cmi, g.expected.cmi.slice(0, 3).map((v) => v / Math.LN2), 'cmi log2');
   assert.equal(r.logBase, '2');
   await assert.rejects(orderLayer(goldenInput(g, false), { backend: 'ts', alpha: 1 }), /alpha/);
+});
+
+test('exact duplicates and dead filters are evaluated once and order as the naive implementation', async () => {
+  const rng = new Rng(21);
+  const n = 30;
+  const c = 7;
+  const hw = 4;
+  const maps = randomGaussian(rng, n * c * hw, 0.8);
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < hw; k++) {
+      maps[(i * c + 4) * hw + k] = maps[(i * c + 1) * hw + k]; // 4 duplicates 1
+      maps[(i * c + 2) * hw + k] = 0; // 2 and 6 dead
+      maps[(i * c + 6) * hw + k] = 0;
+    }
+  }
+  const labels = Array.from({ length: n }, () => rng.int(3));
+  const layer: LayerInput = { maps: { data: maps, n, c, hw }, labels, classes: 3 };
+  const naive = naiveOrder(layer, 1.01, symmetricEigenvalues);
+  for (const backend of [tsBackend, await native()]) {
+    if (!backend) continue;
+    const r = await orderLayer(layer, { backend, tail: 'greedy' });
+    assert.deepEqual(r.order, naive.order);
+    assertClose(r.scores, naive.scores, 'scores');
+    // per step: one evaluation per distinct kernel among the remaining filters
+    assert.ok(r.evaluated < (c * (c + 1)) / 2 - 1, `evaluated ${r.evaluated}`);
+  }
 });

@@ -29,7 +29,10 @@ export interface OrderProgress {
   /** selections made so far, of `steps` */
   step: number;
   steps: number;
-  /** candidate evaluations done so far (each = two N x N entropies) and the total if run greedily to the end */
+  /**
+   * candidate evaluations done so far (each = two N x N entropies; exact duplicates such as dead
+   * filters count once) and the total if run greedily to the end without duplicates
+   */
   evaluated: number;
   totalEvaluations: number;
   seconds: number;
@@ -124,6 +127,28 @@ function multiplyInto(acc: Float64Array, kernels: Float64Array, f: number, nn: n
   for (let i = 0; i < nn; i++) acc[i] *= kernels[off + i];
 }
 
+/**
+ * group[f] = lowest filter index whose kernel is bitwise identical to f's (dead filters: all ones).
+ * Identical kernels score identically at every step, so only one per group is evaluated - exact.
+ */
+export function kernelGroups(kernels: Float64Array, c: number, nn: number): Int32Array {
+  const group = new Int32Array(c);
+  const byHash = new Map<string, number[]>();
+  const bytes = (f: number) => Buffer.from(kernels.buffer, kernels.byteOffset + f * nn * 8, nn * 8);
+  for (let f = 0; f < c; f++) {
+    const off = f * nn;
+    let h = 0;
+    for (let i = 0; i < nn; i += 97) h = h * 31 + kernels[off + i];
+    const key = String(h);
+    const reps = byHash.get(key) ?? [];
+    const same = reps.find((r) => bytes(r).equals(bytes(f)));
+    group[f] = same ?? f;
+    if (same === undefined) reps.push(f);
+    byHash.set(key, reps);
+  }
+  return group;
+}
+
 function permuted(m: Float64Array, perm: Int32Array, n: number): Float64Array {
   const out = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
@@ -163,6 +188,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   const sigmaLabels = rule(n, input.classes);
   const sigmaBefore = before.map((b) => rule(n, b.hw));
   const kernels = await backend.filterKernels(maps.data, n, c, hw, sigmaMaps);
+  const group = kernelGroups(kernels, c, nn);
   const kY = labelGram(input.labels, sigmaLabels);
   let kB: Float64Array | null = null;
   for (let i = 0; i < before.length; i++) {
@@ -228,24 +254,37 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
     let sJoint: number;
     let sJointY: number;
     if (!secondary) {
-      const r = await backend.entropies({ n, alpha, base, other: kY, kernels, candidates: Int32Array.from(remaining) });
-      evaluated += remaining.length;
+      // one evaluation per group of identical kernels among the remaining filters
+      const evalIndex = new Map<number, number>();
+      const toEval: number[] = [];
+      for (const f of remaining) {
+        if (!evalIndex.has(group[f])) {
+          evalIndex.set(group[f], toEval.length);
+          toEval.push(f);
+        }
+      }
+      const r = await backend.entropies({ n, alpha, base, other: kY, kernels, candidates: Int32Array.from(toEval) });
+      evaluated += toEval.length;
+      const scoreOf = (k: number) => sY + r.entropy[k] - r.entropyOther![k];
+      // argmax, first index on ties (remaining is in ascending index order, as the reference)
       let best = 0;
       let bestScore = -Infinity;
-      let second = -Infinity;
       for (let k = 0; k < remaining.length; k++) {
-        const s = sY + r.entropy[k] - r.entropyOther![k];
+        const s = scoreOf(evalIndex.get(group[remaining[k]])!);
         if (s > bestScore) {
-          second = bestScore;
           bestScore = s;
           best = k;
-        } else if (s > second) second = s;
+        }
       }
       winner = remaining[best];
+      const wk = evalIndex.get(group[winner])!;
+      // margin to the best filter that is not an exact duplicate of the winner
+      let second = -Infinity;
+      for (let k = 0; k < toEval.length; k++) if (k !== wk) second = Math.max(second, scoreOf(k));
       score = bestScore;
-      sJoint = r.entropy[best];
-      sJointY = r.entropyOther![best];
-      margins.push(remaining.length > 1 ? bestScore - second : null);
+      sJoint = r.entropy[wk];
+      sJointY = r.entropyOther![wk];
+      margins.push(toEval.length > 1 ? bestScore - second : null);
     } else {
       winner = secondary[0];
       margins.push(null);
