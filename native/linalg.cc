@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -122,89 +123,127 @@ double entropyUpper(double* a, Workspace& ws, double alpha) {
   return std::log(s) / (1.0 - alpha);
 }
 
+// Per-filter kernels are packed upper triangles, row by row: entry (i, j), j >= i, of an N x N
+// symmetric matrix at packedRow(i, n) + (j - i). Half the memory, and contiguous streams.
+inline size_t packedRow(int i, int n) { return size_t(i) * n - size_t(i) * (i - 1) / 2; }
+inline size_t packedSize(int n) { return size_t(n) * (n + 1) / 2; }
+
+// Packs the upper triangle of a full symmetric matrix.
+void pack(const double* full, int n, double* out) {
+  size_t p = 0;
+  for (int i = 0; i < n; ++i)
+    for (int j = i; j < n; ++j) out[p++] = full[size_t(i) * n + j];
+}
+
 // v4d helpers are always inlined into the AVX2/default clones below, so the ABI note does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef double v4d __attribute__((vector_size(32)));
-inline v4d load4(const double* p) {
+__attribute__((always_inline)) inline v4d load4(const double* p) {
   v4d v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline double hsum(v4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+__attribute__((always_inline)) inline double hsum(v4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
-// Sums of squares over the strict upper triangle of M = b o k and of Y o M = by o k (by = b o y
-// precomputed; b null = ones, by null = skip), plus the diagonals' squares and traces. Cloned for AVX2; the result does not depend on
-// the clone (same operations in the same order).
-__attribute__((target_clones("avx2", "default"))) void squareSums(const double* b, const double* by,
-                                                                    const double* k, int n, double out[6]) {
-  double off = 0, offY = 0, diag = 0, diagY = 0, tr = 0, trY = 0;
-  for (int i = 0; i < n; ++i) {
-    const size_t r = size_t(i) * n;
-    const double m = (b ? b[r + i] : 1.0) * k[r + i];
-    diag += m * m;
-    tr += m;
-    if (by) {
-      const double my = by[r + i] * k[r + i];
-      diagY += my * my;
-      trY += my;
-    }
-    v4d acc = {0, 0, 0, 0}, accY = {0, 0, 0, 0};
-    int j = i + 1;
-    for (; j + 4 <= n; j += 4) {
-      const v4d kv = load4(k + r + j);
-      const v4d v = b ? load4(b + r + j) * kv : kv;
-      acc += v * v;
-      if (by) {
-        const v4d vy = load4(by + r + j) * kv;
-        accY += vy * vy;
-      }
-    }
-    double tail = 0, tailY = 0;
-    for (; j < n; ++j) {
-      const double v = (b ? b[r + j] : 1.0) * k[r + j];
-      tail += v * v;
-      if (by) {
-        const double vy = by[r + j] * k[r + j];
-        tailY += vy * vy;
-      }
-    }
-    off += hsum(acc) + tail;
-    offY += hsum(accY) + tailY;
+// sum_p (x[p] * k[p])^2 over a packed triangle (x null = ones).
+template <bool HasX>
+__attribute__((always_inline)) inline double packedSquares(const double* x, const double* k, size_t len) {
+  v4d a0 = {0, 0, 0, 0}, a1 = {0, 0, 0, 0};
+  size_t p = 0;
+  for (; p + 8 <= len; p += 8) {
+    const v4d k0 = load4(k + p), k1 = load4(k + p + 4);
+    const v4d v0 = HasX ? load4(x + p) * k0 : k0;
+    const v4d v1 = HasX ? load4(x + p + 4) * k1 : k1;
+    a0 += v0 * v0;
+    a1 += v1 * v1;
   }
-  out[0] = diag;
-  out[1] = off;
-  out[2] = diagY;
-  out[3] = offY;
-  out[4] = tr;
-  out[5] = trY;
+  double tail = 0;
+  for (; p < len; ++p) {
+    const double v = HasX ? x[p] * k[p] : k[p];
+    tail += v * v;
+  }
+  return hsum(a0 + a1) + tail;
 }
 
-// Upper triangles of M = b o k into a and of by o k into a2 (b null = ones; a2 null = skip; by is
-// non-null whenever a2 is).
+// alpha = 2: sum lambda^2 = tr(A^2) = sum_ij A_ij^2, so S_2(K / tr K) = -log(sum_ij K_ij^2 / tr(K)^2)
+// with no eigendecomposition. For packed M = x o k: sum_ij = 2 * sum_packed - sum_diag. Cloned for
+// AVX2; same operations in the same order either way.
+__attribute__((target_clones("avx2", "default"))) double entropy2Packed(const double* x, const double* k, int n) {
+  const size_t len = packedSize(n);
+  const double all = x ? packedSquares<true>(x, k, len) : packedSquares<false>(x, k, len);
+  double diag = 0, tr = 0;
+  for (int i = 0; i < n; ++i) {
+    const size_t p = packedRow(i, n);
+    const double m = x ? x[p] * k[p] : k[p];
+    diag += m * m;
+    tr += m;
+  }
+  return -std::log((2 * all - diag) / (tr * tr));
+}
+
+// Upper triangles (row-major) of M = b o k into a and of by o k into a2, k packed (b null = ones;
+// a2 null = skip; by is non-null whenever a2 is).
 __attribute__((target_clones("avx2", "default"))) void fillUpper(const double* b, const double* by, const double* k,
                                                                    int n, double* a, double* a2) {
   for (int i = 0; i < n; ++i) {
     const size_t r = size_t(i) * n;
+    const double* kr = k + packedRow(i, n) - i;  // kr[j] = k(i, j)
     for (int j = i; j < n; ++j) {
-      a[r + j] = b ? b[r + j] * k[r + j] : k[r + j];
-      if (a2) a2[r + j] = by[r + j] * k[r + j];
+      a[r + j] = b ? b[r + j] * kr[j] : kr[j];
+      if (a2) a2[r + j] = by[r + j] * kr[j];
     }
   }
 }
 
-// Runs body(item, workspace) for item in [0, count) on `threads` threads with one BLAS thread each.
+// Workspaces are pooled across calls: allocating 2 x N^2 doubles per call costs page faults that
+// show up when a call evaluates few candidates. At most a few per N are ever kept.
+class WorkspacePool {
+ public:
+  std::unique_ptr<Workspace> acquire(int n) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        if ((*it)->n == n) {
+          auto ws = std::move(*it);
+          free_.erase(it);
+          return ws;
+        }
+      }
+    }
+    return std::make_unique<Workspace>(n);
+  }
+  void release(std::unique_ptr<Workspace> ws) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() < 8) free_.push_back(std::move(ws));
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Workspace>> free_;
+};
+WorkspacePool& workspaces() {
+  static WorkspacePool* pool = new WorkspacePool();  // never destroyed: no exit-order issues
+  return *pool;
+}
+
+// Runs body(item, workspace) for item in [0, count) on `threads` threads with one BLAS thread each
+// (n = 0: no workspace needed). Items are handed out dynamically.
 template <class F>
 void parallelItems(int count, int threads, int n, F body) {
+  // Our threads are the parallelism: OpenBLAS goes single-threaded for the rest of the process.
+  // (Restoring its thread count after each call was measured to cost milliseconds per call: its
+  // pool threads wake up and spin on the cores our workers need.)
   const Lapack& lib = lapack();
-  const int saved = lib.getThreads ? lib.getThreads() : 0;
-  if (lib.setThreads) lib.setThreads(1);  // our threads are the parallelism; avoid oversubscription
+  if (lib.setThreads && (!lib.getThreads || lib.getThreads() != 1)) lib.setThreads(1);
   std::atomic<int> next{0};
   std::string error;
   std::atomic<bool> failed{false};
   auto run = [&]() {
     try {
-      Workspace ws(n);
-      for (int i = next++; i < count && !failed; i = next++) body(i, ws);
+      std::unique_ptr<Workspace> ws = n > 0 ? workspaces().acquire(n) : nullptr;
+      Workspace* w = ws.get();
+      for (int i = next++; i < count && !failed; i = next++) body(i, *w);
+      if (ws) workspaces().release(std::move(ws));
     } catch (const std::exception& e) {
       if (!failed.exchange(true)) error = e.what();
     }
@@ -214,7 +253,6 @@ void parallelItems(int count, int threads, int n, F body) {
   for (int k = 1; k < t; ++k) pool.emplace_back(run);
   run();
   for (auto& th : pool) th.join();
-  if (lib.setThreads && saved > 0) lib.setThreads(saved);
   if (failed) throw std::runtime_error(error);
 }
 
@@ -275,43 +313,56 @@ class EntropiesWork : public Napi::AsyncWorker {
     const size_t nn = size_t(n) * n;
     try {
       // by = base o other, shared by all candidates: Y o M = by o K_c
-      std::vector<double> byStore;
       const double* b = base.f64;
-      const double* by = nullptr;
-      if (other.f64) {
-        if (b) {
-          byStore.resize(nn);
-          for (size_t i = 0; i < nn; ++i) byStore[i] = b[i] * other.f64[i];
-          by = byStore.data();
-        } else {
-          by = other.f64;
-        }
+      const double* y = other.f64;
+      std::vector<double> byStore;
+      const double* by = y;
+      if (y && b) {
+        byStore.resize(nn);
+        for (size_t i = 0; i < nn; ++i) byStore[i] = b[i] * y[i];
+        by = byStore.data();
       }
-      parallelItems(m, threads, n, [&](int k, Workspace& ws) {
-        // M = mB o mK and Y o M = yB o mK (null factors = ones)
-        const int c = candidates.i32[k];
-        const double *mK, *mB, *yB;
-        if (c >= 0) {
-          mK = kernels.f64 + size_t(c) * nn;
-          mB = b;
-          yB = by;
-        } else {
-          if (!b && ws.ones.empty()) ws.ones.assign(nn, 1.0);
-          mK = b ? b : ws.ones.data();
-          mB = nullptr;
-          yB = other.f64;
-        }
-        if (alpha == 2.0) {
-          double sums[6];
-          squareSums(mB, yB, mK, n, sums);
-          entropy_[k] = -std::log((sums[0] + 2 * sums[1]) / (sums[4] * sums[4]));
-          if (other.f64) entropyOther_[k] = -std::log((sums[2] + 2 * sums[3]) / (sums[5] * sums[5]));
-          return;
-        }
-        fillUpper(mB, yB, mK, n, ws.a.data(), other.f64 ? ws.a2.data() : nullptr);
-        entropy_[k] = entropyUpper(ws.a.data(), ws, alpha);
-        if (other.f64) entropyOther_[k] = entropyUpper(ws.a2.data(), ws, alpha);
-      });
+      if (alpha == 2.0) {
+        // everything packed: one contiguous pass per entropy
+        const size_t len = packedSize(n);
+        std::vector<double> bP, byP, yP, onesP;
+        if (b) bP.resize(len), pack(b, n, bP.data());
+        if (by) byP.resize(len), pack(by, n, byP.data());
+        if (y && b) yP.resize(len), pack(y, n, yP.data());
+        // ~30 us per item: a second thread only pays off for larger batches (on a busy machine
+        // it may take a scheduler tick to start)
+        parallelItems(m, m >= 64 ? threads : 1, 0, [&](int k, Workspace&) {
+          const int c = candidates.i32[k];
+          if (c >= 0) {  // M = b o K_c, Y o M = by o K_c
+            const double* kc = kernels.f64 + size_t(c) * len;
+            entropy_[k] = entropy2Packed(b ? bP.data() : nullptr, kc, n);
+            if (y) entropyOther_[k] = entropy2Packed(byP.data(), kc, n);
+          } else if (b) {  // M = b, Y o M = y o b
+            entropy_[k] = entropy2Packed(nullptr, bP.data(), n);
+            if (y) entropyOther_[k] = entropy2Packed(yP.data(), bP.data(), n);
+          } else {  // M = ones, Y o M = y
+            entropy_[k] = 0;  // S(11^T / N) = 0 exactly
+            if (y) entropyOther_[k] = entropy2Packed(nullptr, byP.data(), n);
+          }
+        });
+      } else {
+        parallelItems(m, threads, n, [&](int k, Workspace& ws) {
+          const int c = candidates.i32[k];
+          double* a2 = y ? ws.a2.data() : nullptr;
+          if (c >= 0) {
+            fillUpper(b, by, kernels.f64 + size_t(c) * packedSize(n), n, ws.a.data(), a2);
+          } else {  // base alone (or ones)
+            for (int i = 0; i < n; ++i)
+              for (int j = i; j < n; ++j) {
+                const size_t r = size_t(i) * n + j;
+                ws.a[r] = b ? b[r] : 1.0;
+                if (a2) a2[r] = by[r];
+              }
+          }
+          entropy_[k] = entropyUpper(ws.a.data(), ws, alpha);
+          if (y) entropyOther_[k] = entropyUpper(a2, ws, alpha);
+        });
+      }
     } catch (const std::exception& e) {
       SetError(std::string("entropies: ") + e.what());
     }
@@ -362,8 +413,9 @@ Napi::Value Entropies(const Napi::CallbackInfo& info) {
   optional("kernels", w->kernels);
   if (w->base.f64 && w->base.length != nn) fail(env, "cmiEntropies: base must have n*n entries");
   if (w->other.f64 && w->other.length != nn) fail(env, "cmiEntropies: other must have n*n entries");
-  if (w->kernels.f64 && w->kernels.length % nn != 0) fail(env, "cmiEntropies: kernels must have C*n*n entries");
-  w->numKernels = w->kernels.f64 ? int(w->kernels.length / nn) : 0;
+  const size_t len = packedSize(w->n);
+  if (w->kernels.f64 && w->kernels.length % len != 0) fail(env, "cmiEntropies: kernels must have C*n*(n+1)/2 entries");
+  w->numKernels = w->kernels.f64 ? int(w->kernels.length / len) : 0;
   w->candidates = pin(env, req.Get("candidates"), "cmiEntropies: candidates", false, true);
   for (size_t k = 0; k < w->candidates.length; ++k) {
     int c = w->candidates.i32[k];
@@ -375,7 +427,7 @@ Napi::Value Entropies(const Napi::CallbackInfo& info) {
 }
 
 // ---- filterKernels(maps, n, c, hw, sigma, threads) ------------------------------------------------
-// [C, N, N] Gaussian kernels exp(-||x_i - x_j||^2 / (2 sigma^2)) of maps [N, C, HW], with squared
+// [C, N(N+1)/2] packed Gaussian kernels exp(-||x_i - x_j||^2 / (2 sigma^2)) of maps [N, C, HW], with squared
 // distances summed directly (not via the Gram trick) for accuracy.
 class KernelsWork : public Napi::AsyncWorker {
  public:
@@ -389,30 +441,28 @@ class KernelsWork : public Napi::AsyncWorker {
 
  protected:
   void Execute() override {
-    const size_t nn = size_t(n) * n;
     const double scale = 1.0 / (2.0 * sigma * sigma);
     try {
-      parallelItems(c, threads, 1, [&](int f, Workspace&) {
+      parallelItems(c, threads, 0, [&](int f, Workspace&) {
         std::vector<double> x(size_t(n) * hw);  // this filter's maps, contiguous
         for (int i = 0; i < n; ++i)
           for (int k = 0; k < hw; ++k) {
             size_t src = (size_t(i) * c + f) * hw + k;
             x[size_t(i) * hw + k] = maps.f64 ? maps.f64[src] : double(maps.f32[src]);
           }
-        double* o = out + size_t(f) * nn;
+        double* o = out + size_t(f) * packedSize(n);
         for (int i = 0; i < n; ++i) {
           const double* xi = &x[size_t(i) * hw];
-          o[size_t(i) * n + i] = 1.0;
-          for (int j = 0; j < i; ++j) {
+          double* row = o + packedRow(i, n) - i;  // row[j] = K(i, j), j >= i
+          row[i] = 1.0;
+          for (int j = i + 1; j < n; ++j) {
             const double* xj = &x[size_t(j) * hw];
             double s = 0;
             for (int k = 0; k < hw; ++k) {
               double t = xi[k] - xj[k];
               s += t * t;
             }
-            double v = std::exp(-s * scale);
-            o[size_t(i) * n + j] = v;
-            o[size_t(j) * n + i] = v;
+            row[j] = std::exp(-s * scale);
           }
         }
       });
@@ -439,7 +489,7 @@ Napi::Value FilterKernels(const Napi::CallbackInfo& info) {
   w->sigma = info[4].As<Napi::Number>().DoubleValue();
   w->threads = info[5].IsUndefined() ? 1 : intArg(env, info[5], "cmiFilterKernels: threads", 1);
   if (w->maps.length != size_t(w->n) * w->c * w->hw) fail(env, "cmiFilterKernels: maps must have n*c*hw entries");
-  auto out = Napi::Float64Array::New(env, size_t(w->c) * w->n * w->n);
+  auto out = Napi::Float64Array::New(env, size_t(w->c) * packedSize(w->n));
   w->out = out.Data();
   w->outRef = Napi::Persistent(out);
   guard.release();

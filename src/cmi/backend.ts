@@ -10,7 +10,7 @@ export interface EntropyRequest {
   base: Float64Array | null;
   /** [N, N] kernel of a second variable (labels); null = only the first entropy is wanted */
   other: Float64Array | null;
-  /** [C, N, N] per-filter kernels, indexed by `candidates` */
+  /** [C, N(N+1)/2] per-filter kernels, packed upper triangles (see packedIndex), indexed by `candidates` */
   kernels: Float64Array | null;
   /** filter indices to add to base, one entropy each; -1 = base alone */
   candidates: Int32Array;
@@ -26,8 +26,37 @@ export interface EntropyResult {
 export interface EntropyBackend {
   readonly name: 'ts' | 'native';
   entropies(req: EntropyRequest): Promise<EntropyResult>;
-  /** [C, N, N] Gaussian kernels exp(-||x_i - x_j||^2 / (2 sigma^2)) of maps [N, C, HW] */
+  /** [C, N(N+1)/2] packed Gaussian kernels exp(-||x_i - x_j||^2 / (2 sigma^2)) of maps [N, C, HW] */
   filterKernels(maps: Float32Array | Float64Array, n: number, c: number, hw: number, sigma: number): Promise<Float64Array>;
+}
+
+/**
+ * Per-filter kernels are stored as packed upper triangles, row by row: entry (i, j), j >= i, of an
+ * N x N symmetric matrix at i*N - i*(i-1)/2 + (j - i). Half the memory, and the alpha = 2 pass
+ * streams them contiguously.
+ */
+export function packedSize(n: number): number {
+  return (n * (n + 1)) / 2;
+}
+
+/** acc_NxN (full, symmetric) *= kernel f of the packed set. */
+export function multiplyPackedInto(acc: Float64Array, packed: Float64Array, f: number, n: number): void {
+  let p = f * packedSize(n);
+  for (let i = 0; i < n; i++) {
+    acc[i * n + i] *= packed[p++];
+    for (let j = i + 1; j < n; j++) {
+      const v = packed[p++];
+      acc[i * n + j] *= v;
+      acc[j * n + i] *= v;
+    }
+  }
+}
+
+/** Kernel f of the packed set as a full N x N matrix. */
+export function unpackKernel(packed: Float64Array, f: number, n: number): Float64Array {
+  const full = new Float64Array(n * n).fill(1);
+  multiplyPackedInto(full, packed, f, n);
+  return full;
 }
 
 /** Joint kernel base o K_c (fresh array). */
@@ -38,8 +67,7 @@ export function jointKernel(req: EntropyRequest, cand: number): Float64Array {
   else m.fill(1);
   if (cand >= 0) {
     if (!req.kernels) throw new Error('entropies: candidates need kernels');
-    const off = cand * nn;
-    for (let i = 0; i < nn; i++) m[i] *= req.kernels[off + i];
+    multiplyPackedInto(m, req.kernels, cand, req.n);
   }
   return m;
 }
@@ -69,12 +97,12 @@ export const tsBackend: EntropyBackend = {
     return { entropy, entropyOther };
   },
   async filterKernels(maps, n, c, hw, sigma) {
-    const nn = n * n;
-    const out = new Float64Array(c * nn);
+    const out = new Float64Array(c * packedSize(n));
     const scale = 1 / (2 * sigma * sigma);
+    let p = 0;
     for (let f = 0; f < c; f++) {
       const d = squaredDistances(maps, n, hw, f * hw, c * hw);
-      for (let i = 0; i < nn; i++) out[f * nn + i] = Math.exp(-d[i] * scale);
+      for (let i = 0; i < n; i++) for (let j = i; j < n; j++) out[p++] = Math.exp(-d[i * n + j] * scale);
     }
     return out;
   },

@@ -2,7 +2,7 @@
 // (SPEC sections 2-3, semantics of the reference `filter_number_selection`), with the CMI curve
 // from the chain rule and an explicit numerical-noise-floor report (SPEC section 8).
 import { Rng } from '../util/rng.js';
-import { tsBackend, type EntropyBackend } from './backend.js';
+import { multiplyPackedInto, packedSize, tsBackend, unpackKernel, type EntropyBackend } from './backend.js';
 import { checkAlpha, inBase, labelGram, referenceSigma, type LogBase, type SigmaRule } from './estimators.js';
 
 /** Per-filter maps of one layer: data [N, C, HW] row-major (HW = H*W flattened). */
@@ -122,16 +122,13 @@ function checkMaps(m: MapsTensor, what: string): void {
   }
 }
 
-function multiplyInto(acc: Float64Array, kernels: Float64Array, f: number, nn: number): void {
-  const off = f * nn;
-  for (let i = 0; i < nn; i++) acc[i] *= kernels[off + i];
-}
 
 /**
  * group[f] = lowest filter index whose kernel is bitwise identical to f's (dead filters: all ones).
  * Identical kernels score identically at every step, so only one per group is evaluated - exact.
  */
-export function kernelGroups(kernels: Float64Array, c: number, nn: number): Int32Array {
+export function kernelGroups(kernels: Float64Array, c: number, n: number): Int32Array {
+  const nn = packedSize(n);
   const group = new Int32Array(c);
   const byHash = new Map<string, number[]>();
   const bytes = (f: number) => Buffer.from(kernels.buffer, kernels.byteOffset + f * nn * 8, nn * 8);
@@ -188,14 +185,14 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   const sigmaLabels = rule(n, input.classes);
   const sigmaBefore = before.map((b) => rule(n, b.hw));
   const kernels = await backend.filterKernels(maps.data, n, c, hw, sigmaMaps);
-  const group = kernelGroups(kernels, c, nn);
+  const group = kernelGroups(kernels, c, n);
   const kY = labelGram(input.labels, sigmaLabels);
   let kB: Float64Array | null = null;
   for (let i = 0; i < before.length; i++) {
     const b = before[i];
     const kb = await backend.filterKernels(b.data, n, b.c, b.hw, sigmaBefore[i]);
     if (!kB) kB = new Float64Array(nn).fill(1);
-    for (let f = 0; f < b.c; f++) multiplyInto(kB, kb, f, nn);
+    for (let f = 0; f < b.c; f++) multiplyPackedInto(kB, kb, f, n);
   }
   let kX: Float64Array | null = null;
   let sigmaInput: number | undefined;
@@ -203,7 +200,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
     const x = input.input;
     if (x.data.length !== n * x.dim) throw new RangeError(`input: ${x.data.length} values, needs ${n} x ${x.dim}`);
     sigmaInput = rule(n, x.sigmaDim);
-    kX = (await backend.filterKernels(x.data, n, 1, x.dim, sigmaInput)).subarray(0, nn);
+    kX = unpackKernel(await backend.filterKernels(x.data, n, 1, x.dim, sigmaInput), 0, n);
   }
 
   const single = async (base: Float64Array | null, other: Float64Array | null) => {
@@ -214,7 +211,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   const sX = kX ? (await single(kX, null)).s : NaN;
   // I(Y; all filters u B): the chain rule's constant
   const kAll = kB ? Float64Array.from(kB) : new Float64Array(nn).fill(1);
-  for (let f = 0; f < c; f++) multiplyInto(kAll, kernels, f, nn);
+  for (let f = 0; f < c; f++) multiplyPackedInto(kAll, kernels, f, n);
   const all = await single(kAll, kY);
   const miAll = sY + all.s - all.sOther;
 
@@ -291,7 +288,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
       sJoint = sJointY = score = NaN;
     }
     const newBase = base ? Float64Array.from(base) : new Float64Array(nn).fill(1);
-    multiplyInto(newBase, kernels, winner, nn);
+    multiplyPackedInto(newBase, kernels, winner, n);
     if (secondary) {
       const r = await single(newBase, kY);
       sJoint = r.s;
@@ -315,7 +312,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
         secondary = [...remaining].sort((a, b) => mi[b] - mi[a] || a - b);
         winner = secondary[0];
         newBase.set(base ?? new Float64Array(nn).fill(1));
-        multiplyInto(newBase, kernels, winner, nn);
+        multiplyPackedInto(newBase, kernels, winner, n);
         const r = await single(newBase, kY);
         sJoint = r.s;
         sJointY = r.sOther;
@@ -329,7 +326,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
     scores.push(score);
 
     if (!selOnly) selOnly = new Float64Array(nn).fill(1);
-    multiplyInto(selOnly, kernels, winner, nn);
+    multiplyPackedInto(selOnly, kernels, winner, n);
     if (kB) {
       const r = await single(selOnly, kY);
       miSelected.push(sY + r.s - r.sOther);
