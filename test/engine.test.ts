@@ -295,9 +295,12 @@ test('forward matches the reference: residual Add, grouped/strided/dilated conv,
   // every intermediate value, incl. those consumed by in-place Relu and the Flatten view
   for (const n of names) assertClose(taps[n], ref.get(n)!, `tap ${n}`);
   assert.deepEqual(taps.gap.shape, [2, 6, 1, 1]);
-  // channels-first layout gives the same answer
-  const tm2 = TorchModel.create(m, { channelsLast: false });
-  assertClose((await tm2.forward(x.data, x.shape)).outputs.fc2, ref.get('fc2')!, 'fc2 (NCHW)');
+  // the NHWC layout gives the same answer, taps included (they come back row-major NCHW)
+  const tm2 = TorchModel.create(m, { channelsLast: true });
+  const nhwc = await tm2.forward(x.data, x.shape, { taps: ['b1_out', 'down'] });
+  assertClose(nhwc.outputs.fc2, ref.get('fc2')!, 'fc2 (NHWC)');
+  assertClose(nhwc.taps.b1_out, ref.get('b1_out')!, 'b1_out (NHWC)');
+  assertClose(nhwc.taps.down, ref.get('down')!, 'down (NHWC)');
   tm.dispose();
   tm2.dispose();
 });
@@ -372,6 +375,12 @@ test('train step: loss and BN statistics match the reference, loss falls, forwar
   assertClose(after['bn1.running_mean'], { shape: [4], data: Float64Array.from(st.mean, (v, c) => 0.9 * rm[c] + 0.1 * v) }, 'running mean');
   assertClose(after['bn1.running_var'], { shape: [4], data: Float64Array.from(st.varU, (v, c) => 0.9 * rv[c] + 0.1 * v) }, 'running var');
   assert.deepEqual(after['conv1.weight'], m.tensors['conv1.weight'], 'lr 0 leaves weights alone');
+  const cl = TorchModel.create(m, { channelsLast: true });
+  cl.configureOptimizer({ momentum: 0, nesterov: false, weightDecay: 0 });
+  const s1 = await cl.trainStep(x.data, x.shape, labels, 0);
+  assert.ok(Math.abs(s1.loss - ce / 8) < 1e-5, `NHWC loss ${s1.loss} vs ${ce / 8}`);
+  assertClose(cl.readTensors()['bn1.running_var'], f64(after['bn1.running_var']), 'NHWC running var');
+  cl.dispose();
 
   // a few Nesterov steps with weight decay on the same batch must reduce the loss
   tm.configureOptimizer({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
