@@ -204,7 +204,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     Napi::Value cl = spec.Get("channelsLast");
     ms.channelsLast = cl.IsBoolean() && cl.As<Napi::Boolean>().Value();
     try {
-      engine_ = std::make_shared<Engine>(ms);
+      engine_ = std::make_shared<Engine>(std::move(ms));
     } catch (const std::exception& e) {
       throwJs(env, e.what());
     }

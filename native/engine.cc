@@ -31,12 +31,14 @@ const char* opName(Op op) {
 
 std::string nodeLabel(const NodeSpec& n) { return "node '" + n.name + "' (" + opName(n.op) + ")"; }
 
-// OpenBLAS (Debian's BLAS for libtorch) keeps its own pool; find it at run time so the
-// addon does not need to link it.
-void setBlasThreads(int n) {
+// OpenBLAS (Debian's BLAS under libtorch) keeps its own pool whose idle threads spin for a while
+// after each call, competing with the OpenMP threads that run the convolutions. Linear layers
+// here are small, so BLAS runs single-threaded (the linalg stage applies the same policy).
+// Looked up at run time so the addon does not link OpenBLAS.
+void singleThreadedBlas() {
   using Fn = void (*)(int);
   static Fn fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (fn) fn(n);
+  if (fn) fn(1);
 }
 
 std::string torchMessage(const std::exception& e) {
@@ -50,7 +52,6 @@ void setEngineThreads(int n) {
   if (n < 1) throw std::invalid_argument("thread count must be >= 1, got " + std::to_string(n));
   g_threads = n;
   at::set_num_threads(n);
-  setBlasThreads(n);
 }
 
 int getEngineThreads() {
@@ -65,7 +66,9 @@ void applyEngineThreads() {
   if (at::get_num_threads() != n) at::set_num_threads(n);
 }
 
-Engine::Engine(const ModelSpec& spec) : spec_(spec) {
+Engine::Engine(ModelSpec spec) : spec_(std::move(spec)) {
+  static bool blasOnce = (singleThreadedBlas(), true);
+  (void)blasOnce;
   torch::NoGradGuard noGrad;
   if (spec_.inputs.size() != 1)
     throw std::invalid_argument("engine supports models with exactly one input, got " +

@@ -59,7 +59,7 @@ struct TrainResult {
 
 class Engine {
  public:
-  explicit Engine(const ModelSpec& spec);
+  explicit Engine(ModelSpec spec);
 
   // Eval mode, no autograd. Returns the values named in `want` (model outputs and taps),
   // each contiguous, row-major and not sharing storage with another returned tensor.

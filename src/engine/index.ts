@@ -52,7 +52,14 @@ let addon: EngineAddon | undefined;
 export function loadEngine(): EngineAddon {
   if (addon) return addon;
   if (!existsSync(ADDON_PATH)) throw new UserError('native engine not built: run `npm run build:native`');
-  addon = createRequire(import.meta.url)(ADDON_PATH) as EngineAddon;
+  try {
+    addon = createRequire(import.meta.url)(ADDON_PATH) as EngineAddon;
+  } catch (e) {
+    // typically libtorch missing or upgraded under a stale build
+    throw new UserError(`native engine failed to load (${(e as Error).message}): run \`npm run build:native\``, {
+      cause: e,
+    });
+  }
   return addon;
 }
 
