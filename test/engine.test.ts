@@ -409,6 +409,26 @@ test('concurrent calls are serialised; sync calls during a pending call are refu
   tm.dispose();
 });
 
+test('forward and trainStep run off the event loop', async () => {
+  const b = new Builder(rng(50));
+  const y = b.linear('fc', b.flatten('flat', b.simple('GlobalAvgPool', 'gap', b.conv('conv', 'input', 3, 64, 5, { pad: 2 }))), 64, 4);
+  const tm = TorchModel.create(b.model('slow', [3, 48, 48], y));
+  const x = randTensor(rng(51), [16, 3, 48, 48]);
+  let ticks = 0;
+  let done = false;
+  const spin = () => {
+    ticks++;
+    if (!done) setImmediate(spin);
+  };
+  setImmediate(spin);
+  await tm.forward(x.data, x.shape);
+  tm.configureOptimizer({ momentum: 0.9, nesterov: false, weightDecay: 0 });
+  await tm.trainStep(x.data, x.shape, new Int32Array(16), 0.01);
+  done = true;
+  assert.ok(ticks > 2, `event loop ran ${ticks} times during the calls`);
+  tm.dispose();
+});
+
 test('missing or mis-shaped params give one clear error naming the node', () => {
   const m = plainNet();
   const missing = { ...m, tensors: { ...m.tensors } };
