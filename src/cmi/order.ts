@@ -67,7 +67,10 @@ export interface OrderOptions {
 export interface OrderResult {
   /** filter indices in selection order (at most C-1 unless maxSelect is smaller) */
   order: number[];
-  /** filters never selected, in tie-break order (the last one is implied) */
+  /**
+   * filters never selected: in index order, or in the secondary rule's order once the noise floor
+   * was reached (after a full run this is the one filter the reference leaves over)
+   */
   remaining: number[];
   /** winning score per step: I(Y; B u selected_0..i) */
   scores: number[];
