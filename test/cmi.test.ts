@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 
-import { jointKernel, tsBackend, type EntropyBackend } from '../src/cmi/backend.js';
+import { jointKernel, tsBackend, unpackKernel, type EntropyBackend } from '../src/cmi/backend.js';
 import { symmetricEigenvalues } from '../src/cmi/eigen.js';
 import {
   conditionalMutualInformation,
@@ -237,5 +237,38 @@ test('exact duplicates and dead filters are evaluated once and order as the naiv
     assertClose(r.scores, naive.scores, 'scores');
     // per step: one evaluation per distinct kernel among the remaining filters
     assert.ok(r.evaluated < (c * (c + 1)) / 2 - 1, `evaluated ${r.evaluated}`);
+  }
+});
+
+test('native entropies equal the TypeScript ones for every request shape (base/other/candidate -1, alpha 2, 1.01, 3)', async (t) => {
+  const nb = await native();
+  if (!nb) return t.skip('native addon not built');
+  const rng = new Rng(31);
+  const n = 40;
+  const c = 5;
+  const hw = 6;
+  const maps = randomGaussian(rng, n * c * hw, 0.5);
+  const sigma = referenceSigma(n, hw);
+  const kTs = await tsBackend.filterKernels(maps, n, c, hw, sigma);
+  const kNative = await nb.filterKernels(Float32Array.from(maps), n, c, hw, sigma);
+  const kNative64 = await nb.filterKernels(maps, n, c, hw, sigma);
+  assert.equal(kNative64.length, kTs.length);
+  kTs.forEach((v, i) => assert.ok(Math.abs(v - kNative64[i]) < 1e-15, `kernel entry ${i}`));
+  assert.ok(kNative.every((v, i) => Math.abs(v - kTs[i]) < 1e-6), 'float32 maps give float32-accurate kernels');
+  const base = unpackKernel(kTs, 3, n);
+  const other = gramOf(randomGaussian(rng, n * 3), n, 3, 1.5);
+  // (alpha < 1 is left out: |lambda|^alpha lifts round-off eigenvalues of ~1e-17 to ~1e-9 each)
+  for (const alpha of [2, 1.01, 3]) {
+    for (const b of [null, base]) {
+      for (const o of [null, other]) {
+        const req = { n, alpha, base: b, other: o, kernels: kTs, candidates: Int32Array.of(0, -1, 4, 2, 2) };
+        const rt = await tsBackend.entropies(req);
+        const rn = await nb.entropies(req);
+        const what = `alpha ${alpha} base ${!!b} other ${!!o}`;
+        assertClose([...rn.entropy], [...rt.entropy], `${what} entropy`);
+        if (o) assertClose([...rn.entropyOther!], [...rt.entropyOther!], `${what} entropyOther`);
+        else assert.equal(rn.entropyOther, null);
+      }
+    }
   }
 });

@@ -93,6 +93,8 @@ function sideSize(a: Float64Array): number {
 /**
  * S_alpha(A) = 1/(1-alpha) * log(sum_i |lambda_i(A)|^alpha) for a trace-normalised A, via the
  * eigenvalues (|lambda| as the reference: round-off makes tiny negatives). Natural log.
+ * For alpha < 1 round-off eigenvalues (~1e-17) weigh in as ~1e-17^alpha each: expect noise of
+ * about N * (N eps)^alpha in the sum.
  */
 export function renyiEntropyEigen(a_NxN: Float64Array, alpha: number): number {
   checkAlpha(alpha);
