@@ -5,6 +5,10 @@
 //                                                all 13 VGG16-BN layers (synthetic maps of the real
 //                                                shapes and activation scales); --steps K times only
 //                                                the first K selections per layer and extrapolates
+//   node dist/bench/cmi.js --vgg16 --real [--model m.onnx] [--alpha A] [--steps K]
+//                                                the same on real activations of the shared
+//                                                VGG16-BN (256 class-balanced CIFAR-10 train images;
+//                                                the --steps estimate scales setup time too: use K >= 4)
 // Prints one JSON object on stdout.
 import { parseArgs } from 'node:util';
 
@@ -25,6 +29,8 @@ const { values } = parseArgs({
     c: { type: 'string', default: '64' },
     side: { type: 'string', default: '8' },
     seed: { type: 'string', default: '1' },
+    real: { type: 'boolean', default: false },
+    model: { type: 'string', default: '../shared/models/vgg16_bn_cifar10.onnx' },
   },
 });
 const alpha = Number(values.alpha);
@@ -143,4 +149,49 @@ async function vgg16(): Promise<void> {
   );
 }
 
-await (values.vgg16 ? vgg16() : compareWithBaseline());
+async function vgg16Real(): Promise<void> {
+  const { rankModel } = await import('../src/ordering/model-rank.js');
+  const steps = values.steps === undefined ? undefined : Number(values.steps);
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const r = await rankModel({
+    model: values.model!,
+    data: 'cifar10',
+    samples: Number(values.n),
+    seed: 0,
+    layer: 'all',
+    alpha,
+    maxSelect: steps,
+    threads,
+    fresh: true,
+    checkpointDir: mkdtempSync(join(tmpdir(), 'cmiprune-bench-')),
+    greedyTail: tail === 'greedy',
+  });
+  let total = 0;
+  const layers = r.layers.map((l) => {
+    // a partial run is extrapolated by candidate evaluations
+    const full = (l.channels * (l.channels + 1)) / 2 - 1;
+    const estimate = steps === undefined ? l.seconds : (l.seconds * full) / Math.max(1, l.evaluated);
+    total += estimate;
+    return { layer: l.layer, c: l.channels, seconds: l.seconds, evaluated: l.evaluated, estimatedFullSeconds: estimate, noiseFloorStep: l.noiseFloorStep };
+  });
+  process.stdout.write(
+    JSON.stringify({
+      vgg16: 'real',
+      model: values.model,
+      n: r.samples,
+      alpha,
+      threads,
+      tail,
+      stepsPerLayer: steps ?? 'all',
+      orderingSeconds: total,
+      estimated: steps !== undefined,
+      wallSeconds: r.seconds,
+      peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+      layers,
+    }) + '\n',
+  );
+}
+
+await (values.vgg16 ? (values.real ? vgg16Real() : vgg16()) : compareWithBaseline());
