@@ -181,6 +181,41 @@ __attribute__((target_clones("avx2", "default"))) double entropy2Packed(const do
   return -std::log((2 * all - diag) / (tr * tr));
 }
 
+// The pair S_2(x o k) and S_2(y o k) in one pass over k (k is the memory-bound stream).
+__attribute__((target_clones("avx2", "default"))) void entropy2PackedPair(const double* x, const double* y,
+                                                                            const double* k, int n, double out[2]) {
+  const size_t len = packedSize(n);
+  v4d a0 = {0, 0, 0, 0}, a1 = {0, 0, 0, 0}, b0 = {0, 0, 0, 0}, b1 = {0, 0, 0, 0};
+  size_t p = 0;
+  for (; p + 8 <= len; p += 8) {
+    const v4d k0 = load4(k + p), k1 = load4(k + p + 4);
+    const v4d v0 = load4(x + p) * k0, v1 = load4(x + p + 4) * k1;
+    const v4d u0 = load4(y + p) * k0, u1 = load4(y + p + 4) * k1;
+    a0 += v0 * v0;
+    a1 += v1 * v1;
+    b0 += u0 * u0;
+    b1 += u1 * u1;
+  }
+  double ta = 0, tb = 0;
+  for (; p < len; ++p) {
+    const double v = x[p] * k[p], u = y[p] * k[p];
+    ta += v * v;
+    tb += u * u;
+  }
+  const double allX = hsum(a0 + a1) + ta, allY = hsum(b0 + b1) + tb;
+  double diagX = 0, trX = 0, diagY = 0, trY = 0;
+  for (int i = 0; i < n; ++i) {
+    const size_t q = packedRow(i, n);
+    const double m = x[q] * k[q], my = y[q] * k[q];
+    diagX += m * m;
+    trX += m;
+    diagY += my * my;
+    trY += my;
+  }
+  out[0] = -std::log((2 * allX - diagX) / (trX * trX));
+  out[1] = -std::log((2 * allY - diagY) / (trY * trY));
+}
+
 // Upper triangles (row-major) of M = b o k into a and of by o k into a2, k packed (b null = ones;
 // a2 null = skip; by is non-null whenever a2 is).
 __attribute__((target_clones("avx2", "default"))) void fillUpper(const double* b, const double* by, const double* k,
@@ -335,8 +370,15 @@ class EntropiesWork : public Napi::AsyncWorker {
           const int c = candidates.i32[k];
           if (c >= 0) {  // M = b o K_c, Y o M = by o K_c
             const double* kc = kernels.f64 + size_t(c) * len;
-            entropy_[k] = entropy2Packed(b ? bP.data() : nullptr, kc, n);
-            if (y) entropyOther_[k] = entropy2Packed(byP.data(), kc, n);
+            if (b && y) {
+              double pair[2];
+              entropy2PackedPair(bP.data(), byP.data(), kc, n, pair);
+              entropy_[k] = pair[0];
+              entropyOther_[k] = pair[1];
+            } else {
+              entropy_[k] = entropy2Packed(b ? bP.data() : nullptr, kc, n);
+              if (y) entropyOther_[k] = entropy2Packed(byP.data(), kc, n);
+            }
           } else if (b) {  // M = b, Y o M = y o b
             entropy_[k] = entropy2Packed(nullptr, bP.data(), n);
             if (y) entropyOther_[k] = entropy2Packed(yP.data(), bP.data(), n);
