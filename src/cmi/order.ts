@@ -90,6 +90,8 @@ export interface OrderResult {
   noiseFloorStep: number | null;
   /** how the order was decided from noiseFloorStep on */
   tieBreak: 'own-mi-with-labels' | 'greedy-roundoff' | 'none';
+  /** the noise-floor and tie-break rules in words, for reports */
+  rules: { noiseFloor: string; tieBreak: string };
   /** I(Y; f) per filter (only filled when the secondary rule was used) */
   ownMI?: number[];
   miAll: number;
@@ -358,6 +360,16 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
     noiseFloor: noiseFloor.map(conv),
     noiseFloorStep,
     tieBreak: noiseFloorStep === null ? 'none' : tail === 'secondary' ? 'own-mi-with-labels' : 'greedy-roundoff',
+    rules: {
+      noiseFloor:
+        `margin = best score - best score of a filter with a different kernel; floor = ${noiseFactor} x the largest ` +
+        'round-off probe so far (|winning score - the same score on a seeded permutation of the samples|, ' +
+        'at least eps x the entropies); the noise-floor step is the first step with margin < floor',
+      tieBreak:
+        tail === 'secondary'
+          ? 'from the noise-floor step on: descending I(Y; f) of each remaining filter alone, then lower index'
+          : 'greedy to the end (the reference); past the noise-floor step the order is decided by round-off',
+    },
     ...(ownMI ? { ownMI: ownMI.map(conv) } : {}),
     miAll: conv(miAll),
     entropyLabels: conv(sY),
