@@ -10,6 +10,8 @@
 //                                                VGG16-BN (256 class-balanced CIFAR-10 train images;
 //                                                the --steps estimate scales setup time too: use K >= 4)
 // Prints one JSON object on stdout.
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 import { orderLayer, type LayerInput } from '../src/cmi/order.js';
@@ -30,7 +32,11 @@ const { values } = parseArgs({
     side: { type: 'string', default: '8' },
     seed: { type: 'string', default: '1' },
     real: { type: 'boolean', default: false },
-    model: { type: 'string', default: '../shared/models/vgg16_bn_cifar10.onnx' },
+    // ../shared beside the checkout (dist/bench/cmi.js is two levels below the repo root)
+    model: {
+      type: 'string',
+      default: join(process.env.CMIPRUNE_SHARED ?? fileURLToPath(new URL('../../../shared', import.meta.url)), 'models/vgg16_bn_cifar10.onnx'),
+    },
   },
 });
 const alpha = Number(values.alpha);
@@ -154,7 +160,6 @@ async function vgg16Real(): Promise<void> {
   const steps = values.steps === undefined ? undefined : Number(values.steps);
   const { mkdtempSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
   const r = await rankModel({
     model: values.model!,
     data: 'cifar10',

@@ -3,8 +3,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 import type { LayerInput } from '../src/cmi/order.js';
+import { SHARED_DIR } from './shared.js';
 
-export const GOLDEN_DIR = '/work/shared/testdata/reference';
+export const GOLDEN_DIR = join(SHARED_DIR, 'testdata', 'reference');
 
 export interface GoldenCase {
   name: string;
