@@ -203,6 +203,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     }
     Napi::Value cl = spec.Get("channelsLast");
     ms.channelsLast = cl.IsBoolean() && cl.As<Napi::Boolean>().Value();
+    Napi::Value bi = spec.Get("blockedInference");
+    ms.blockedInference = !bi.IsBoolean() || bi.As<Napi::Boolean>().Value();
     try {
       engine_ = std::make_shared<Engine>(std::move(ms));
     } catch (const std::exception& e) {

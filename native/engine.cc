@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <atomic>
 #include <set>
 #include <stdexcept>
@@ -151,6 +152,18 @@ Engine::Engine(ModelSpec spec) : spec_(std::move(spec)) {
     for (auto& st : steps_)
       if (st.spec->op == Op::Conv2d) st.w.set_data(st.w.contiguous(torch::MemoryFormat::ChannelsLast));
   }
+  blocked_ = spec_.blockedInference && at::hasMKLDNN() && engineDevice().is_cpu();
+  foldInto_.assign(steps_.size(), -1);
+  std::vector<int> consumers(producer_.size(), 0), lastConsumer(producer_.size(), -1);
+  for (size_t si = 0; si < steps_.size(); ++si)
+    for (int v : steps_[si].in) consumers[v]++, lastConsumer[v] = static_cast<int>(si);
+  for (size_t si = 0; si < steps_.size(); ++si) {
+    int v = steps_[si].out, c = lastConsumer[v];
+    bool isOutput = std::find(outputValues_.begin(), outputValues_.end(), v) != outputValues_.end();
+    if (steps_[si].spec->op == Op::Conv2d && consumers[v] == 1 && !isOutput &&
+        steps_[c].spec->op == Op::BatchNorm)
+      foldInto_[si] = c;
+  }
   for (auto& name : trainableNames) {
     auto& t = tensors_[name];
     t.set_requires_grad(true);
@@ -163,7 +176,35 @@ torch::Tensor Engine::toLayout(const torch::Tensor& t) const {
   return t;
 }
 
-std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vector<int>& want, bool training) {
+namespace {
+torch::Tensor toBlocked(const torch::Tensor& t) { return t.is_mkldnn() ? t : t.contiguous().to_mkldnn(); }
+torch::Tensor toDense(const torch::Tensor& t) { return t.is_mkldnn() ? t.to_dense() : t; }
+}  // namespace
+
+const Engine::Packed& Engine::packed(size_t si, bool folded) {
+  if (packed_.size() != steps_.size()) packed_.assign(steps_.size(), Packed());
+  Packed& p = packed_[si];
+  const Step& st = steps_[si];
+  const NodeSpec& n = *st.spec;
+  auto pack = [&](const torch::Tensor& w) {
+    return torch::mkldnn_reorder_conv2d_weight(w.contiguous().to_mkldnn(), n.padding, n.stride, n.dilation, n.groups);
+  };
+  if (!folded && !p.w.defined()) p.w = pack(st.w.detach());
+  if (folded && !p.foldedW.defined()) {
+    // BN(conv(x)) = conv(x; w*s) + (b - mean)*s + beta, s = gamma / sqrt(var + eps)
+    const Step& bn = steps_[foldInto_[si]];
+    auto s = bn.w.detach() / (bn.var + bn.spec->eps).sqrt();
+    auto b = st.b.defined() ? st.b.detach() : torch::zeros_like(s);
+    p.foldedW = pack(st.w.detach() * s.view({-1, 1, 1, 1}));
+    p.foldedB = (b - bn.mean) * s + bn.b.detach();
+  }
+  return p;
+}
+
+// `blocked`: 4-d activations stay in oneDNN tensors between the ops that support them; anything
+// else (Flatten, Linear, BN over [N,C]) gets a dense copy.
+std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vector<int>& want, bool training,
+                                       bool blocked) {
   const size_t nv = producer_.size();
   std::vector<int> lastUse(nv, -1), uses(nv, 0);
   std::vector<bool> wanted(nv, false);
@@ -174,21 +215,41 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
       uses[v]++;
     }
 
+  // BN steps folded into their conv for this call (never when the conv output itself is wanted)
+  std::vector<bool> folded(steps_.size(), false);
+  if (blocked && !training)
+    for (size_t si = 0; si < steps_.size(); ++si)
+      if (foldInto_[si] >= 0 && !wanted[steps_[si].out]) folded[foldInto_[si]] = true;
+
   std::vector<torch::Tensor> vals(nv);
   vals[inputValue_] = toLayout(xIn.to(engineDevice()));
   for (size_t si = 0; si < steps_.size(); ++si) {
     const Step& st = steps_[si];
     const NodeSpec& n = *st.spec;
-    const torch::Tensor& x = vals[st.in[0]];
-    if (!x.defined()) throw std::logic_error(nodeLabel(n) + ": input value was released early");
+    if (!vals[st.in[0]].defined()) throw std::logic_error(nodeLabel(n) + ": input value was released early");
     torch::Tensor y;
     try {
+      torch::Tensor x = vals[st.in[0]];
+      if (blocked) {
+        // PyTorch's include-pad divisor differs from oneDNN's where a ceil-mode window overhangs
+        bool oneDnn = x.dim() == 4 && n.op != Op::Flatten && n.op != Op::Linear &&
+                      !(n.op == Op::AvgPool && n.ceilMode && n.countIncludePad);
+        if (n.op == Op::Relu) oneDnn = x.is_mkldnn();
+        x = oneDnn ? toBlocked(x) : toDense(x);
+      }
       switch (n.op) {
         case Op::Conv2d:
-          y = torch::conv2d(x, st.w, st.b, n.stride, n.padding, n.dilation, n.groups);
+          if (blocked) {
+            bool fold = foldInto_[si] >= 0 && folded[foldInto_[si]];
+            const Packed& p = packed(si, fold);
+            y = torch::mkldnn_convolution(x, fold ? p.foldedW : p.w, fold ? p.foldedB : st.b, n.padding, n.stride,
+                                          n.dilation, n.groups);
+          } else {
+            y = torch::conv2d(x, st.w, st.b, n.stride, n.padding, n.dilation, n.groups);
+          }
           break;
         case Op::BatchNorm:
-          y = torch::batch_norm(x, st.w, st.b, st.mean, st.var, training, n.momentum, n.eps, false);
+          y = folded[si] ? x : torch::batch_norm(x, st.w, st.b, st.mean, st.var, training, n.momentum, n.eps, false);
           break;
         case Op::Relu: {
           // In place only when nothing else sees the input: a single consumer, not returned, not
@@ -196,7 +257,7 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
           int v = st.in[0], p = producer_[v];
           bool inplace = uses[v] == 1 && !wanted[v] && p >= 0 && steps_[p].spec->op != Op::Flatten &&
                          steps_[p].spec->op != Op::Relu;
-          y = inplace ? torch::relu_(vals[v]) : torch::relu(x);
+          y = inplace && x.is_same(vals[v]) ? torch::relu_(vals[v]) : torch::relu(x);
           break;
         }
         case Op::MaxPool:
@@ -218,8 +279,9 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
           y = torch::linear(x, st.w, st.b);
           break;
         case Op::Add: {
-          const torch::Tensor& x2 = vals[st.in[1]];
+          torch::Tensor x2 = vals[st.in[1]];
           if (!x2.defined()) throw std::logic_error("second input value was released early");
+          if (blocked) x2 = x.is_mkldnn() ? toBlocked(x2) : toDense(x2);
           y = torch::add(x, x2);
           break;
         }
@@ -233,7 +295,7 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
   }
   std::vector<torch::Tensor> out;
   out.reserve(want.size());
-  for (int v : want) out.push_back(vals[v]);
+  for (int v : want) out.push_back(toDense(vals[v]));
   return out;
 }
 
@@ -246,7 +308,7 @@ std::vector<torch::Tensor> Engine::forward(const torch::Tensor& x, const std::ve
   }
   applyEngineThreads();
   c10::InferenceMode guard;
-  auto res = run(x, idx, false);
+  auto res = run(x, idx, false, blocked_);
   // Hand out dense standard-layout tensors that never share storage (Flatten outputs are views,
   // the same value may be requested twice), since the caller may expose them zero-copy.
   std::set<const void*> seen;
@@ -272,7 +334,8 @@ TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& label
   if (outputValues_.empty()) throw std::invalid_argument("model has no outputs");
   applyEngineThreads();
   torch::AutoGradMode grad(true);
-  auto logits = run(x, {outputValues_[0]}, true)[0];
+  packed_.clear();  // weights and BN stats are about to change
+  auto logits = run(x, {outputValues_[0]}, true, false)[0];
   if (logits.dim() != 2)
     throw std::invalid_argument("trainStep needs a [N, classes] output, got " + std::to_string(logits.dim()) +
                                 "-d output '" + spec_.outputs[0] + "'");
@@ -313,6 +376,7 @@ void Engine::writeTensor(const std::string& name, const std::vector<int64_t>& sh
     throw std::invalid_argument("tensor '" + name + "': shape " + c10::str(c10::IntArrayRef(shape)) +
                                 " does not match the model's " + c10::str(t.sizes()));
   torch::NoGradGuard noGrad;
+  packed_.clear();
   // copy_ is synchronous on CPU and converts to the tensor's own layout.
   t.copy_(torch::from_blob(const_cast<float*>(data), shape, torch::kFloat32));
 }

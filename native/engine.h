@@ -41,6 +41,9 @@ struct ModelSpec {
   std::vector<NodeSpec> nodes;
   std::vector<TensorSpec> tensors;
   bool channelsLast = false;
+  // Inference through oneDNN's blocked layout with prepacked conv weights (when libtorch has it):
+  // saves the per-conv layout reorders of the plain path.
+  bool blockedInference = true;
 };
 
 // The one place that decides where tensors live; CPU-only for now.
@@ -85,7 +88,7 @@ class Engine {
     int out;
     torch::Tensor w, b, mean, var;  // undefined when absent
   };
-  std::vector<torch::Tensor> run(const torch::Tensor& x, const std::vector<int>& want, bool training);
+  std::vector<torch::Tensor> run(const torch::Tensor& x, const std::vector<int>& want, bool training, bool blocked);
   torch::Tensor toLayout(const torch::Tensor& t) const;
 
   ModelSpec spec_;
@@ -97,6 +100,15 @@ class Engine {
   std::map<std::string, torch::Tensor> tensors_;
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<torch::optim::SGD> optimizer_;
+  // Blocked inference: per conv step, oneDNN-packed weights, plain and with the following
+  // BatchNorm folded in; built on first use, dropped whenever weights or BN stats change.
+  struct Packed {
+    torch::Tensor w, foldedW, foldedB;
+  };
+  const Packed& packed(size_t si, bool folded);
+  bool blocked_ = false;
+  std::vector<Packed> packed_;
+  std::vector<int> foldInto_;  // per step: the BatchNorm step that alone consumes this conv's output, or -1
 };
 
 }  // namespace cmi

@@ -295,14 +295,20 @@ test('forward matches the reference: residual Add, grouped/strided/dilated conv,
   // every intermediate value, incl. those consumed by in-place Relu and the Flatten view
   for (const n of names) assertClose(taps[n], ref.get(n)!, `tap ${n}`);
   assert.deepEqual(taps.gap.shape, [2, 6, 1, 1]);
-  // the NHWC layout gives the same answer, taps included (they come back row-major NCHW)
-  const tm2 = TorchModel.create(m, { channelsLast: true });
-  const nhwc = await tm2.forward(x.data, x.shape, { taps: ['b1_out', 'down'] });
-  assertClose(nhwc.outputs.fc2, ref.get('fc2')!, 'fc2 (NHWC)');
-  assertClose(nhwc.taps.b1_out, ref.get('b1_out')!, 'b1_out (NHWC)');
-  assertClose(nhwc.taps.down, ref.get('down')!, 'down (NHWC)');
+  // without taps on conv outputs, BN is folded into the preceding conv on the blocked path
+  const folded = await tm.forward(x.data, x.shape, { taps: ['stem_bn', 'b1_relu'] });
+  assertClose(folded.outputs.fc2, ref.get('fc2')!, 'fc2 (folded)');
+  assertClose(folded.taps.stem_bn, ref.get('stem_bn')!, 'stem_bn (folded)');
+  assertClose(folded.taps.b1_relu, ref.get('b1_relu')!, 'b1_relu (folded)');
+  // the plain NCHW and NHWC paths give the same answers as the default (oneDNN-blocked) one
+  for (const opts of [{ blockedInference: false }, { blockedInference: false, channelsLast: true }]) {
+    const other = TorchModel.create(m, opts);
+    const r = await other.forward(x.data, x.shape, { taps: names });
+    assertClose(r.outputs.fc2, ref.get('fc2')!, `fc2 ${JSON.stringify(opts)}`);
+    for (const n of names) assertClose(r.taps[n], ref.get(n)!, `tap ${n} ${JSON.stringify(opts)}`);
+    other.dispose();
+  }
   tm.dispose();
-  tm2.dispose();
 });
 
 test('taps are independent copies and the input buffer is not modified', async () => {
@@ -327,7 +333,10 @@ test('readTensors/writeTensors round-trip; shape mismatch names the tensor', asy
   assert.deepEqual(Object.keys(read).sort(), Object.keys(m.tensors).sort());
   for (const [k, t] of Object.entries(m.tensors)) assert.deepEqual(read[k], t, k);
 
-  // write new conv weights + BN stats; forward must follow them
+  // write new conv weights + BN stats; forward must follow them (also after an earlier forward
+  // packed the old weights)
+  const x0 = randTensor(rng(22), [2, 3, 8, 8]);
+  assertClose((await tm.forward(x0.data, x0.shape)).outputs.fc, reference(m, x0).vals.get('fc')!, 'fc before write');
   const r = rng(20);
   const m2 = { ...m, tensors: { ...m.tensors } };
   for (const k of ['conv1.weight', 'bn1.running_mean', 'bn1.running_var']) {
@@ -388,6 +397,9 @@ test('train step: loss and BN statistics match the reference, loss falls, forwar
   for (let i = 0; i < 6; i++) losses.push((await tm.trainStep(x.data, x.shape, labels, 0.05)).loss);
   assert.ok(losses[5] < 0.7 * losses[0], `losses ${losses.map((l) => l.toFixed(4))}`);
   assert.notDeepEqual(tm.readTensors()['conv1.weight'], m.tensors['conv1.weight']);
+  // eval after training uses the trained weights
+  const trained = tm.toModel();
+  assertClose((await tm.forward(x.data, x.shape)).outputs.fc, reference(trained, x).vals.get('fc')!, 'fc after training');
   await assert.rejects(tm.trainStep(x.data, x.shape, Int32Array.from(labels, () => 5), 0.1), /label 5 .*outside \[0, 5\)/);
   tm.dispose();
 });

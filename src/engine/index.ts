@@ -13,8 +13,10 @@ export interface AddonModelSpec {
   outputs: string[];
   nodes: Node[];
   tensors: Record<string, Tensor>;
-  /** run 4-d activations and conv weights in NHWC memory order (faster with mkldnn) */
+  /** run 4-d activations and conv weights in NHWC memory order (training, and inference without blocking) */
   channelsLast?: boolean;
+  /** inference in oneDNN's blocked layout with prepacked conv weights (default true; ignored without mkldnn) */
+  blockedInference?: boolean;
 }
 
 export interface AddonModel {
@@ -88,6 +90,12 @@ export interface CreateOptions {
    * plain NCHW measured 10-20% faster for VGG16-BN inference and training at batch 64.
    */
   channelsLast?: boolean;
+  /**
+   * Inference (forward) keeps 4-d activations in oneDNN's blocked layout with conv weights packed
+   * once (repacked after writeTensors/trainStep), instead of reordering around every conv.
+   * Default true; measured ~17% faster on VGG16-BN here. Training always uses the plain layout.
+   */
+  blockedInference?: boolean;
 }
 
 const ARITY: Record<Node['op'], number> = {
@@ -223,6 +231,7 @@ export class TorchModel {
         nodes: model.nodes,
         tensors: model.tensors,
         channelsLast: opts.channelsLast ?? false,
+        blockedInference: opts.blockedInference ?? true,
       });
     } catch (e) {
       throw new UserError(`model '${model.name}': ${(e as Error).message}`, { cause: e });
