@@ -5,6 +5,7 @@
 #include "linalg.h"
 
 #include <dlfcn.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
@@ -100,6 +101,7 @@ void tridiagonalLower(int n, double* a, double* d, double* e, double* tau, doubl
 struct Workspace {
   int n = 0;
   std::vector<double> a, a2, d, e, tau, work, ones;
+  std::vector<double> lanes, laneD, laneE, laneWork;  // tridiagonal4 scratch, sized on first use
   explicit Workspace(int n_) : n(n_), a(size_t(n_) * n_), a2(size_t(n_) * n_), d(n_), e(n_), tau(n_) {
     int lwork = -1, info = 0;
     double q = 0;
@@ -230,6 +232,149 @@ __attribute__((target_clones("avx2", "default"))) void fillUpper(const double* b
   }
 }
 
+// ---- four matrices at once ---------------------------------------------------------------------
+// Householder tridiagonalisation (the algorithm of LAPACK's dsytd2, lower triangle) of 4 symmetric
+// matrices, one per AVX2 lane, with the rank-2 update of step k-1 fused into the pass that forms
+// A v for step k: one sweep over the trailing matrix per step. Storage: packed lower triangle,
+// column-major (element (i, j), i >= j, at packedRow(j, n) + (i - j), the same index as our packed
+// upper triangles), 4 lanes per element. Measured ~1.35x faster per matrix than dsytrd at N = 256,
+// and it scales better on two cores. Eigenvalues of the tridiagonal come from LAPACK's dsterf.
+// a: [n(n+1)/2][4]; d: [n][4] diagonal; e: [n-1][4] off-diagonal; work: [4 n][4].
+__attribute__((target("avx2,fma"))) void tridiagonal4(double* a, int n, double* d, double* e, double* work) {
+  double* v = work;            // step k-1's Householder vector (indices k..n-1 valid)
+  double* w = work + 4 * n;    // step k-1's w
+  double* vN = work + 8 * n;   // step k's vector
+  double* pN = work + 12 * n;  // step k's p / w
+  bool pending = false;
+  const __m256d zero = _mm256_setzero_pd(), half = _mm256_set1_pd(0.5), one = _mm256_set1_pd(1.0);
+  const __m256d signmask = _mm256_set1_pd(-0.0);
+  for (int k = 0; k < n - 1; ++k) {
+    double* colk = a + 4 * packedRow(k, n);
+    if (pending) {  // update column k with step k-1's (v, w): a(i,k) -= v_i w_k + w_i v_k
+      const __m256d vk = _mm256_loadu_pd(v + 4 * k), wk = _mm256_loadu_pd(w + 4 * k);
+      for (int i = k; i < n; ++i) {
+        __m256d x = _mm256_loadu_pd(colk + 4 * (i - k));
+        x = _mm256_fnmadd_pd(_mm256_loadu_pd(v + 4 * i), wk, x);
+        x = _mm256_fnmadd_pd(_mm256_loadu_pd(w + 4 * i), vk, x);
+        _mm256_storeu_pd(colk + 4 * (i - k), x);
+      }
+    }
+    _mm256_storeu_pd(d + 4 * k, _mm256_loadu_pd(colk));
+    // Householder reflector for x = a(k+1.., k): H x = beta e1, v(k+1) = 1
+    const __m256d alpha = _mm256_loadu_pd(colk + 4);
+    __m256d sigma2 = zero;
+    for (int i = k + 2; i < n; ++i) {
+      const __m256d x = _mm256_loadu_pd(colk + 4 * (i - k));
+      sigma2 = _mm256_fmadd_pd(x, x, sigma2);
+    }
+    const __m256d live = _mm256_cmp_pd(sigma2, zero, _CMP_GT_OQ);  // lanes with something to reduce
+    const __m256d norm = _mm256_sqrt_pd(_mm256_fmadd_pd(alpha, alpha, sigma2));
+    // beta = -sign(alpha) * norm
+    const __m256d betaLive = _mm256_xor_pd(_mm256_or_pd(norm, _mm256_and_pd(alpha, signmask)), signmask);
+    const __m256d beta = _mm256_blendv_pd(alpha, betaLive, live);
+    const __m256d tau = _mm256_blendv_pd(zero, _mm256_div_pd(_mm256_sub_pd(beta, alpha), beta), live);
+    const __m256d scal = _mm256_blendv_pd(zero, _mm256_div_pd(one, _mm256_sub_pd(alpha, beta)), live);
+    _mm256_storeu_pd(e + 4 * k, beta);
+    _mm256_storeu_pd(vN + 4 * (k + 1), one);
+    for (int i = k + 2; i < n; ++i) _mm256_storeu_pd(vN + 4 * i, _mm256_mul_pd(_mm256_loadu_pd(colk + 4 * (i - k)), scal));
+    for (int i = k + 1; i < n; ++i) _mm256_storeu_pd(pN + 4 * i, zero);
+    // one pass over A(k+1.., k+1..): apply step k-1's rank-2 update, accumulate pN = A vN
+    for (int j = k + 1; j < n; ++j) {
+      double* col = a + 4 * packedRow(j, n);
+      const __m256d vNj = _mm256_loadu_pd(vN + 4 * j);
+      __m256d ajj = _mm256_loadu_pd(col);
+      __m256d acc = zero;
+      if (pending) {
+        const __m256d vj = _mm256_loadu_pd(v + 4 * j), wj = _mm256_loadu_pd(w + 4 * j);
+        ajj = _mm256_fnmadd_pd(_mm256_add_pd(vj, vj), wj, ajj);
+        _mm256_storeu_pd(col, ajj);
+        for (int i = j + 1; i < n; ++i) {
+          double* ap = col + 4 * (i - j);
+          __m256d x = _mm256_loadu_pd(ap);
+          x = _mm256_fnmadd_pd(_mm256_loadu_pd(v + 4 * i), wj, x);
+          x = _mm256_fnmadd_pd(_mm256_loadu_pd(w + 4 * i), vj, x);
+          _mm256_storeu_pd(ap, x);
+          _mm256_storeu_pd(pN + 4 * i, _mm256_fmadd_pd(x, vNj, _mm256_loadu_pd(pN + 4 * i)));
+          acc = _mm256_fmadd_pd(x, _mm256_loadu_pd(vN + 4 * i), acc);
+        }
+      } else {
+        for (int i = j + 1; i < n; ++i) {
+          const __m256d x = _mm256_loadu_pd(col + 4 * (i - j));
+          _mm256_storeu_pd(pN + 4 * i, _mm256_fmadd_pd(x, vNj, _mm256_loadu_pd(pN + 4 * i)));
+          acc = _mm256_fmadd_pd(x, _mm256_loadu_pd(vN + 4 * i), acc);
+        }
+      }
+      _mm256_storeu_pd(pN + 4 * j, _mm256_add_pd(_mm256_loadu_pd(pN + 4 * j), _mm256_fmadd_pd(ajj, vNj, acc)));
+    }
+    // p = tau A v; w = p - (tau/2)(p.v) v
+    __m256d pv = zero;
+    for (int i = k + 1; i < n; ++i) {
+      const __m256d p = _mm256_mul_pd(tau, _mm256_loadu_pd(pN + 4 * i));
+      _mm256_storeu_pd(pN + 4 * i, p);
+      pv = _mm256_fmadd_pd(p, _mm256_loadu_pd(vN + 4 * i), pv);
+    }
+    const __m256d alpha2 = _mm256_mul_pd(_mm256_mul_pd(_mm256_sub_pd(zero, half), tau), pv);
+    for (int i = k + 1; i < n; ++i)
+      _mm256_storeu_pd(pN + 4 * i, _mm256_fmadd_pd(alpha2, _mm256_loadu_pd(vN + 4 * i), _mm256_loadu_pd(pN + 4 * i)));
+    std::swap(v, vN);
+    std::swap(w, pN);
+    pending = true;
+  }
+  // last diagonal entry, after the pending update
+  double* last = a + 4 * packedRow(n - 1, n);
+  __m256d x = _mm256_loadu_pd(last);
+  if (pending) {
+    const __m256d vl = _mm256_loadu_pd(v + 4 * (n - 1)), wl = _mm256_loadu_pd(w + 4 * (n - 1));
+    x = _mm256_fnmadd_pd(_mm256_add_pd(vl, vl), wl, x);
+  }
+  _mm256_storeu_pd(d + 4 * (n - 1), x);
+}
+
+bool laneKernelSupported() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
+// Renyi entropies of four packed matrices M_l = x_l o k_l (null factors = ones): fill the lanes,
+// tridiagonalise them together, then eigenvalues per lane. out_l may be null (padding lane).
+void entropies4(const double* x0, const double* k0, const double* x1, const double* k1, const double* x2,
+                const double* k2, const double* x3, const double* k3, int n, double alpha, Workspace& ws,
+                double* out0, double* out1, double* out2, double* out3) {
+  const size_t len = packedSize(n);
+  if (ws.lanes.size() != 4 * len) {
+    ws.lanes.assign(4 * len, 0.0);
+    ws.laneD.assign(4 * size_t(n), 0.0);
+    ws.laneE.assign(4 * size_t(n), 0.0);
+    ws.laneWork.assign(16 * size_t(n), 0.0);
+  }
+  const double* xs[4] = {x0, x1, x2, x3};
+  const double* ks[4] = {k0, k1, k2, k3};
+  double* outs[4] = {out0, out1, out2, out3};
+  double* a = ws.lanes.data();
+  for (int l = 0; l < 4; ++l) {
+    const double *x = xs[l], *k = ks[l];
+    if (x && k) for (size_t p = 0; p < len; ++p) a[4 * p + l] = x[p] * k[p];
+    else if (k) for (size_t p = 0; p < len; ++p) a[4 * p + l] = k[p];
+    else if (x) for (size_t p = 0; p < len; ++p) a[4 * p + l] = x[p];
+    else for (size_t p = 0; p < len; ++p) a[4 * p + l] = 1.0;
+  }
+  double tr[4] = {0, 0, 0, 0};
+  for (int i = 0; i < n; ++i)
+    for (int l = 0; l < 4; ++l) tr[l] += a[4 * packedRow(i, n) + l];
+  tridiagonal4(a, n, ws.laneD.data(), ws.laneE.data(), ws.laneWork.data());
+  for (int l = 0; l < 4; ++l) {
+    if (!outs[l]) continue;
+    for (int i = 0; i < n; ++i) ws.d[i] = ws.laneD[4 * i + l];
+    for (int i = 0; i + 1 < n; ++i) ws.e[i] = ws.laneE[4 * i + l];
+    int info = 0;
+    dsterf_(&n, ws.d.data(), ws.e.data(), &info);
+    if (info != 0) throw std::runtime_error("dsterf did not converge (info " + std::to_string(info) + ")");
+    double sum = 0;
+    for (int i = 0; i < n; ++i) sum += std::pow(std::fabs(ws.d[i]) / tr[l], alpha);
+    *outs[l] = std::log(sum) / (1.0 - alpha);
+  }
+}
+
 // Workspaces are pooled across calls: allocating 2 x N^2 doubles per call costs page faults that
 // show up when a call evaluates few candidates. At most a few per N are ever kept.
 class WorkspacePool {
@@ -337,6 +482,7 @@ class EntropiesWork : public Napi::AsyncWorker {
 
   int n = 0, threads = 1;
   double alpha = 1.01;
+  bool forceLapack = false;  // use dsytrd per matrix instead of the 4-lane reduction (for checks)
   Pinned base, other, kernels, candidates;
   int numKernels = 0;
 
@@ -387,6 +533,40 @@ class EntropiesWork : public Napi::AsyncWorker {
             if (y) entropyOther_[k] = entropy2Packed(nullptr, byP.data(), n);
           }
         });
+      } else if (!forceLapack && laneKernelSupported()) {
+        // matrices to reduce: M_k = mx o mk and, with labels, (Y o M)_k; null factors are ones
+        const size_t len = packedSize(n);
+        std::vector<double> bP, byP;
+        if (b) bP.resize(len), pack(b, n, bP.data());
+        if (by) byP.resize(len), pack(by, n, byP.data());
+        struct Job {
+          const double* x;
+          const double* k;
+          double* out;
+        };
+        std::vector<Job> jobs;
+        for (int k = 0; k < m; ++k) {
+          const int c = candidates.i32[k];
+          const double* kc = c >= 0 ? kernels.f64 + size_t(c) * len : nullptr;
+          if (c >= 0) jobs.push_back({b ? bP.data() : nullptr, kc, &entropy_[k]});
+          else jobs.push_back({nullptr, b ? bP.data() : nullptr, &entropy_[k]});
+          if (y) {
+            if (c >= 0) jobs.push_back({byP.data(), kc, &entropyOther_[k]});
+            else jobs.push_back({nullptr, byP.data(), &entropyOther_[k]});
+          }
+        }
+        const int batches = int((jobs.size() + 3) / 4);
+        parallelItems(batches, threads, n, [&](int bi, Workspace& ws) {
+          Job lane[4];
+          int live = 0;
+          for (int l = 0; l < 4; ++l) {
+            size_t j = size_t(bi) * 4 + l;
+            if (j < jobs.size()) lane[live++] = jobs[j];
+          }
+          for (int l = live; l < 4; ++l) lane[l] = {lane[0].x, lane[0].k, nullptr};  // padding, discarded
+          entropies4(lane[0].x, lane[0].k, lane[1].x, lane[1].k, lane[2].x, lane[2].k, lane[3].x, lane[3].k, n,
+                     alpha, ws, lane[0].out, lane[1].out, lane[2].out, lane[3].out);
+        });
       } else {
         parallelItems(m, threads, n, [&](int k, Workspace& ws) {
           const int c = candidates.i32[k];
@@ -432,7 +612,7 @@ class EntropiesWork : public Napi::AsyncWorker {
   std::vector<double> entropy_, entropyOther_;
 };
 
-// cmiEntropies({n, alpha, base, other, kernels, candidates, threads}) -> Promise<{entropy, entropyOther}>
+// cmiEntropies({n, alpha, base, other, kernels, candidates, threads, lapack?}) -> Promise<{entropy, entropyOther}>
 Napi::Value Entropies(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) fail(env, "cmiEntropies(req): req must be an object");
@@ -441,6 +621,7 @@ Napi::Value Entropies(const Napi::CallbackInfo& info) {
   std::unique_ptr<EntropiesWork> guard(w);
   w->n = intArg(env, req.Get("n"), "cmiEntropies: n", 1);
   w->threads = req.Has("threads") && !req.Get("threads").IsUndefined() ? intArg(env, req.Get("threads"), "cmiEntropies: threads", 1) : 1;
+  w->forceLapack = req.Get("lapack").IsBoolean() && req.Get("lapack").As<Napi::Boolean>().Value();
   if (!req.Get("alpha").IsNumber()) fail(env, "cmiEntropies: alpha must be a number");
   w->alpha = req.Get("alpha").As<Napi::Number>().DoubleValue();
   if (!(w->alpha > 0) || w->alpha == 1 || !std::isfinite(w->alpha)) fail(env, "cmiEntropies: alpha must be > 0 and != 1");

@@ -243,6 +243,7 @@ test('exact duplicates and dead filters are evaluated once and order as the naiv
 test('native entropies equal the TypeScript ones for every request shape (base/other/candidate -1, alpha 2, 1.01, 3)', async (t) => {
   const nb = await native();
   if (!nb) return t.skip('native addon not built');
+  const { loadLinalg } = await import('../src/cmi/native.js');
   const rng = new Rng(31);
   const n = 40;
   const c = 5;
@@ -263,11 +264,14 @@ test('native entropies equal the TypeScript ones for every request shape (base/o
       for (const o of [null, other]) {
         const req = { n, alpha, base: b, other: o, kernels: kTs, candidates: Int32Array.of(0, -1, 4, 2, 2) };
         const rt = await tsBackend.entropies(req);
-        const rn = await nb.entropies(req);
-        const what = `alpha ${alpha} base ${!!b} other ${!!o}`;
-        assertClose([...rn.entropy], [...rt.entropy], `${what} entropy`);
-        if (o) assertClose([...rn.entropyOther!], [...rt.entropyOther!], `${what} entropyOther`);
-        else assert.equal(rn.entropyOther, null);
+        for (const lapack of [false, true]) {
+          // both native reductions: the 4-lane AVX2 kernel (default) and LAPACK dsytrd per matrix
+          const rn = await loadLinalg().cmiEntropies({ ...req, threads: 2, lapack });
+          const what = `alpha ${alpha} base ${!!b} other ${!!o} lapack ${lapack}`;
+          assertClose([...rn.entropy], [...rt.entropy], `${what} entropy`);
+          if (o) assertClose([...rn.entropyOther!], [...rt.entropyOther!], `${what} entropyOther`);
+          else assert.equal(rn.entropyOther, null);
+        }
       }
     }
   }

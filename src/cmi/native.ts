@@ -3,7 +3,8 @@ import { loadEngine } from '../engine/index.js';
 import type { EntropyBackend, EntropyRequest, EntropyResult } from './backend.js';
 
 export interface LinalgAddon {
-  cmiEntropies(req: EntropyRequest & { threads: number }): Promise<EntropyResult>;
+  /** lapack: reduce each matrix with LAPACK dsytrd instead of the 4-lane AVX2 kernel (for checks) */
+  cmiEntropies(req: EntropyRequest & { threads: number; lapack?: boolean }): Promise<EntropyResult>;
   cmiFilterKernels(
     maps: Float32Array | Float64Array,
     n: number,
