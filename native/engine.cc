@@ -346,7 +346,8 @@ TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& label
   } catch (const std::exception& e) {
     throw std::runtime_error("cross-entropy: " + torchMessage(e));
   }
-  optimizer_->zero_grad();
+  // Dropping the gradients lets backward write fresh ones instead of zero-fill + accumulate.
+  for (auto& t : trainable_) t.mutable_grad() = torch::Tensor();
   loss.backward();
   for (auto& g : optimizer_->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
   optimizer_->step();
