@@ -222,7 +222,7 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
       if (foldInto_[si] >= 0 && !wanted[steps_[si].out]) folded[foldInto_[si]] = true;
 
   std::vector<torch::Tensor> vals(nv);
-  vals[inputValue_] = toLayout(xIn.to(engineDevice()));
+  vals[inputValue_] = blocked ? xIn.to(engineDevice()) : toLayout(xIn.to(engineDevice()));
   for (size_t si = 0; si < steps_.size(); ++si) {
     const Step& st = steps_[si];
     const NodeSpec& n = *st.spec;
