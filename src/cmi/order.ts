@@ -345,7 +345,6 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
     opts.onProgress?.({ step: step + 1, steps, evaluated, totalEvaluations, seconds: (performance.now() - t0) / 1000 });
   }
   if (secondary) remaining = secondary;
-  else if (ownMI) remaining.sort((a, b) => ownMI![b] - ownMI![a] || a - b);
 
   const conv = (v: number) => inBase(v, logBase);
   return {
