@@ -2,6 +2,8 @@
 // one JSON object on stdout (progress on stderr).
 import { InvalidArgumentError, type Command } from 'commander';
 
+import { rankModel, type ModelRanking } from '../ordering/model-rank.js';
+import { choiceOption, floatListOption, intOption } from './options.js';
 import { orderLayer, type MapsTensor, type OrderResult } from '../cmi/order.js';
 import { readNpy, type NpyArray } from '../data/npy.js';
 import { UserError } from '../util/errors.js';
@@ -137,38 +139,82 @@ export async function runRank(opts: RankOptions): Promise<RankOutput> {
   };
 }
 
-function positiveInt(name: string) {
-  return (v: string) => {
-    if (!/^\d+$/.test(v.trim()) || Number(v) < 1) throw new InvalidArgumentError(`${name} must be an integer >= 1`);
-    return Number(v);
-  };
-}
-
 export function registerRank(program: Command): void {
   program
     .command('rank')
     .description(
       'Order the filters of one layer by greedy CMI selection (matrix Renyi entropy, reference kernel widths); prints one JSON object',
     )
-    .requiredOption('--activations <file>', 'float32/float64 .npy of the layer maps [N, C, H, W] (after BN+ReLU)')
-    .requiredOption('--labels <file>', '.npy of class indices [N] or one-hot labels [N, K]')
+    .option('--activations <file>', 'float32/float64 .npy of the layer maps [N, C, H, W] (after BN+ReLU)')
+    .option('--labels <file>', '.npy of class indices [N] or one-hot labels [N, K]')
+    .option('--model <file>', 'instead of .npy files: an ONNX model whose conv layers are ranked from engine activations')
+    .option('--data <name>', 'with --model: data set the sample is drawn from (training split)', choiceOption(['cifar10'] as const), 'cifar10')
+    .option('--samples <n>', 'with --model: size of the seeded class-balanced sample', intOption(2), 256)
+    .option('--seed <s>', 'with --model: sample seed', intOption(0), 0)
+    .option('--layer <name>', "with --model: 'all', a conv node name, or a 0-based conv index", 'all')
+    .option('--checkpoint <dir>', 'with --model: per-layer checkpoint directory (default: under the cache, keyed by the inputs)')
+    .option('--fresh', 'with --model: ignore existing checkpoints')
+    .option('--mean <m>', 'with --model: per-channel mean when the model has no metadata', floatListOption)
+    .option('--std <s>', 'with --model: per-channel std when the model has no metadata', floatListOption)
     .option('--before <file>', 'selected maps [N, C\', H\', W\'] of another layer to condition on (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--alpha <a>', 'Renyi order (> 0, != 1)', (v: string) => {
       const a = Number(v);
       if (v.trim() === '' || !Number.isFinite(a) || a <= 0 || a === 1) throw new InvalidArgumentError('alpha must be a number > 0 and != 1');
       return a;
     }, 1.01)
-    .option('--max-select <k>', 'stop after k selections (default: until one filter remains)', positiveInt('--max-select'))
-    .option('--threads <t>', 'worker threads', positiveInt('--threads'), 2)
-    .option('--classes <k>', 'number of classes for [N] labels (default: max label + 1)', positiveInt('--classes'))
+    .option('--max-select <k>', 'stop after k selections (default: until one filter remains)', intOption(1))
+    .option('--threads <t>', 'worker threads', intOption(1, 1024), 2)
+    .option('--classes <k>', 'number of classes for [N] labels (default: max label + 1)', intOption(1))
     .option('--log2', 'report information in bits (default: natural log, nats)')
     .option('--greedy-tail', 'below the noise floor keep the greedy (round-off decided) order instead of the own-MI tie-break')
     .option('--backend <b>', 'auto | native | ts', (v: string) => {
       if (!['auto', 'native', 'ts'].includes(v)) throw new InvalidArgumentError('expected one of: auto, native, ts');
       return v as 'auto' | 'native' | 'ts';
     }, 'auto' as const)
-    .action(async (opts: RankOptions) => {
-      const out = await runRank(opts);
+    .action(async (opts: RankOptions & RankModelCliOptions) => {
+      const out = opts.model ? await runRankModel(opts) : await runRank(requireFiles(opts));
       process.stdout.write(JSON.stringify(out) + '\n');
     });
+}
+
+interface RankModelCliOptions {
+  model?: string;
+  data: 'cifar10';
+  samples: number;
+  seed: number;
+  layer: string;
+  checkpoint?: string;
+  fresh?: boolean;
+  mean?: number[];
+  std?: number[];
+}
+
+function requireFiles(opts: RankOptions): RankOptions {
+  if (!opts.activations || !opts.labels) {
+    throw new UserError('rank needs either --activations and --labels (.npy files) or --model (an ONNX file)');
+  }
+  return opts;
+}
+
+function runRankModel(opts: RankOptions & RankModelCliOptions): Promise<ModelRanking> {
+  if (opts.activations || opts.labels || (opts.before && opts.before.length > 0)) {
+    throw new UserError('rank: --model takes activations from the model; do not combine it with --activations/--labels/--before');
+  }
+  if (opts.backend && opts.backend !== 'auto') throw new UserError('rank: --backend applies to .npy input only');
+  return rankModel({
+    model: opts.model!,
+    data: opts.data,
+    samples: opts.samples,
+    seed: opts.seed,
+    layer: opts.layer,
+    alpha: opts.alpha ?? 1.01,
+    log2: opts.log2,
+    maxSelect: opts.maxSelect,
+    threads: opts.threads ?? 2,
+    mean: opts.mean,
+    std: opts.std,
+    checkpointDir: opts.checkpoint,
+    fresh: opts.fresh,
+    greedyTail: opts.greedyTail,
+  });
 }

@@ -73,7 +73,6 @@ function selectUnits(units: ConvUnit[], layer: string, modelPath: string): ConvU
 /** Ranks every selected layer; results go to stdout as JSON by the caller. */
 export async function rankModel(opts: RankModelOptions): Promise<ModelRanking> {
   const t0 = performance.now();
-  setThreads(opts.threads);
   let bytes: Uint8Array;
   try {
     bytes = await readFile(opts.model);
@@ -84,6 +83,7 @@ export async function rankModel(opts: RankModelOptions): Promise<ModelRanking> {
   const model = importOnnx(bytes, { fileName: opts.model });
   const units = selectUnits(convUnits(model), opts.layer, opts.model);
   if (units.length === 0) throw new UserError(`${opts.model}: the model has no conv layers to rank`);
+  setThreads(opts.threads);
   const train = await loadCifar10('train');
   const sample = classBalancedSample(train, opts.samples, opts.seed);
   const norm = resolveNormalization(model, opts.model, opts, train.channels);
