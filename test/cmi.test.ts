@@ -11,6 +11,7 @@ import {
   conditionalMutualInformation,
   gramOf,
   jointEntropy,
+  labelGram,
   mutualInformation,
   referenceSigma,
   renyiEntropy2,
@@ -274,5 +275,27 @@ test('native entropies equal the TypeScript ones for every request shape (base/o
         }
       }
     }
+  }
+});
+
+test('native 4-lane reduction + rational QL agree with LAPACK dsytrd + dsterf at a realistic size', async (t) => {
+  const nb = await native();
+  if (!nb) return t.skip('native addon not built');
+  const { loadLinalg } = await import('../src/cmi/native.js');
+  const rng = new Rng(41);
+  const n = 200;
+  const c = 7;
+  const hw = 16;
+  const maps = randomGaussian(rng, n * c * hw, 0.3).map((v) => Math.max(0, v));
+  const kernels = await nb.filterKernels(maps, n, c, hw, referenceSigma(n, hw));
+  const labels = Array.from({ length: n }, () => rng.int(10));
+  const other = labelGram(labels, referenceSigma(n, 10));
+  const base = unpackKernel(kernels, 6, n);
+  const req = { n, alpha: 1.01, base, other, kernels, candidates: Int32Array.of(0, 1, 2, 3, 4, 5, -1), threads: 2 };
+  const lanes = await loadLinalg().cmiEntropies(req);
+  const lapack = await loadLinalg().cmiEntropies({ ...req, lapack: true });
+  for (let k = 0; k < req.candidates.length; k++) {
+    assert.ok(Math.abs(lanes.entropy[k] - lapack.entropy[k]) < 1e-11, `entropy ${k}: ${lanes.entropy[k]} vs ${lapack.entropy[k]}`);
+    assert.ok(Math.abs(lanes.entropyOther![k] - lapack.entropyOther![k]) < 1e-11, `entropyOther ${k}`);
   }
 });
