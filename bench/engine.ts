@@ -1,13 +1,15 @@
 // npm run bench:engine — VGG16-BN images/s through the libtorch engine (inference and training
 // steps) and, in the same run, onnxruntime-node's inference on the same model, as figures and ratios.
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { setThreads, TorchModel } from '../src/engine/index.js';
 import { loadOnnxFile } from '../src/onnx/index.js';
 
-const here = fileURLToPath(new URL('.', import.meta.url));
-const modelPath = process.env.CMIPRUNE_BENCH_MODEL ?? `${here}/../../../shared/models/vgg16_bn_cifar10.onnx`;
+// dist/bench -> repo root -> ../shared beside the checkout
+const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
+const modelPath = process.env.CMIPRUNE_BENCH_MODEL ?? resolve(repoRoot, '../shared/models/vgg16_bn_cifar10.onnx');
 const batch = Number(process.env.BATCH ?? 64);
 const threads = Number(process.env.THREADS ?? 2);
 const iters = Number(process.env.ITERS ?? 10);
