@@ -482,6 +482,12 @@ class Importer {
     return c as Const & { floats: Float32Array };
   }
 
+  /** Squeeze/ReduceMean axes: an input from opset 13/18 on, an attribute before; non-negative, sorted. */
+  private reduceAxes(n: OnnxNode, a: Map<string, OnnxAttr>, rank: number): { axes?: number[]; norm: number[] } {
+    const axes = n.input[1] ? this.intsConst(n.input[1], 'axes') : attrInts(a, 'axes');
+    return { axes, norm: (axes ?? []).map((v) => (v < 0 ? v + rank : v)).sort() };
+  }
+
   private intsConst(name: string | undefined, role: string): number[] {
     const v = this.intVals(name, role);
     if (v.vals.includes('N')) throw new NodeError(`${role} input '${name}' depends on the batch size; a constant is expected`);
@@ -716,8 +722,7 @@ class Importer {
       }
       case 'Squeeze': {
         const x = this.activation(n.input[0], 'data');
-        const axes = n.input[1] ? this.intsConst(n.input[1], 'axes') : attrInts(a, 'axes');
-        const norm = (axes ?? []).map((v) => (v < 0 ? v + x.shape.length : v)).sort();
+        const { axes, norm } = this.reduceAxes(n, a, x.shape.length);
         if (x.shape.length !== 4 || x.shape[2] !== 1 || x.shape[3] !== 1 || norm.join() !== '2,3') {
           throw new NodeError(`squeeze of [${x.shape}] over axes [${axes ?? 'all'}] is not supported (only [N,C,1,1] over axes [2,3])`);
         }
@@ -726,8 +731,7 @@ class Importer {
       }
       case 'ReduceMean': {
         const x = this.activation(n.input[0], 'data');
-        const axes = n.input[1] ? this.intsConst(n.input[1], 'axes') : attrInts(a, 'axes');
-        const norm = (axes ?? []).map((v) => (v < 0 ? v + x.shape.length : v)).sort();
+        const { axes, norm } = this.reduceAxes(n, a, x.shape.length);
         if (x.shape.length !== 4 || norm.join() !== '2,3') {
           throw new NodeError(`mean of [${x.shape}] over axes [${axes ?? 'all'}] is not supported (only global average pooling over axes [2,3])`);
         }
