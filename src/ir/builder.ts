@@ -14,6 +14,8 @@ export interface ConvOptions {
   groups?: number;
   bias?: boolean;
   dilation?: number;
+  /** 'pytorch' (default): U(+-1/sqrt(fanIn)); 'he-uniform': U(+-sqrt(6/fanIn)), for ReLU nets trained from scratch */
+  init?: 'pytorch' | 'he-uniform';
 }
 
 export class SequentialBuilder {
@@ -33,9 +35,9 @@ export class SequentialBuilder {
   }
 
   /** PyTorch's default for Conv/Linear: U(-1/sqrt(fanIn), 1/sqrt(fanIn)) for weights and biases. */
-  private uniform(shape: number[], fanIn: number): Tensor {
+  private uniform(shape: number[], fanIn: number, gain = 1): Tensor {
     const t = tensor(shape);
-    const bound = 1 / Math.sqrt(fanIn);
+    const bound = gain / Math.sqrt(fanIn);
     for (let i = 0; i < t.data.length; i++) t.data[i] = (this.opts.random() * 2 - 1) * bound;
     return t;
   }
@@ -60,7 +62,7 @@ export class SequentialBuilder {
     const name = `conv${this.counter}`;
     const wShape = [outChannels, inChannels / groups, kernel, kernel];
     const fanIn = (inChannels / groups) * kernel * kernel;
-    this.tensors[`${name}.weight`] = this.uniform(wShape, fanIn);
+    this.tensors[`${name}.weight`] = this.uniform(wShape, fanIn, o.init === 'he-uniform' ? Math.sqrt(6) : 1);
     const params: Record<string, string> = { weight: `${name}.weight` };
     if (o.bias ?? true) {
       this.tensors[`${name}.bias`] = this.uniform([outChannels], fanIn);
