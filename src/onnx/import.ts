@@ -482,6 +482,11 @@ class Importer {
     return c as Const & { floats: Float32Array };
   }
 
+  /** A Linear node without parameters yet (Gemm and MatMul fill weight and bias their own way). */
+  private linearNode(name: string, input: string, out: string, inF: number, outF: number): LinearNode {
+    return { name: this.uniqueName(name), op: 'Linear', inputs: [input], outputs: [out], attrs: { inFeatures: inF, outFeatures: outF }, params: {} };
+  }
+
   /** Squeeze/ReduceMean axes: an input from opset 13/18 on, an attribute before; non-negative, sorted. */
   private reduceAxes(n: OnnxNode, a: Map<string, OnnxAttr>, rank: number): { axes?: number[]; norm: number[] } {
     const axes = n.input[1] ? this.intsConst(n.input[1], 'axes') : attrInts(a, 'axes');
@@ -755,14 +760,7 @@ class Importer {
         const [outF, inF] = transB ? (w.dims as [number, number]) : [w.dims[1]!, w.dims[0]!];
         let wd = transB ? w.floats : transpose2d(w.floats, inF, outF);
         if (alpha !== 1) wd = wd.map((v) => v * alpha);
-        const node: LinearNode = {
-          name: this.uniqueName(name),
-          op: 'Linear',
-          inputs: [x.name],
-          outputs: [out],
-          attrs: { inFeatures: inF, outFeatures: outF },
-          params: {},
-        };
+        const node = this.linearNode(name, x.name, out, inF, outF);
         node.params.weight = this.param(w, wd, [outF, inF], node.name, 'weight');
         if (n.input[2] && beta !== 0) {
           const b = this.floatConst(n.input[2], 'bias');
@@ -781,14 +779,7 @@ class Importer {
         if (x.shape.length !== 2) throw new NodeError(`input A has shape [${x.shape}]; only 2-d MatMul (a linear layer) is supported`);
         const w = this.floatConst(n.input[1], 'weight', 2);
         const [inF, outF] = w.dims as [number, number];
-        const node: LinearNode = {
-          name: this.uniqueName(name),
-          op: 'Linear',
-          inputs: [x.name],
-          outputs: [out],
-          attrs: { inFeatures: inF, outFeatures: outF },
-          params: {},
-        };
+        const node = this.linearNode(name, x.name, out, inF, outF);
         node.params.weight = this.param(undefined, transpose2d(w.floats, inF, outF), [outF, inF], node.name, 'weight');
         this.emit(node);
         return;
