@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { setThreads, TorchModel } from '../src/engine/index.js';
 import { loadOnnxFile } from '../src/onnx/index.js';
+import { Rng } from '../src/util/rng.js';
 
 // dist/bench -> repo root -> ../shared beside the checkout
 const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
@@ -15,13 +16,8 @@ const threads = Number(process.env.THREADS ?? 2);
 const iters = Number(process.env.ITERS ?? 10);
 
 function randomBatch(seed: number): Float32Array {
-  const x = new Float32Array(batch * 3 * 32 * 32);
-  let s = seed >>> 0;
-  for (let i = 0; i < x.length; i++) {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    x[i] = (s / 2 ** 32) * 4 - 2;
-  }
-  return x;
+  const rng = new Rng(seed);
+  return Float32Array.from({ length: batch * 3 * 32 * 32 }, () => rng.uniform(-2, 2));
 }
 
 async function timeIt(n: number, f: (i: number) => Promise<unknown>): Promise<number> {

@@ -5,17 +5,12 @@ import assert from 'node:assert/strict';
 import { getThreads, setThreads, TorchModel } from '../src/engine/index.js';
 import { numel, type Model, type Node, type Tensor } from '../src/ir/model.js';
 import { UserError } from '../src/util/errors.js';
+import { Rng } from '../src/util/rng.js';
 
 // ---------- deterministic data ----------
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 function randTensor(r: () => number, shape: number[], lo = -1, hi = 1): Tensor {
   const d = new Float32Array(numel(shape));

@@ -3,9 +3,12 @@ import { test } from 'node:test';
 import { SequentialBuilder, vgg16bn } from '../src/ir/builder.js';
 import { cloneModel } from '../src/ir/model.js';
 import { inferShapes, modelCost, ShapeError } from '../src/ir/shapes.js';
+import { Rng } from '../src/util/rng.js';
 
-// a tiny LCG is enough here: these tests need shapes, not good randomness
-const lcg = (seed: number) => () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+const lcg = (seed: number) => {
+  const r = new Rng(seed);
+  return () => r.next();
+};
 
 test('VGG16-BN shapes, parameters and multiply-adds match the architecture', () => {
   const m = vgg16bn({ random: lcg(1) });

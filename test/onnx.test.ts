@@ -9,19 +9,15 @@ import { inferShapes } from '../src/ir/shapes.js';
 import { OnnxImportError, exportOnnx, importOnnx, loadOnnxFile, saveOnnxFile } from '../src/onnx/index.js';
 import { AttrType, DataType, onnx, type pb } from '../src/onnx/proto.js';
 import { MODELS_DIR } from './shared.js';
+import { Rng } from '../src/util/rng.js';
 
 const MODELS = MODELS_DIR;
 const VGG = join(MODELS, 'vgg16_bn_cifar10.onnx');
 const RESNET20 = join(MODELS, 'resnet20_cifar10.onnx');
 
 function mulberry32(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 const randn = (n: number, rng: () => number, scale = 1) =>
   Float32Array.from({ length: n }, () => (rng() + rng() + rng() - 1.5) * 2 * scale);
