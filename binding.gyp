@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "cmiprune_engine",
-      "sources": ["native/addon.cc", "native/engine.cc", "native/linalg.cc"],
+      "sources": ["native/addon.cc", "native/engine.cc", "native/linalg.cc", "native/winograd.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "/usr/include/torch/csrc/api/include"
@@ -10,7 +10,8 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-rtti", "-fno-exceptions"],
       "cflags_cc!": ["-fno-rtti", "-fno-exceptions"],
-      "cflags_cc": ["-std=c++17", "-O2", "-frtti", "-fexceptions", "-Wno-unused-parameter"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-frtti", "-fexceptions", "-Wno-unused-parameter"],
+      "ldflags": ["-fopenmp"],
       "libraries": ["-ltorch", "-ltorch_cpu", "-lc10"]
     }
   ]

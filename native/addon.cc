@@ -205,6 +205,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     ms.channelsLast = cl.IsBoolean() && cl.As<Napi::Boolean>().Value();
     Napi::Value bi = spec.Get("blockedInference");
     ms.blockedInference = !bi.IsBoolean() || bi.As<Napi::Boolean>().Value();
+    Napi::Value wg = spec.Get("winograd");
+    ms.winograd = !wg.IsBoolean() || wg.As<Napi::Boolean>().Value();
     try {
       engine_ = std::make_shared<Engine>(std::move(ms));
     } catch (const std::exception& e) {

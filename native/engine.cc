@@ -1,4 +1,5 @@
 #include "engine.h"
+#include "winograd.h"
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
@@ -181,7 +182,7 @@ torch::Tensor toBlocked(const torch::Tensor& t) { return t.is_mkldnn() ? t : t.c
 torch::Tensor toDense(const torch::Tensor& t) { return t.is_mkldnn() ? t.to_dense() : t; }
 }  // namespace
 
-const Engine::Packed& Engine::packed(size_t si, bool folded) {
+const Engine::Packed& Engine::packed(size_t si, bool folded, bool wino) {
   if (packed_.size() != steps_.size()) packed_.assign(steps_.size(), Packed());
   Packed& p = packed_[si];
   const Step& st = steps_[si];
@@ -189,14 +190,21 @@ const Engine::Packed& Engine::packed(size_t si, bool folded) {
   auto pack = [&](const torch::Tensor& w) {
     return torch::mkldnn_reorder_conv2d_weight(w.contiguous().to_mkldnn(), n.padding, n.stride, n.dilation, n.groups);
   };
-  if (!folded && !p.w.defined()) p.w = pack(st.w.detach());
-  if (folded && !p.foldedW.defined()) {
-    // BN(conv(x)) = conv(x; w*s) + (b - mean)*s + beta, s = gamma / sqrt(var + eps)
+  // BN(conv(x)) = conv(x; w*s) + (b - mean)*s + beta, s = gamma / sqrt(var + eps)
+  auto foldScale = [&] {
     const Step& bn = steps_[foldInto_[si]];
-    auto s = bn.w.detach() / (bn.var + bn.spec->eps).sqrt();
-    auto b = st.b.defined() ? st.b.detach() : torch::zeros_like(s);
-    p.foldedW = pack(st.w.detach() * s.view({-1, 1, 1, 1}));
-    p.foldedB = (b - bn.mean) * s + bn.b.detach();
+    return bn.w.detach() / (bn.var + bn.spec->eps).sqrt();
+  };
+  if (folded && !p.foldedB.defined()) {
+    const Step& bn = steps_[foldInto_[si]];
+    auto b = st.b.defined() ? st.b.detach() : torch::zeros_like(bn.mean);
+    p.foldedB = (b - bn.mean) * foldScale() + bn.b.detach();
+  }
+  torch::Tensor& slot = folded ? (wino ? p.foldedWino : p.foldedW) : (wino ? p.wino : p.w);
+  if (!slot.defined()) {
+    auto w = st.w.detach();
+    if (folded) w = w * foldScale().view({-1, 1, 1, 1});
+    slot = wino ? winograd::transformWeight(w) : pack(w);
   }
   return p;
 }
@@ -230,24 +238,32 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
     torch::Tensor y;
     try {
       torch::Tensor x = vals[st.in[0]];
-      if (blocked) {
-        // PyTorch's include-pad divisor differs from oneDNN's where a ceil-mode window overhangs
-        bool oneDnn = x.dim() == 4 && n.op != Op::Flatten && n.op != Op::Linear &&
-                      !(n.op == Op::AvgPool && n.ceilMode && n.countIncludePad);
-        if (n.op == Op::Relu) oneDnn = x.is_mkldnn();
-        x = oneDnn ? toBlocked(x) : toDense(x);
-      }
+      // Blocked: 4-d ops take either layout, so a value stays in the one its producer gave it;
+      // convolutions pick theirs below. PyTorch's include-pad divisor differs from oneDNN's where
+      // a ceil-mode window overhangs.
+      if (blocked && (x.dim() != 4 || n.op == Op::Flatten || n.op == Op::Linear ||
+                      (n.op == Op::AvgPool && n.ceilMode && n.countIncludePad)))
+        x = toDense(x);
       switch (n.op) {
-        case Op::Conv2d:
+        case Op::Conv2d: {
+          bool wino = spec_.winograd && !spec_.channelsLast &&
+                      winograd::preferred(x, st.w, n.stride, n.padding, n.dilation, n.groups, blocked);
           if (blocked) {
             bool fold = foldInto_[si] >= 0 && folded[foldInto_[si]];
-            const Packed& p = packed(si, fold);
-            y = torch::mkldnn_convolution(x, fold ? p.foldedW : p.w, fold ? p.foldedB : st.b, n.padding, n.stride,
-                                          n.dilation, n.groups);
+            const Packed& p = packed(si, fold, wino);
+            auto b = fold ? p.foldedB : st.b;
+            if (wino)
+              y = winograd::forward(toDense(x).contiguous(), fold ? p.foldedWino : p.wino, b);
+            else
+              y = torch::mkldnn_convolution(toBlocked(x), fold ? p.foldedW : p.w, b, n.padding, n.stride, n.dilation,
+                                            n.groups);
+          } else if (wino) {
+            y = winograd::conv3x3(x, st.w, st.b);
           } else {
             y = torch::conv2d(x, st.w, st.b, n.stride, n.padding, n.dilation, n.groups);
           }
           break;
+        }
         case Op::BatchNorm:
           y = folded[si] ? x : torch::batch_norm(x, st.w, st.b, st.mean, st.var, training, n.momentum, n.eps, false);
           break;

@@ -44,6 +44,9 @@ struct ModelSpec {
   // Inference through oneDNN's blocked layout with prepacked conv weights (when libtorch has it):
   // saves the per-conv layout reorders of the plain path.
   bool blockedInference = true;
+  // 3x3 stride-1 convolutions by Winograd F(4x4,3x3) where that is measured faster (native/winograd.h);
+  // results differ from the direct convolution by float rounding (~1e-5 relative).
+  bool winograd = true;
 };
 
 // The one place that decides where tensors live; CPU-only for now.
@@ -104,8 +107,9 @@ class Engine {
   // BatchNorm folded in; built on first use, dropped whenever weights or BN stats change.
   struct Packed {
     torch::Tensor w, foldedW, foldedB;
+    torch::Tensor wino, foldedWino;  // Winograd-transformed weights [36, Cout, Cin]
   };
-  const Packed& packed(size_t si, bool folded);
+  const Packed& packed(size_t si, bool folded, bool wino);
   bool blocked_ = false;
   std::vector<Packed> packed_;
   std::vector<int> foldInto_;  // per step: the BatchNorm step that alone consumes this conv's output, or -1

@@ -1,0 +1,356 @@
+// F(4x4, 3x3): y_tile = A^T [ (G g G^T) .* (B^T d B) ] A over 6x6 input tiles d that overlap by 2.
+// Layout: transformed inputs V [36, C, T] and filters U [36, Cout, Cin] so each of the 36
+// element-wise products summed over channels is one GEMM  M[xi] = U[xi] V[xi]  ([Cout, T]).
+// Tile t = (n * tilesH + ty) * tilesW + tx.
+#include "winograd.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace cmi::winograd {
+namespace {
+
+constexpr int64_t kXi = 36;  // 6x6 transform points
+
+// B^T d for one 6-vector (rows of B^T from Lavin & Gray, points 0, +-1, +-2, inf)
+template <typename T>
+inline void bt6(const T d0, const T d1, const T d2, const T d3, const T d4, const T d5, T* r) {
+  r[0] = 4 * d0 - 5 * d2 + d4;
+  r[1] = -4 * d1 - 4 * d2 + d3 + d4;
+  r[2] = 4 * d1 - 4 * d2 - d3 + d4;
+  r[3] = -2 * d1 - d2 + 2 * d3 + d4;
+  r[4] = 2 * d1 - d2 - 2 * d3 + d4;
+  r[5] = 4 * d1 - 5 * d3 + d5;
+}
+// A^T m: 6 -> 4
+inline void at4(const float* m, int64_t s, float* o) {
+  float m0 = m[0], m1 = m[s], m2 = m[2 * s], m3 = m[3 * s], m4 = m[4 * s], m5 = m[5 * s];
+  o[0] = m0 + m1 + m2 + m3 + m4;
+  o[1] = m1 - m2 + 2 * m3 - 2 * m4;
+  o[2] = m1 + m2 + 4 * m3 + 4 * m4;
+  o[3] = m1 - m2 + 8 * m3 - 8 * m4 + m5;
+}
+// A dy (adjoint of A^T): 4 -> 6
+template <typename T>
+inline void a6(const T y0, const T y1, const T y2, const T y3, T* r) {
+  r[0] = y0;
+  r[1] = y0 + y1 + y2 + y3;
+  r[2] = y0 - y1 + y2 - y3;
+  r[3] = y0 + 2 * y1 + 4 * y2 + 8 * y3;
+  r[4] = y0 - 2 * y1 + 4 * y2 - 8 * y3;
+  r[5] = y3;
+}
+// G g: 3 -> 6
+inline void g6(float g0, float g1, float g2, float* u) {
+  constexpr float k4 = 1.f / 4, k6 = 1.f / 6, k12 = 1.f / 12, k24 = 1.f / 24;
+  u[0] = g0 * k4;
+  u[1] = -(g0 + g1 + g2) * k6;
+  u[2] = -(g0 - g1 + g2) * k6;
+  u[3] = g0 * k24 + g1 * k12 + g2 * k6;
+  u[4] = g0 * k24 - g1 * k12 + g2 * k6;
+  u[5] = g2;
+}
+// G^T u (adjoint of G): 6 -> 3
+inline void gt3(const float* u, float* g) {
+  constexpr float k4 = 1.f / 4, k6 = 1.f / 6, k12 = 1.f / 12, k24 = 1.f / 24;
+  g[0] = u[0] * k4 - (u[1] + u[2]) * k6 + (u[3] + u[4]) * k24;
+  g[1] = (u[2] - u[1]) * k6 + (u[3] - u[4]) * k12;
+  g[2] = (u[3] + u[4] - u[1] - u[2]) * k6 + u[5];
+}
+
+// The 36 planes are written a few floats at a time each; a power-of-two distance between them
+// would map every plane to the same cache sets, so pad it to an odd number of cache lines.
+int64_t planeStride(int64_t n) { return ((n + 15) / 16 | 1) * 16; }
+
+// [36, rows, cols] in a per-thread scratch buffer reused across calls: a fresh buffer of tens of MB
+// comes from mmap and costs more in page faults than the transform itself. `slot` keeps buffers
+// that are alive at the same time apart; nothing returned from this file points into one.
+torch::Tensor scratchPlanes(int slot, int64_t rows, int64_t cols, const torch::TensorOptions& o) {
+  thread_local torch::Tensor buf[4];
+  const int64_t stride = planeStride(rows * cols), need = kXi * stride;
+  auto& b = buf[slot];
+  if (!b.defined() || b.numel() < need || b.dtype() != o.dtype()) {
+    c10::InferenceMode normal(false);  // a normal tensor: written in place whatever mode a later call is in
+    b = torch::empty({need}, o);
+  }
+  return b.as_strided({kXi, rows, cols}, {stride, cols, 1});
+}
+
+void checkInput(const torch::Tensor& t, const char* what) {
+  TORCH_CHECK(t.dim() == 4 && t.scalar_type() == torch::kFloat && t.device().is_cpu(), "winograd: ", what,
+              " must be a 4-d float CPU tensor");
+  TORCH_CHECK(t.size(2) % 4 == 0 && t.size(3) % 4 == 0, "winograd: ", what, " height and width must be multiples of 4");
+}
+
+// x [N, C, H, W] -> V [36, C, T]: B^T d B per 6x6 tile (zero padding of 1 around the image)
+torch::Tensor inputTransform(const torch::Tensor& xIn, int slot) {
+  auto x = xIn.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t th = H / 4, tw = W / 4, T = N * th * tw, plane = planeStride(C * T), Wp = W + 2;
+  auto V = scratchPlanes(slot, C, T, x.options());
+  const float* xp = x.data_ptr<float>();
+  float* vp = V.data_ptr<float>();
+  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> zero(W, 0.f), col(6 * Wp, 0.f);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / C, c = nc % C;
+      const float* img = xp + nc * H * W;
+      for (int64_t ty = 0; ty < th; ++ty) {
+        const float* r[6];
+        for (int k = 0; k < 6; ++k) {
+          int64_t row = 4 * ty - 1 + k;
+          r[k] = row >= 0 && row < H ? img + row * W : zero.data();
+        }
+        // columns first (B^T d), vectorised along the row; col has a zero at both ends (padding)
+        float* c0 = col.data() + 1;
+        for (int64_t j = 0; j < W; ++j) {
+          float o[6];
+          bt6(r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j], o);
+          for (int i = 0; i < 6; ++i) c0[i * Wp + j] = o[i];
+        }
+        float* dst = vp + c * T + (n * th + ty) * tw;
+        for (int64_t tx = 0; tx < tw; ++tx) {
+          for (int i = 0; i < 6; ++i) {
+            const float* d = col.data() + i * Wp + 4 * tx;
+            float o[6];
+            bt6(d[0], d[1], d[2], d[3], d[4], d[5], o);
+            for (int j = 0; j < 6; ++j) dst[(i * 6 + j) * plane + tx] = o[j];
+          }
+        }
+      }
+    }
+  });
+  return V;
+}
+
+// gy [N, C, H, W] -> dM [36, C, T]: A dy A^T per 4x4 tile (adjoint of the output transform)
+torch::Tensor gradTransform(const torch::Tensor& gIn) {
+  auto g = gIn.contiguous();
+  const int64_t N = g.size(0), C = g.size(1), H = g.size(2), W = g.size(3);
+  const int64_t th = H / 4, tw = W / 4, T = N * th * tw, plane = planeStride(C * T);
+  auto M = scratchPlanes(2, C, T, g.options());
+  const float* gp = g.data_ptr<float>();
+  float* mp = M.data_ptr<float>();
+  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> col(6 * W);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / C, c = nc % C;
+      const float* img = gp + nc * H * W;
+      for (int64_t ty = 0; ty < th; ++ty) {
+        const float* r0 = img + 4 * ty * W;
+        for (int64_t j = 0; j < W; ++j) {
+          float o[6];
+          a6(r0[j], r0[W + j], r0[2 * W + j], r0[3 * W + j], o);
+          for (int i = 0; i < 6; ++i) col[i * W + j] = o[i];
+        }
+        float* dst = mp + c * T + (n * th + ty) * tw;
+        for (int64_t tx = 0; tx < tw; ++tx) {
+          for (int i = 0; i < 6; ++i) {
+            const float* d = col.data() + i * W + 4 * tx;
+            float o[6];
+            a6(d[0], d[1], d[2], d[3], o);
+            for (int j = 0; j < 6; ++j) dst[(i * 6 + j) * plane + tx] = o[j];
+          }
+        }
+      }
+    }
+  });
+  return M;
+}
+
+// out[xi] = a[xi] b[xi] for the 36 points; one single-threaded BLAS GEMM per point, points in parallel.
+void pointwiseGemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out) {
+  const bool inference = c10::InferenceMode::is_enabled();  // thread-local: carry it to the workers
+  at::parallel_for(0, kXi, 1, [&](int64_t begin, int64_t end) {
+    c10::InferenceMode mode(inference);
+    for (int64_t xi = begin; xi < end; ++xi) {
+      auto o = out[xi];
+      at::mm_out(o, a[xi], b[xi]);
+    }
+  });
+}
+
+}  // namespace
+
+bool eligible(const torch::Tensor& x, const torch::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,
+              at::IntArrayRef dilation, int64_t groups) {
+  auto all = [](at::IntArrayRef v, int64_t k) {
+    for (auto e : v)
+      if (e != k) return false;
+    return v.size() == 2;
+  };
+  return x.dim() == 4 && w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3 && groups == 1 && all(stride, 1) &&
+         all(padding, 1) && all(dilation, 1) && x.size(2) % 4 == 0 && x.size(3) % 4 == 0 && x.size(2) > 0 &&
+         x.size(3) > 0 && x.scalar_type() == torch::kFloat && x.device().is_cpu();
+}
+
+bool preferred(const torch::Tensor& x, const torch::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,
+               at::IntArrayRef dilation, int64_t groups, bool vsBlocked) {
+  // Measured on a 2-core AVX2 machine against oneDNN's direct convolution (VGG16 shapes, batch 64):
+  // few input channels always lose; large images (32x32) win against the plain NCHW path, whose
+  // layout reorders are avoided, but not against prepacked blocked oneDNN, since the transforms
+  // are memory-bound there.
+  return eligible(x, w, stride, padding, dilation, groups) && x.size(1) >= 32 &&
+         (!vsBlocked || x.size(2) * x.size(3) <= 256);
+}
+
+namespace {
+void transformWeightInto(const torch::Tensor& wIn, torch::Tensor& U) {
+  auto w = wIn.detach().to(torch::kFloat).contiguous();
+  const int64_t Co = w.size(0), Ci = w.size(1);
+  TORCH_CHECK(U.is_contiguous() && U.size(0) == kXi && U.size(1) == Co && U.size(2) == Ci, "winograd: bad U buffer");
+  const float* wp = w.data_ptr<float>();
+  float* up = U.data_ptr<float>();
+  constexpr int64_t kChunk = 64;  // kernels per chunk: each of the 36 planes gets 256 contiguous bytes
+  const int64_t K = Co * Ci;
+  at::parallel_for(0, (K + kChunk - 1) / kChunk, 16, [&](int64_t begin, int64_t end) {
+    float buf[kXi][kChunk];
+    for (int64_t ch = begin; ch < end; ++ch) {
+      const int64_t k0 = ch * kChunk, n = std::min(kChunk, K - k0);
+      for (int64_t q = 0; q < n; ++q) {
+        const float* g = wp + (k0 + q) * 9;
+        float t[6][3], u[6];
+        for (int j = 0; j < 3; ++j) {  // G g (columns)
+          g6(g[j], g[3 + j], g[6 + j], u);
+          for (int i = 0; i < 6; ++i) t[i][j] = u[i];
+        }
+        for (int i = 0; i < 6; ++i) {  // (G g) G^T (rows)
+          g6(t[i][0], t[i][1], t[i][2], u);
+          for (int j = 0; j < 6; ++j) buf[i * 6 + j][q] = u[j];
+        }
+      }
+      for (int64_t xi = 0; xi < kXi; ++xi) std::copy(buf[xi], buf[xi] + n, up + xi * K + k0);
+    }
+  });
+}
+}  // namespace
+
+torch::Tensor transformWeight(const torch::Tensor& w) {
+  TORCH_CHECK(w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3, "winograd: weight must be [Cout, Cin, 3, 3]");
+  auto U = torch::empty({kXi, w.size(0), w.size(1)}, w.options().dtype(torch::kFloat));
+  transformWeightInto(w, U);
+  return U;
+}
+
+torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& bias, bool relu) {
+  checkInput(x, "input");
+  const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3), Co = U.size(1);
+  TORCH_CHECK(U.dim() == 3 && U.size(0) == kXi && U.size(2) == Ci, "winograd: transformed weight does not match input");
+  const int64_t th = H / 4, tw = W / 4, T = N * th * tw, plane = planeStride(Co * T);
+  auto V = inputTransform(x, 0);
+  auto M = scratchPlanes(1, Co, T, x.options());
+  pointwiseGemm(U.contiguous(), V, M);
+  V = torch::Tensor();
+  auto y = torch::empty({N, Co, H, W}, x.options());
+  auto b = bias.defined() ? bias.contiguous() : torch::Tensor();
+  const float* mp = M.data_ptr<float>();
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N * Co, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / Co, co = nc % Co;
+      const float b0 = bp ? bp[co] : 0.f;
+      float* out = yp + nc * H * W;
+      for (int64_t ty = 0; ty < th; ++ty) {
+        const float* src = mp + co * T + (n * th + ty) * tw;
+        for (int64_t tx = 0; tx < tw; ++tx) {
+          float t[4][6];
+          for (int j = 0; j < 6; ++j) {  // A^T m over rows i, column j
+            float o[4];
+            at4(src + j * plane + tx, 6 * plane, o);
+            for (int r = 0; r < 4; ++r) t[r][j] = o[r];
+          }
+          for (int r = 0; r < 4; ++r) {
+            float o[4];
+            at4(t[r], 1, o);
+            float* dst = out + (4 * ty + r) * W + 4 * tx;
+            for (int c = 0; c < 4; ++c) {
+              float v = o[c] + b0;
+              dst[c] = relu && v < 0.f ? 0.f : v;
+            }
+          }
+        }
+      }
+    }
+  });
+  return y;
+}
+
+torch::Tensor weightGrad(const torch::Tensor& x, const torch::Tensor& gy) {
+  checkInput(x, "input");
+  checkInput(gy, "output gradient");
+  TORCH_CHECK(x.size(0) == gy.size(0) && x.size(2) == gy.size(2) && x.size(3) == gy.size(3),
+              "winograd: output gradient does not match input");
+  const int64_t Ci = x.size(1), Co = gy.size(1);
+  auto V = inputTransform(x, 0);  // [36, Ci, T]
+  auto dM = gradTransform(gy);   // [36, Co, T]
+  auto dU = torch::empty({kXi, Co, Ci}, x.options());
+  pointwiseGemm(dM, V.transpose(1, 2), dU);  // dU[xi] = dM[xi] V[xi]^T, summed over tiles
+  auto dW = torch::empty({Co, Ci, 3, 3}, x.options());
+  const float* up = dU.data_ptr<float>();
+  float* wp = dW.data_ptr<float>();
+  constexpr int64_t kChunk = 64;
+  const int64_t K = Co * Ci;
+  at::parallel_for(0, (K + kChunk - 1) / kChunk, 16, [&](int64_t begin, int64_t end) {
+    float buf[kXi][kChunk];
+    for (int64_t ch = begin; ch < end; ++ch) {
+      const int64_t k0 = ch * kChunk, n = std::min(kChunk, K - k0);
+      for (int64_t xi = 0; xi < kXi; ++xi) std::copy(up + xi * K + k0, up + xi * K + k0 + n, buf[xi]);
+      for (int64_t q = 0; q < n; ++q) {
+        float t[3][6], u[6], g[3];
+        for (int j = 0; j < 6; ++j) {  // G^T over rows i
+          for (int i = 0; i < 6; ++i) u[i] = buf[i * 6 + j][q];
+          gt3(u, g);
+          for (int r = 0; r < 3; ++r) t[r][j] = g[r];
+        }
+        for (int r = 0; r < 3; ++r) gt3(t[r], wp + (k0 + q) * 9 + r * 3);
+      }
+    }
+  });
+  return dW;
+}
+
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// U for one call, in a reused buffer (training transforms every weight on every step)
+torch::Tensor scratchWeight(const torch::Tensor& w) {
+  TORCH_CHECK(w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3, "winograd: weight must be [Cout, Cin, 3, 3]");
+  auto U = scratchPlanes(3, w.size(0), w.size(1), w.options().dtype(torch::kFloat));
+  if (!U.is_contiguous()) U = torch::empty({kXi, w.size(0), w.size(1)}, U.options());
+  transformWeightInto(w, U);
+  return U;
+}
+
+struct Conv3x3Fn : public torch::autograd::Function<Conv3x3Fn> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               const torch::Tensor& b) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["bias"] = b.numel() > 0;
+    return winograd::forward(x, scratchWeight(w), b.numel() > 0 ? b : torch::Tensor());
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto& w = saved[1];
+    auto gy = grads[0].contiguous();
+    torch::Tensor gx, gw, gb;
+    // d/dx of a stride-1 pad-1 3x3 conv is the same conv of gy with the kernel rotated by 180
+    // degrees and its channel axes swapped
+    if (ctx->needs_input_grad(0)) gx = winograd::forward(gy, scratchWeight(w.flip({2, 3}).transpose(0, 1)), {});
+    if (ctx->needs_input_grad(1)) gw = weightGrad(x, gy);
+    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) gb = gy.sum({0, 2, 3});
+    return {gx, gw, gb};
+  }
+};
+}  // namespace
+
+torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  // apply() takes no undefined tensors: an empty one stands for "no bias"
+  return Conv3x3Fn::apply(x, w, b.defined() ? b : torch::empty({0}, w.options()));
+}
+
+}  // namespace cmi::winograd

@@ -1,0 +1,32 @@
+// 3x3 stride-1 pad-1 convolution by Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray 2016),
+// forward and both gradients. Hand-written because libtorch's CPU convolutions (oneDNN 2.x) have
+// no Winograd path on AVX2 machines: F(4x4,3x3) needs 36 multiplies per 16 outputs instead of 144.
+#pragma once
+#include <torch/torch.h>
+
+namespace cmi::winograd {
+
+// True when conv(x, w) with these settings can take this path: 3x3 kernel, stride 1, padding 1,
+// dilation 1, one group, and output height/width multiples of 4 (whole 4x4 tiles).
+bool eligible(const torch::Tensor& x, const torch::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,
+              at::IntArrayRef dilation, int64_t groups);
+
+// Eligible, and expected to beat libtorch's own convolution (see the measurement in the .cc);
+// `vsBlocked`: the alternative is oneDNN with prepacked weights and blocked activations.
+bool preferred(const torch::Tensor& x, const torch::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,
+               at::IntArrayRef dilation, int64_t groups, bool vsBlocked);
+
+// w [Cout, Cin, 3, 3] -> U [36, Cout, Cin] = G w G^T per (Cout, Cin).
+torch::Tensor transformWeight(const torch::Tensor& w);
+
+// x [N, Cin, H, W], U from transformWeight, bias [Cout] or undefined -> y [N, Cout, H, W].
+// `relu` applies max(0, .) on the way out (fused: saves a pass over y).
+torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& bias, bool relu = false);
+
+// d loss / d w [Cout, Cin, 3, 3] from x [N, Cin, H, W] and gy = d loss / d y [N, Cout, H, W].
+torch::Tensor weightGrad(const torch::Tensor& x, const torch::Tensor& gy);
+
+// Autograd-aware conv2d(x, w, b, stride 1, padding 1) through the three functions above.
+torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+
+}  // namespace cmi::winograd
