@@ -207,6 +207,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     ms.blockedInference = !bi.IsBoolean() || bi.As<Napi::Boolean>().Value();
     Napi::Value wg = spec.Get("winograd");
     ms.winograd = !wg.IsBoolean() || wg.As<Napi::Boolean>().Value();
+    Napi::Value sc = spec.Get("smallConv");
+    ms.smallConv = !sc.IsBoolean() || sc.As<Napi::Boolean>().Value();
     try {
       engine_ = std::make_shared<Engine>(std::move(ms));
     } catch (const std::exception& e) {

@@ -1,4 +1,5 @@
 #include "engine.h"
+#include "smallconv.h"
 #include "winograd.h"
 
 #include <ATen/Parallel.h>
@@ -182,7 +183,7 @@ torch::Tensor toBlocked(const torch::Tensor& t) { return t.is_mkldnn() ? t : t.c
 torch::Tensor toDense(const torch::Tensor& t) { return t.is_mkldnn() ? t.to_dense() : t; }
 }  // namespace
 
-const Engine::Packed& Engine::packed(size_t si, bool folded, bool wino) {
+const Engine::Packed& Engine::packed(size_t si, bool folded, ConvAlgo algo, const torch::Tensor& x) {
   if (packed_.size() != steps_.size()) packed_.assign(steps_.size(), Packed());
   Packed& p = packed_[si];
   const Step& st = steps_[si];
@@ -200,11 +201,19 @@ const Engine::Packed& Engine::packed(size_t si, bool folded, bool wino) {
     auto b = st.b.defined() ? st.b.detach() : torch::zeros_like(bn.mean);
     p.foldedB = (b - bn.mean) * foldScale() + bn.b.detach();
   }
-  torch::Tensor& slot = folded ? (wino ? p.foldedWino : p.foldedW) : (wino ? p.wino : p.w);
+  if (algo == ConvAlgo::Small && (p.smallH != x.size(2) || p.smallW != x.size(3))) {
+    p.small = p.foldedSmall = torch::Tensor();
+    p.smallH = x.size(2), p.smallW = x.size(3);
+  }
+  torch::Tensor& slot = algo == ConvAlgo::Winograd ? (folded ? p.foldedWino : p.wino)
+                        : algo == ConvAlgo::Small  ? (folded ? p.foldedSmall : p.small)
+                                                   : (folded ? p.foldedW : p.w);
   if (!slot.defined()) {
     auto w = st.w.detach();
     if (folded) w = w * foldScale().view({-1, 1, 1, 1});
-    slot = wino ? winograd::transformWeight(w) : pack(w);
+    slot = algo == ConvAlgo::Winograd ? winograd::transformWeight(w)
+           : algo == ConvAlgo::Small  ? smallconv::expandWeight(w, x.size(2), x.size(3), n.stride, n.padding, n.dilation)
+                                      : pack(w);
   }
   return p;
 }
@@ -246,19 +255,32 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
         x = toDense(x);
       switch (n.op) {
         case Op::Conv2d: {
-          bool wino = spec_.winograd && !spec_.channelsLast &&
-                      winograd::preferred(x, st.w, n.stride, n.padding, n.dilation, n.groups, blocked);
+          // libtorch's own convolution unless a faster path is measured for this shape
+          ConvAlgo algo = ConvAlgo::OneDnn;
+          if (spec_.winograd && !spec_.channelsLast &&
+              winograd::preferred(x, st.w, n.stride, n.padding, n.dilation, n.groups, blocked))
+            algo = ConvAlgo::Winograd;
+          else if (spec_.smallConv && !spec_.channelsLast &&
+                   smallconv::preferred(x, st.w, n.stride, n.padding, n.dilation, n.groups))
+            algo = ConvAlgo::Small;
+          const int64_t OH = (x.size(2) + 2 * n.padding[0] - n.dilation[0] * (n.kernel[0] - 1) - 1) / n.stride[0] + 1;
+          const int64_t OW = (x.size(3) + 2 * n.padding[1] - n.dilation[1] * (n.kernel[1] - 1) - 1) / n.stride[1] + 1;
           if (blocked) {
             bool fold = foldInto_[si] >= 0 && folded[foldInto_[si]];
-            const Packed& p = packed(si, fold, wino);
+            const Packed& p = packed(si, fold, algo, x);
             auto b = fold ? p.foldedB : st.b;
-            if (wino)
+            if (algo == ConvAlgo::Winograd)
               y = winograd::forward(toDense(x).contiguous(), fold ? p.foldedWino : p.wino, b);
+            else if (algo == ConvAlgo::Small)
+              y = smallconv::forward(toDense(x), fold ? p.foldedSmall : p.small, b, st.w.size(0), OH, OW);
             else
               y = torch::mkldnn_convolution(toBlocked(x), fold ? p.foldedW : p.w, b, n.padding, n.stride, n.dilation,
                                             n.groups);
-          } else if (wino) {
+          } else if (algo == ConvAlgo::Winograd) {
             y = winograd::conv3x3(x, st.w, st.b);
+          } else if (algo == ConvAlgo::Small) {
+            auto wx = smallconv::expandWeight(st.w, x.size(2), x.size(3), n.stride, n.padding, n.dilation);
+            y = smallconv::forward(x, wx, st.b, st.w.size(0), OH, OW);
           } else {
             y = torch::conv2d(x, st.w, st.b, n.stride, n.padding, n.dilation, n.groups);
           }

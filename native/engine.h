@@ -47,6 +47,9 @@ struct ModelSpec {
   // 3x3 stride-1 convolutions by Winograd F(4x4,3x3) where that is measured faster (native/winograd.h);
   // results differ from the direct convolution by float rounding (~1e-5 relative).
   bool winograd = true;
+  // convolutions over tiny images (H*W <= kernel area) as one GEMM with an expanded weight
+  // (native/smallconv.h); same rounding caveat.
+  bool smallConv = true;
 };
 
 // The one place that decides where tensors live; CPU-only for now.
@@ -108,8 +111,11 @@ class Engine {
   struct Packed {
     torch::Tensor w, foldedW, foldedB;
     torch::Tensor wino, foldedWino;  // Winograd-transformed weights [36, Cout, Cin]
+    torch::Tensor small, foldedSmall;  // as one matrix for tiny images (native/smallconv.h)
+    int64_t smallH = -1, smallW = -1;  // the image size that matrix was built for
   };
-  const Packed& packed(size_t si, bool folded, bool wino);
+  enum class ConvAlgo { OneDnn, Winograd, Small };
+  const Packed& packed(size_t si, bool folded, ConvAlgo algo, const torch::Tensor& x);
   bool blocked_ = false;
   std::vector<Packed> packed_;
   std::vector<int> foldInto_;  // per step: the BatchNorm step that alone consumes this conv's output, or -1

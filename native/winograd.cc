@@ -7,6 +7,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 namespace cmi::winograd {
@@ -64,18 +66,59 @@ inline void gt3(const float* u, float* g) {
 // would map every plane to the same cache sets, so pad it to an odd number of cache lines.
 int64_t planeStride(int64_t n) { return ((n + 15) / 16 | 1) * 16; }
 
-// [36, rows, cols] in a per-thread scratch buffer reused across calls: a fresh buffer of tens of MB
-// comes from mmap and costs more in page faults than the transform itself. `slot` keeps buffers
-// that are alive at the same time apart; nothing returned from this file points into one.
+// Scratch buffers reused across calls: a fresh buffer of tens of MB comes from mmap and costs more
+// in page faults than the transform itself. Each public entry point leases a workspace for its
+// duration; leases come from a shared pool rather than per thread, because libuv runs successive
+// calls on any of its threads, and concurrent calls (two models) get different workspaces.
+struct Workspace {
+  torch::Tensor buf[5];  // one per slot: buffers alive at the same time
+};
+std::mutex poolMu;
+std::vector<std::unique_ptr<Workspace>> pool;
+thread_local Workspace* current = nullptr;
+
+class Lease {
+ public:
+  Lease() {
+    if (current) return;  // nested entry point: keep the outer lease
+    std::lock_guard<std::mutex> lock(poolMu);
+    if (pool.empty()) {
+      ws_ = std::make_unique<Workspace>();
+    } else {
+      ws_ = std::move(pool.back());
+      pool.pop_back();
+    }
+    current = ws_.get();
+  }
+  ~Lease() {
+    if (!ws_) return;
+    current = nullptr;
+    std::lock_guard<std::mutex> lock(poolMu);
+    pool.push_back(std::move(ws_));
+  }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+ private:
+  std::unique_ptr<Workspace> ws_;
+};
+
+// [36, rows, cols] in the leased workspace; nothing returned from this file points into one.
 torch::Tensor scratchPlanes(int slot, int64_t rows, int64_t cols, const torch::TensorOptions& o) {
-  thread_local torch::Tensor buf[4];
+  TORCH_CHECK(current, "winograd: scratch used outside a lease");
   const int64_t stride = planeStride(rows * cols), need = kXi * stride;
-  auto& b = buf[slot];
+  auto& b = current->buf[slot];
   if (!b.defined() || b.numel() < need || b.dtype() != o.dtype()) {
     c10::InferenceMode normal(false);  // a normal tensor: written in place whatever mode a later call is in
+    b = torch::Tensor();               // free the old one first
     b = torch::empty({need}, o);
   }
   return b.as_strided({kXi, rows, cols}, {stride, cols, 1});
+}
+
+torch::Tensor freshPlanes(int64_t rows, int64_t cols, const torch::TensorOptions& o) {
+  const int64_t stride = planeStride(rows * cols);
+  return torch::empty({kXi * stride}, o).as_strided({kXi, rows, cols}, {stride, cols, 1});
 }
 
 void checkInput(const torch::Tensor& t, const char* what) {
@@ -89,7 +132,7 @@ torch::Tensor inputTransform(const torch::Tensor& xIn, int slot) {
   auto x = xIn.contiguous();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t th = H / 4, tw = W / 4, T = N * th * tw, plane = planeStride(C * T), Wp = W + 2;
-  auto V = scratchPlanes(slot, C, T, x.options());
+  auto V = slot >= 0 ? scratchPlanes(slot, C, T, x.options()) : freshPlanes(C, T, x.options());
   const float* xp = x.data_ptr<float>();
   float* vp = V.data_ptr<float>();
   at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
@@ -197,10 +240,14 @@ bool preferred(const torch::Tensor& x, const torch::Tensor& w, at::IntArrayRef s
 }
 
 namespace {
-void transformWeightInto(const torch::Tensor& wIn, torch::Tensor& U) {
+// `rotated`: transform the kernel of the input gradient instead, w rotated by 180 degrees with its
+// channel axes swapped (U [36, Cin, Cout]), reading w in place rather than copying a flipped view.
+void transformWeightInto(const torch::Tensor& wIn, torch::Tensor& U, bool rotated = false) {
   auto w = wIn.detach().to(torch::kFloat).contiguous();
-  const int64_t Co = w.size(0), Ci = w.size(1);
-  TORCH_CHECK(U.is_contiguous() && U.size(0) == kXi && U.size(1) == Co && U.size(2) == Ci, "winograd: bad U buffer");
+  const int64_t Co = rotated ? w.size(1) : w.size(0), Ci = rotated ? w.size(0) : w.size(1), wCi = w.size(1);
+  TORCH_CHECK(U.size(0) == kXi && U.size(1) == Co && U.size(2) == Ci && U.stride(1) == Ci && U.stride(2) == 1,
+              "winograd: bad U buffer");
+  const int64_t plane = U.stride(0);
   const float* wp = w.data_ptr<float>();
   float* up = U.data_ptr<float>();
   constexpr int64_t kChunk = 64;  // kernels per chunk: each of the 36 planes gets 256 contiguous bytes
@@ -210,7 +257,14 @@ void transformWeightInto(const torch::Tensor& wIn, torch::Tensor& U) {
     for (int64_t ch = begin; ch < end; ++ch) {
       const int64_t k0 = ch * kChunk, n = std::min(kChunk, K - k0);
       for (int64_t q = 0; q < n; ++q) {
+        float rot[9];
         const float* g = wp + (k0 + q) * 9;
+        if (rotated) {  // kernel (co', ci') of the gradient = w[ci'][co'] reversed
+          const int64_t co = (k0 + q) / Ci, ci = (k0 + q) % Ci;
+          const float* src = wp + (ci * wCi + co) * 9;
+          for (int e = 0; e < 9; ++e) rot[e] = src[8 - e];
+          g = rot;
+        }
         float t[6][3], u[6];
         for (int j = 0; j < 3; ++j) {  // G g (columns)
           g6(g[j], g[3 + j], g[6 + j], u);
@@ -221,7 +275,7 @@ void transformWeightInto(const torch::Tensor& wIn, torch::Tensor& U) {
           for (int j = 0; j < 6; ++j) buf[i * 6 + j][q] = u[j];
         }
       }
-      for (int64_t xi = 0; xi < kXi; ++xi) std::copy(buf[xi], buf[xi] + n, up + xi * K + k0);
+      for (int64_t xi = 0; xi < kXi; ++xi) std::copy(buf[xi], buf[xi] + n, up + xi * plane + k0);
     }
   });
 }
@@ -234,16 +288,17 @@ torch::Tensor transformWeight(const torch::Tensor& w) {
   return U;
 }
 
-torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& bias, bool relu) {
-  checkInput(x, "input");
-  const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3), Co = U.size(1);
+namespace {
+// The GEMMs and output transform of forward, from transformed input tiles V [36, Ci, T].
+torch::Tensor forwardFromTiles(const torch::Tensor& V, const torch::Tensor& U, const torch::Tensor& bias, bool relu,
+                               int64_t N, int64_t H, int64_t W) {
+  const int64_t Ci = V.size(1), Co = U.size(1);
   TORCH_CHECK(U.dim() == 3 && U.size(0) == kXi && U.size(2) == Ci, "winograd: transformed weight does not match input");
+  TORCH_CHECK(U.stride(1) == Ci && U.stride(2) == 1, "winograd: transformed weight rows must be contiguous");
   const int64_t th = H / 4, tw = W / 4, T = N * th * tw, plane = planeStride(Co * T);
-  auto V = inputTransform(x, 0);
-  auto M = scratchPlanes(1, Co, T, x.options());
-  pointwiseGemm(U.contiguous(), V, M);
-  V = torch::Tensor();
-  auto y = torch::empty({N, Co, H, W}, x.options());
+  auto M = scratchPlanes(1, Co, T, V.options());
+  pointwiseGemm(U, V, M);  // planes may be padded apart (scratch buffers): no copy needed
+  auto y = torch::empty({N, Co, H, W}, V.options());
   auto b = bias.defined() ? bias.contiguous() : torch::Tensor();
   const float* mp = M.data_ptr<float>();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
@@ -277,27 +332,33 @@ torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torc
   });
   return y;
 }
+}  // namespace
 
-torch::Tensor weightGrad(const torch::Tensor& x, const torch::Tensor& gy) {
+torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& bias, bool relu) {
   checkInput(x, "input");
+  Lease lease;
+  return forwardFromTiles(inputTransform(x, 0), U, bias, relu, x.size(0), x.size(2), x.size(3));
+}
+
+namespace {
+// d loss / d w from the forward's transformed input tiles V [36, Ci, T] and gy [N, Co, H, W]
+torch::Tensor weightGradFromTiles(const torch::Tensor& V, const torch::Tensor& gy) {
   checkInput(gy, "output gradient");
-  TORCH_CHECK(x.size(0) == gy.size(0) && x.size(2) == gy.size(2) && x.size(3) == gy.size(3),
-              "winograd: output gradient does not match input");
-  const int64_t Ci = x.size(1), Co = gy.size(1);
-  auto V = inputTransform(x, 0);  // [36, Ci, T]
+  const int64_t Ci = V.size(1), Co = gy.size(1);
+  TORCH_CHECK(V.size(2) == gy.size(0) * (gy.size(2) / 4) * (gy.size(3) / 4), "winograd: output gradient does not match input");
   auto dM = gradTransform(gy);   // [36, Co, T]
-  auto dU = torch::empty({kXi, Co, Ci}, x.options());
+  auto dU = scratchPlanes(4, Co, Ci, gy.options());
   pointwiseGemm(dM, V.transpose(1, 2), dU);  // dU[xi] = dM[xi] V[xi]^T, summed over tiles
-  auto dW = torch::empty({Co, Ci, 3, 3}, x.options());
+  auto dW = torch::empty({Co, Ci, 3, 3}, gy.options());
   const float* up = dU.data_ptr<float>();
   float* wp = dW.data_ptr<float>();
   constexpr int64_t kChunk = 64;
-  const int64_t K = Co * Ci;
+  const int64_t K = Co * Ci, plane = dU.stride(0);
   at::parallel_for(0, (K + kChunk - 1) / kChunk, 16, [&](int64_t begin, int64_t end) {
     float buf[kXi][kChunk];
     for (int64_t ch = begin; ch < end; ++ch) {
       const int64_t k0 = ch * kChunk, n = std::min(kChunk, K - k0);
-      for (int64_t xi = 0; xi < kXi; ++xi) std::copy(up + xi * K + k0, up + xi * K + k0 + n, buf[xi]);
+      for (int64_t xi = 0; xi < kXi; ++xi) std::copy(up + xi * plane + k0, up + xi * plane + k0 + n, buf[xi]);
       for (int64_t q = 0; q < n; ++q) {
         float t[3][6], u[6], g[3];
         for (int j = 0; j < 6; ++j) {  // G^T over rows i
@@ -311,37 +372,53 @@ torch::Tensor weightGrad(const torch::Tensor& x, const torch::Tensor& gy) {
   });
   return dW;
 }
+}  // namespace
+
+torch::Tensor weightGrad(const torch::Tensor& x, const torch::Tensor& gy) {
+  checkInput(x, "input");
+  TORCH_CHECK(x.size(0) == gy.size(0) && x.size(2) == gy.size(2) && x.size(3) == gy.size(3),
+              "winograd: output gradient does not match input");
+  Lease lease;
+  return weightGradFromTiles(inputTransform(x, 0), gy);
+}
 
 namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // U for one call, in a reused buffer (training transforms every weight on every step)
-torch::Tensor scratchWeight(const torch::Tensor& w) {
+torch::Tensor scratchWeight(const torch::Tensor& w, bool rotated = false) {
   TORCH_CHECK(w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3, "winograd: weight must be [Cout, Cin, 3, 3]");
-  auto U = scratchPlanes(3, w.size(0), w.size(1), w.options().dtype(torch::kFloat));
-  if (!U.is_contiguous()) U = torch::empty({kXi, w.size(0), w.size(1)}, U.options());
-  transformWeightInto(w, U);
+  auto U = scratchPlanes(3, w.size(rotated ? 1 : 0), w.size(rotated ? 0 : 1), w.options().dtype(torch::kFloat));
+  transformWeightInto(w, U, rotated);
   return U;
 }
 
 struct Conv3x3Fn : public torch::autograd::Function<Conv3x3Fn> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
                                const torch::Tensor& b) {
-    ctx->save_for_backward({x, w});
+    checkInput(x, "input");
+    Lease lease;
+    // the transformed input tiles are kept for the weight gradient (2.25x the input's size) instead of
+    // transforming x again in backward
+    const bool keepTiles = w.requires_grad();
+    auto V = inputTransform(x, keepTiles ? -1 : 0);
+    ctx->save_for_backward({keepTiles ? V : torch::Tensor(), w});
     ctx->saved_data["bias"] = b.numel() > 0;
-    return winograd::forward(x, scratchWeight(w), b.numel() > 0 ? b : torch::Tensor());
+    return forwardFromTiles(V, scratchWeight(w), b.numel() > 0 ? b : torch::Tensor(), false, x.size(0), x.size(2),
+                            x.size(3));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    Lease lease;
     auto saved = ctx->get_saved_variables();
-    const auto& x = saved[0];
+    const auto& V = saved[0];
     const auto& w = saved[1];
     auto gy = grads[0].contiguous();
     torch::Tensor gx, gw, gb;
     // d/dx of a stride-1 pad-1 3x3 conv is the same conv of gy with the kernel rotated by 180
     // degrees and its channel axes swapped
-    if (ctx->needs_input_grad(0)) gx = winograd::forward(gy, scratchWeight(w.flip({2, 3}).transpose(0, 1)), {});
-    if (ctx->needs_input_grad(1)) gw = weightGrad(x, gy);
+    if (ctx->needs_input_grad(0)) gx = winograd::forward(gy, scratchWeight(w, true), {});
+    if (ctx->needs_input_grad(1)) gw = weightGradFromTiles(V, gy);
     if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) gb = gy.sum({0, 2, 3});
     return {gx, gw, gb};
   }

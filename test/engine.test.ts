@@ -456,7 +456,7 @@ test('thread count set/get', () => {
   assert.throws(() => setThreads(0), UserError);
 });
 
-/** 3x3 convs wide enough for the Winograd path (>= 32 input channels, whole 4x4 tiles), with and without bias */
+/** 3x3 convs for the Winograd path (>= 32 input channels, whole 4x4 tiles) and for the tiny-image path, with and without bias */
 function winogradNet(seed = 5): Model {
   const b = new Builder(rng(seed));
   let x = b.simple('Relu', 'relu1', b.bn('bn1', b.conv('conv1', 'input', 3, 32, 3, { pad: 1 }), 32));
@@ -464,45 +464,51 @@ function winogradNet(seed = 5): Model {
   x = b.conv('conv3', x, 40, 32, 3, { pad: 1, bias: false });
   x = b.pool('MaxPool', 'pool', b.simple('Relu', 'relu3', x), 2, 2); // 16x16 -> 8x8
   x = b.simple('Relu', 'relu4', b.conv('conv4', x, 32, 8, 3, { pad: 1 }));
+  x = b.pool('MaxPool', 'pool2', b.pool('MaxPool', 'pool1', x, 2, 2), 2, 2); // 8x8 -> 2x2
+  // tiny images: convolutions as one matrix (padding, then stride 2 down to 1x1, no bias)
+  x = b.simple('Relu', 'relu5', b.conv('conv5', x, 8, 16, 3, { pad: 1 }));
+  x = b.conv('conv6', x, 16, 8, 3, { pad: 1, stride: 2, bias: false });
   x = b.flatten('flat', x);
-  x = b.linear('fc', x, 8 * 8 * 8, 5);
+  x = b.linear('fc', x, 8, 5);
   // small weights keep activations O(1) through the stack
   for (const [k, t] of Object.entries(b.tensors)) if (k.startsWith('conv') && k.endsWith('weight')) t.data.forEach((v, i, a) => (a[i] = v * 0.3));
   return b.model('winograd', [3, 16, 16], x);
 }
 
-test('Winograd convolutions: forward (folded, blocked, plain) matches the reference; gradients match the direct path', async () => {
+test('Winograd and tiny-image convolutions: forward (folded, blocked, plain) matches the reference; gradients match libtorch', async () => {
   const m = winogradNet();
   const x = randTensor(rng(50), [4, 3, 16, 16]);
   const ref = reference(m, x);
   const outs: Record<string, Float32Array> = {};
-  for (const opts of [{}, { blockedInference: false }, { winograd: false }]) {
+  const direct = { winograd: false, smallConv: false };
+  for (const opts of [{}, { blockedInference: false }, direct]) {
     const tm = TorchModel.create(m, opts);
     const label = JSON.stringify(opts);
     // without taps BN folds into conv2; tapping conv2 keeps it unfolded
     const { outputs } = await tm.forward(x.data, x.shape);
     assertClose(outputs.fc, ref.vals.get('fc')!, `fc ${label}`, 1e-4);
-    const { taps } = await tm.forward(x.data, x.shape, { taps: ['conv2', 'conv4'] });
+    const { taps } = await tm.forward(x.data, x.shape, { taps: ['conv2', 'conv4', 'conv5'] });
     assertClose(taps.conv2, ref.vals.get('conv2')!, `conv2 tap ${label}`, 1e-4);
     assertClose(taps.conv4, ref.vals.get('conv4')!, `conv4 tap ${label}`, 1e-4);
+    assertClose(taps.conv5, ref.vals.get('conv5')!, `conv5 tap ${label}`, 1e-4);
     outs[label] = outputs.fc.data;
     tm.dispose();
   }
   // the fast path really ran: same values up to rounding, not bit for bit
-  assert.notDeepEqual(outs['{}'], outs['{"winograd":false}']);
+  assert.notDeepEqual(outs['{}'], outs[JSON.stringify(direct)]);
 
   // one plain SGD step: the weight change is -lr * gradient, so it compares the gradients of every
   // conv (input gradients flow through conv2..conv4, bias and no-bias cases; a bias before BN gets
   // none) with libtorch's own
   const labels = Int32Array.from({ length: 4 }, (_, i) => i % 5);
   const deltas: Record<string, Record<string, Float32Array>>[] = [];
-  for (const winograd of [true, false]) {
-    const tm = TorchModel.create(m, { winograd });
+  for (const opts of [{}, direct]) {
+    const tm = TorchModel.create(m, opts);
     tm.configureOptimizer({ momentum: 0, nesterov: false, weightDecay: 0 });
     await tm.trainStep(x.data, x.shape, labels, 1);
     const after = tm.readTensors();
     const d: Record<string, Float32Array> = {};
-    for (const k of ['conv2.weight', 'conv4.bias', 'conv3.weight', 'conv4.weight', 'conv1.weight'])
+    for (const k of ['conv2.weight', 'conv4.bias', 'conv3.weight', 'conv4.weight', 'conv1.weight', 'conv5.weight', 'conv5.bias', 'conv6.weight'])
       d[k] = after[k]!.data.map((v, i) => v - m.tensors[k]!.data[i]!);
     deltas.push({ d });
     tm.dispose();
@@ -513,6 +519,6 @@ test('Winograd convolutions: forward (folded, blocked, plain) matches the refere
     assert.ok(scale > 1e-4, `${k}: gradient is not trivially zero`);
     let worst = 0;
     for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-    assert.ok(worst <= 1e-3 * scale, `${k}: Winograd vs direct gradient differ by ${worst} (scale ${scale})`);
+    assert.ok(worst <= 1e-3 * scale, `${k}: fast vs direct gradient differ by ${worst} (scale ${scale})`);
   }
 });

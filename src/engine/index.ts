@@ -19,6 +19,8 @@ export interface AddonModelSpec {
   blockedInference?: boolean;
   /** 3x3 stride-1 convolutions by Winograd F(4x4,3x3) where measured faster (default true) */
   winograd?: boolean;
+  /** convolutions over tiny images as one GEMM with an expanded weight (default true) */
+  smallConv?: boolean;
 }
 
 export interface AddonModel {
@@ -102,9 +104,15 @@ export interface CreateOptions {
    * 3x3, stride-1, padding-1 convolutions with >= 32 input channels and whole 4x4 output tiles run
    * through Winograd F(4x4,3x3) (36 instead of 144 multiplies per 16 outputs), forward and both
    * gradients. Default true. Results differ from the direct convolution by float rounding (~1e-5
-   * relative); false gives libtorch's own convolutions throughout.
+   * relative); false gives libtorch's own convolutions for these.
    */
   winograd?: boolean;
+  /**
+   * Convolutions whose input image is no larger than the kernel (VGG's 2x2 maps on CIFAR) run as
+   * one matrix multiply with the weight expanded to [Cout*OH*OW, Cin*H*W], forward and backward.
+   * Default true; same rounding caveat. Both false: libtorch's own convolutions throughout.
+   */
+  smallConv?: boolean;
 }
 
 const ARITY: Record<Node['op'], number> = {
@@ -242,6 +250,7 @@ export class TorchModel {
         channelsLast: opts.channelsLast ?? false,
         blockedInference: opts.blockedInference ?? true,
         winograd: opts.winograd ?? true,
+        smallConv: opts.smallConv ?? true,
       });
     } catch (e) {
       throw new UserError(`model '${model.name}': ${(e as Error).message}`, { cause: e });
