@@ -320,7 +320,7 @@ class ModelWork : public Napi::AsyncWorker {
       return;
     }
     try {
-      Run(*engine_);
+      cmi::runOnComputeThread([this] { Run(*engine_); });
     } catch (const std::exception& e) {
       SetError(e.what());
     }

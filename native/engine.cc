@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <exception>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -62,6 +65,53 @@ int getEngineThreads() {
   if (n > 0) return n;
   unsigned hc = std::thread::hardware_concurrency();
   return hc > 0 ? static_cast<int>(hc) : 1;
+}
+
+namespace {
+struct ComputeThread {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> jobs;
+  ComputeThread() {
+    std::thread([this] {
+      for (;;) {
+        std::function<void()> job;
+        {
+          std::unique_lock<std::mutex> lock(mu);
+          cv.wait(lock, [this] { return !jobs.empty(); });
+          job = std::move(jobs.front());
+          jobs.pop_front();
+        }
+        job();
+      }
+    }).detach();
+  }
+};
+}  // namespace
+
+void runOnComputeThread(const std::function<void()>& f) {
+  static ComputeThread* ct = new ComputeThread();  // never destroyed: its thread lives as long as the process
+  std::mutex doneMu;
+  std::condition_variable doneCv;
+  bool done = false;
+  std::exception_ptr err;
+  {
+    std::lock_guard<std::mutex> lock(ct->mu);
+    ct->jobs.push_back([&] {
+      try {
+        f();
+      } catch (...) {
+        err = std::current_exception();
+      }
+      std::lock_guard<std::mutex> l(doneMu);
+      done = true;
+      doneCv.notify_one();
+    });
+  }
+  ct->cv.notify_one();
+  std::unique_lock<std::mutex> lock(doneMu);
+  doneCv.wait(lock, [&] { return done; });
+  if (err) std::rethrow_exception(err);
 }
 
 void applyEngineThreads() {
