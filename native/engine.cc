@@ -313,23 +313,29 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
           else if (spec_.smallConv && !spec_.channelsLast &&
                    smallconv::preferred(x, st.w, n.stride, n.padding, n.dilation, n.groups))
             algo = ConvAlgo::Small;
-          const int64_t OH = (x.size(2) + 2 * n.padding[0] - n.dilation[0] * (n.kernel[0] - 1) - 1) / n.stride[0] + 1;
-          const int64_t OW = (x.size(3) + 2 * n.padding[1] - n.dilation[1] * (n.kernel[1] - 1) - 1) / n.stride[1] + 1;
+          auto outHW = [&] {
+            return std::pair<int64_t, int64_t>(
+                smallconv::outSize(x.size(2), n.kernel[0], n.stride[0], n.padding[0], n.dilation[0]),
+                smallconv::outSize(x.size(3), n.kernel[1], n.stride[1], n.padding[1], n.dilation[1]));
+          };
           if (blocked) {
             bool fold = foldInto_[si] >= 0 && folded[foldInto_[si]];
             const Packed& p = packed(si, fold, algo, x);
             auto b = fold ? p.foldedB : st.b;
-            if (algo == ConvAlgo::Winograd)
+            if (algo == ConvAlgo::Winograd) {
               y = winograd::forward(toDense(x).contiguous(), fold ? p.foldedWino : p.wino, b);
-            else if (algo == ConvAlgo::Small)
+            } else if (algo == ConvAlgo::Small) {
+              auto [OH, OW] = outHW();
               y = smallconv::forward(toDense(x), fold ? p.foldedSmall : p.small, b, st.w.size(0), OH, OW);
-            else
+            } else {
               y = torch::mkldnn_convolution(toBlocked(x), fold ? p.foldedW : p.w, b, n.padding, n.stride, n.dilation,
                                             n.groups);
+            }
           } else if (algo == ConvAlgo::Winograd) {
             y = winograd::conv3x3(x, st.w, st.b);
           } else if (algo == ConvAlgo::Small) {
             auto wx = smallconv::expandWeight(st.w, x.size(2), x.size(3), n.stride, n.padding, n.dilation);
+            auto [OH, OW] = outHW();
             y = smallconv::forward(x, wx, st.b, st.w.size(0), OH, OW);
           } else {
             y = torch::conv2d(x, st.w, st.b, n.stride, n.padding, n.dilation, n.groups);

@@ -5,10 +5,6 @@
 #include <vector>
 
 namespace cmi::smallconv {
-namespace {
-int64_t outSize(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) { return (in + 2 * p - d * (k - 1) - 1) / s + 1; }
-}  // namespace
-
 bool preferred(const torch::Tensor& x, const torch::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,
                at::IntArrayRef dilation, int64_t groups) {
   if (x.dim() != 4 || w.dim() != 4 || groups != 1 || x.scalar_type() != torch::kFloat || !x.device().is_cpu() ||

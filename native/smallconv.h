@@ -7,6 +7,9 @@
 
 namespace cmi::smallconv {
 
+// Output size of a convolution along one axis.
+inline int64_t outSize(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) { return (in + 2 * p - d * (k - 1) - 1) / s + 1; }
+
 // True when the dense matrix needs no more multiply-adds than the direct convolution
 // (H*W <= kh*kw) and stays small (<= 16M entries); one group only.
 bool preferred(const torch::Tensor& x, const torch::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,

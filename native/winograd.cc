@@ -333,7 +333,7 @@ torch::Tensor transformWeight(const torch::Tensor& w) {
 
 namespace {
 // The GEMMs and output transform of forward, from transformed input tiles V [36, Ci, T].
-torch::Tensor forwardFromTiles(const torch::Tensor& V, const torch::Tensor& U, const torch::Tensor& bias, bool relu,
+torch::Tensor forwardFromTiles(const torch::Tensor& V, const torch::Tensor& U, const torch::Tensor& bias,
                                int64_t N, int64_t H, int64_t W) {
   const int64_t Ci = V.size(1), Co = U.size(1);
   TORCH_CHECK(U.dim() == 3 && U.size(0) == kXi && U.size(2) == Ci, "winograd: transformed weight does not match input");
@@ -366,7 +366,7 @@ torch::Tensor forwardFromTiles(const torch::Tensor& V, const torch::Tensor& U, c
             float* dst = out + (4 * ty + r) * W + 4 * tx;
             for (int c = 0; c < 4; ++c) {
               float v = o[c] + b0;
-              dst[c] = relu && v < 0.f ? 0.f : v;
+              dst[c] = v;
             }
           }
         }
@@ -377,10 +377,10 @@ torch::Tensor forwardFromTiles(const torch::Tensor& V, const torch::Tensor& U, c
 }
 }  // namespace
 
-torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& bias, bool relu) {
+torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& bias) {
   checkInput(x, "input");
   Lease lease;
-  return forwardFromTiles(inputTransform(x, 0), U, bias, relu, x.size(0), x.size(2), x.size(3));
+  return forwardFromTiles(inputTransform(x, 0), U, bias, x.size(0), x.size(2), x.size(3));
 }
 
 namespace {
@@ -417,14 +417,6 @@ torch::Tensor weightGradFromTiles(const torch::Tensor& V, const torch::Tensor& g
 }
 }  // namespace
 
-torch::Tensor weightGrad(const torch::Tensor& x, const torch::Tensor& gy) {
-  checkInput(x, "input");
-  TORCH_CHECK(x.size(0) == gy.size(0) && x.size(2) == gy.size(2) && x.size(3) == gy.size(3),
-              "winograd: output gradient does not match input");
-  Lease lease;
-  return weightGradFromTiles(inputTransform(x, 0), gy);
-}
-
 namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -448,7 +440,7 @@ struct Conv3x3Fn : public torch::autograd::Function<Conv3x3Fn> {
     auto V = inputTransform(x, keepTiles ? -1 : 0);
     ctx->save_for_backward({keepTiles ? V : torch::Tensor(), w});
     ctx->saved_data["bias"] = b.numel() > 0;
-    return forwardFromTiles(V, scratchWeight(w), b.numel() > 0 ? b : torch::Tensor(), false, x.size(0), x.size(2),
+    return forwardFromTiles(V, scratchWeight(w), b.numel() > 0 ? b : torch::Tensor(), x.size(0), x.size(2),
                             x.size(3));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {

@@ -20,13 +20,9 @@ bool preferred(const torch::Tensor& x, const torch::Tensor& w, at::IntArrayRef s
 torch::Tensor transformWeight(const torch::Tensor& w);
 
 // x [N, Cin, H, W], U from transformWeight, bias [Cout] or undefined -> y [N, Cout, H, W].
-// `relu` applies max(0, .) on the way out (fused: saves a pass over y).
-torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& bias, bool relu = false);
+torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& bias);
 
-// d loss / d w [Cout, Cin, 3, 3] from x [N, Cin, H, W] and gy = d loss / d y [N, Cout, H, W].
-torch::Tensor weightGrad(const torch::Tensor& x, const torch::Tensor& gy);
-
-// Autograd-aware conv2d(x, w, b, stride 1, padding 1) through the three functions above.
+// Autograd-aware conv2d(x, w, b, stride 1, padding 1): forward, input and weight gradients.
 torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
 
 }  // namespace cmi::winograd
