@@ -4,10 +4,12 @@
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <exception>
 #include <set>
@@ -45,6 +47,16 @@ void singleThreadedBlas() {
   using Fn = void (*)(int);
   static Fn fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
   if (fn) fn(1);
+}
+
+// Developer aid: with CMIPRUNE_PROFILE=<prefix> every forward/trainStep writes libtorch's op-level
+// trace (chrome://tracing JSON) to <prefix>.<n>.json.
+std::unique_ptr<torch::autograd::profiler::RecordProfile> maybeProfile() {
+  static const char* prefix = std::getenv("CMIPRUNE_PROFILE");
+  static std::atomic<int> count{0};
+  if (!prefix || !*prefix) return nullptr;
+  return std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(prefix) + "." +
+                                                                     std::to_string(count++) + ".json");
 }
 
 std::string torchMessage(const std::exception& e) {
@@ -401,6 +413,7 @@ std::vector<torch::Tensor> Engine::forward(const torch::Tensor& x, const std::ve
     idx.push_back(it->second);
   }
   applyEngineThreads();
+  auto profile = maybeProfile();
   c10::InferenceMode guard;
   auto res = run(x, idx, false, blocked_);
   // Hand out dense standard-layout tensors that never share storage (Flatten outputs are views,
@@ -427,6 +440,7 @@ TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& label
   if (!optimizer_) throw std::logic_error("configureOptimizer must be called before trainStep");
   if (outputValues_.empty()) throw std::invalid_argument("model has no outputs");
   applyEngineThreads();
+  auto profile = maybeProfile();
   torch::AutoGradMode grad(true);
   packed_.clear();  // weights and BN stats are about to change
   auto logits = run(x, {outputValues_[0]}, true, false)[0];

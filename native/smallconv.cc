@@ -1,5 +1,7 @@
 #include "smallconv.h"
 
+#include "gemm.h"
+
 #include <ATen/Parallel.h>
 
 #include <vector>
@@ -99,7 +101,8 @@ torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& wx, const tor
   const int64_t N = x.size(0);
   auto x2 = x.reshape({N, -1});
   TORCH_CHECK(x2.size(1) == wx.size(1) && wx.size(0) == outC * OH * OW, "smallconv: expanded weight does not match");
-  auto y = bias.defined() ? torch::addmm(bias.repeat_interleave(OH * OW), x2, wx.t()) : torch::mm(x2, wx.t());
+  // libtorch's mm would run on one thread (its BLAS is kept single-threaded)
+  auto y = gemm::linear(x2, wx, bias.defined() ? bias.repeat_interleave(OH * OW) : torch::Tensor());
   return y.view({N, outC, OH, OW});
 }
 

@@ -4,8 +4,10 @@
 // Tile t = (n * tilesH + ty) * tilesW + tx.
 #include "winograd.h"
 
+#include "gemm.h"
+
 #include <ATen/Parallel.h>
-#include <dlfcn.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <memory>
@@ -120,6 +122,7 @@ void checkInput(const torch::Tensor& t, const char* what) {
 
 // x [N, C, H, W] -> V [36, C, T]: B^T d B per 6x6 tile (zero padding of 1 around the image)
 torch::Tensor inputTransform(const torch::Tensor& xIn, int slot) {
+  RECORD_FUNCTION("winograd::inputTransform", std::vector<c10::IValue>());
   auto x = xIn.contiguous();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t th = H / 4, tw = W / 4, T = N * th * tw, plane = planeStride(C * T), Wp = W + 2;
@@ -161,6 +164,7 @@ torch::Tensor inputTransform(const torch::Tensor& xIn, int slot) {
 
 // gy [N, C, H, W] -> dM [36, C, T]: A dy A^T per 4x4 tile (adjoint of the output transform)
 torch::Tensor gradTransform(const torch::Tensor& gIn) {
+  RECORD_FUNCTION("winograd::gradTransform", std::vector<c10::IValue>());
   auto g = gIn.contiguous();
   const int64_t N = g.size(0), C = g.size(1), H = g.size(2), W = g.size(3);
   const int64_t th = H / 4, tw = W / 4, T = N * th * tw, plane = planeStride(C * T);
@@ -194,51 +198,16 @@ torch::Tensor gradTransform(const torch::Tensor& gIn) {
   return M;
 }
 
-// oneDNN's sgemm when the process has it (libtorch's CPU build links oneDNN as a shared library on
-// Debian): measured 5-18% faster than OpenBLAS on these shapes here. Looked up at run time because
-// other libtorch builds link oneDNN statically and hide it; at::mm_out is the fallback.
-using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
-                          float, float*, int64_t);
-DnnlSgemm dnnlSgemm() {
-  static DnnlSgemm fn = [] {
-    void* f = dlsym(RTLD_DEFAULT, "dnnl_sgemm");
-    // node dlopens addons locally, so libtorch's own dependencies may be outside the global scope
-    if (!f)
-      if (void* lib = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_NOLOAD)) f = dlsym(lib, "dnnl_sgemm");
-    return reinterpret_cast<DnnlSgemm>(f);
-  }();
-  return fn;
-}
-
-// A 2-d float view as a row-major BLAS operand: ('N', row stride) or ('T', column stride).
-bool blasOperand(const torch::Tensor& m, char& trans, int64_t& ld) {
-  if (m.stride(1) == 1 && m.stride(0) >= std::max<int64_t>(1, m.size(1))) {
-    trans = 'N', ld = m.stride(0);
-    return true;
-  }
-  if (m.stride(0) == 1 && m.stride(1) >= std::max<int64_t>(1, m.size(0))) {
-    trans = 'T', ld = m.stride(1);
-    return true;
-  }
-  return false;
-}
-
 // out[xi] = a[xi] b[xi] for the 36 points; one single-threaded GEMM per point, points in parallel.
 void pointwiseGemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out) {
+  RECORD_FUNCTION("winograd::gemm", std::vector<c10::IValue>());
   const bool inference = c10::InferenceMode::is_enabled();  // thread-local: carry it to the workers
-  const DnnlSgemm sgemm = dnnlSgemm();
   at::parallel_for(0, kXi, 1, [&](int64_t begin, int64_t end) {
     c10::InferenceMode mode(inference);
+    torch::NoGradGuard noGrad;  // nor do workers inherit the caller's autograd state: keep out= ops legal
     for (int64_t xi = begin; xi < end; ++xi) {
       auto o = out[xi];
-      auto ax = a[xi], bx = b[xi];
-      char ta, tb, to;
-      int64_t lda, ldb, ldo;
-      if (sgemm && blasOperand(ax, ta, lda) && blasOperand(bx, tb, ldb) && blasOperand(o, to, ldo) && to == 'N' &&
-          sgemm(ta, tb, ax.size(0), bx.size(1), ax.size(1), 1.f, ax.data_ptr<float>(), lda, bx.data_ptr<float>(), ldb,
-                0.f, o.data_ptr<float>(), ldo) == 0)
-        continue;
-      at::mm_out(o, ax, bx);
+      gemm::serial(a[xi], b[xi], o);
     }
   });
 }
@@ -271,6 +240,7 @@ namespace {
 // `rotated`: transform the kernel of the input gradient instead, w rotated by 180 degrees with its
 // channel axes swapped (U [36, Cin, Cout]), reading w in place rather than copying a flipped view.
 void transformWeightInto(const torch::Tensor& wIn, torch::Tensor& U, bool rotated = false) {
+  RECORD_FUNCTION("winograd::weightTransform", std::vector<c10::IValue>());
   auto w = wIn.detach().to(torch::kFloat).contiguous();
   const int64_t Co = rotated ? w.size(1) : w.size(0), Ci = rotated ? w.size(0) : w.size(1), wCi = w.size(1);
   TORCH_CHECK(U.size(0) == kXi && U.size(1) == Co && U.size(2) == Ci && U.stride(1) == Ci && U.stride(2) == 1,
@@ -342,6 +312,7 @@ torch::Tensor forwardFromTiles(const torch::Tensor& V, const torch::Tensor& U, c
   auto M = scratchPlanes(1, Co, T, V.options());
   pointwiseGemm(U, V, M);  // planes may be padded apart (scratch buffers): no copy needed
   auto y = torch::empty({N, Co, H, W}, V.options());
+  RECORD_FUNCTION("winograd::outputTransform", std::vector<c10::IValue>());
   auto b = bias.defined() ? bias.contiguous() : torch::Tensor();
   const float* mp = M.data_ptr<float>();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
@@ -393,6 +364,7 @@ torch::Tensor weightGradFromTiles(const torch::Tensor& V, const torch::Tensor& g
   auto dU = scratchPlanes(4, Co, Ci, gy.options());
   pointwiseGemm(dM, V.transpose(1, 2), dU);  // dU[xi] = dM[xi] V[xi]^T, summed over tiles
   auto dW = torch::empty({Co, Ci, 3, 3}, gy.options());
+  RECORD_FUNCTION("winograd::weightGradTransform", std::vector<c10::IValue>());
   const float* up = dU.data_ptr<float>();
   float* wp = dW.data_ptr<float>();
   constexpr int64_t kChunk = 64;
