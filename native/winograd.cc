@@ -29,6 +29,16 @@ inline void bt6(const T d0, const T d1, const T d2, const T d3, const T d4, cons
   r[4] = 2 * d1 - d2 - 2 * d3 + d4;
   r[5] = 4 * d1 - 5 * d3 + d5;
 }
+// B v (adjoint of B^T): 6 -> 6
+template <typename T>
+inline void b6(const T v0, const T v1, const T v2, const T v3, const T v4, const T v5, T* r) {
+  r[0] = 4 * v0;
+  r[1] = -4 * v1 + 4 * v2 - 2 * v3 + 2 * v4 + 4 * v5;
+  r[2] = -5 * v0 - 4 * v1 - 4 * v2 - v3 - v4;
+  r[3] = v1 - v2 + 2 * v3 - 2 * v4 - 5 * v5;
+  r[4] = v0 + v1 + v2 + v3 + v4;
+  r[5] = v5;
+}
 // A^T m: 6 -> 4
 inline void at4(const float* m, int64_t s, float* o) {
   float m0 = m[0], m1 = m[s], m2 = m[2 * s], m3 = m[3 * s], m4 = m[4 * s], m5 = m[5 * s];
@@ -237,12 +247,10 @@ bool preferred(const torch::Tensor& x, const torch::Tensor& w, at::IntArrayRef s
 }
 
 namespace {
-// `rotated`: transform the kernel of the input gradient instead, w rotated by 180 degrees with its
-// channel axes swapped (U [36, Cin, Cout]), reading w in place rather than copying a flipped view.
-void transformWeightInto(const torch::Tensor& wIn, torch::Tensor& U, bool rotated = false) {
+void transformWeightInto(const torch::Tensor& wIn, torch::Tensor& U) {
   RECORD_FUNCTION("winograd::weightTransform", std::vector<c10::IValue>());
   auto w = wIn.detach().to(torch::kFloat).contiguous();
-  const int64_t Co = rotated ? w.size(1) : w.size(0), Ci = rotated ? w.size(0) : w.size(1), wCi = w.size(1);
+  const int64_t Co = w.size(0), Ci = w.size(1);
   TORCH_CHECK(U.size(0) == kXi && U.size(1) == Co && U.size(2) == Ci && U.stride(1) == Ci && U.stride(2) == 1,
               "winograd: bad U buffer");
   const int64_t plane = U.stride(0);
@@ -258,10 +266,6 @@ void transformWeightInto(const torch::Tensor& wIn, torch::Tensor& U, bool rotate
       for (int64_t q = 0; q < kChunk; ++q) {
         if (q >= n) {
           for (int e = 0; e < 9; ++e) g[e][q] = 0.f;
-        } else if (rotated) {  // kernel (co', ci') of the input gradient = w[ci'][co'] reversed
-          const int64_t co = (k0 + q) / Ci, ci = (k0 + q) % Ci;
-          const float* src = wp + (ci * wCi + co) * 9;
-          for (int e = 0; e < 9; ++e) g[e][q] = src[8 - e];
         } else {
           const float* src = wp + (k0 + q) * 9;
           for (int e = 0; e < 9; ++e) g[e][q] = src[e];
@@ -355,15 +359,13 @@ torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torc
 }
 
 namespace {
-// d loss / d w from the forward's transformed input tiles V [36, Ci, T] and gy [N, Co, H, W]
-torch::Tensor weightGradFromTiles(const torch::Tensor& V, const torch::Tensor& gy) {
-  checkInput(gy, "output gradient");
-  const int64_t Ci = V.size(1), Co = gy.size(1);
-  TORCH_CHECK(V.size(2) == gy.size(0) * (gy.size(2) / 4) * (gy.size(3) / 4), "winograd: output gradient does not match input");
-  auto dM = gradTransform(gy);   // [36, Co, T]
-  auto dU = scratchPlanes(4, Co, Ci, gy.options());
+// d loss / d w from the forward's transformed input tiles V [36, Ci, T] and dM [36, Co, T]
+torch::Tensor weightGradFromTiles(const torch::Tensor& V, const torch::Tensor& dM) {
+  const int64_t Ci = V.size(1), Co = dM.size(1);
+  TORCH_CHECK(V.size(2) == dM.size(2), "winograd: output gradient does not match input");
+  auto dU = scratchPlanes(4, Co, Ci, dM.options());
   pointwiseGemm(dM, V.transpose(1, 2), dU);  // dU[xi] = dM[xi] V[xi]^T, summed over tiles
-  auto dW = torch::empty({Co, Ci, 3, 3}, gy.options());
+  auto dW = torch::empty({Co, Ci, 3, 3}, dM.options());
   RECORD_FUNCTION("winograd::weightGradTransform", std::vector<c10::IValue>());
   const float* up = dU.data_ptr<float>();
   float* wp = dW.data_ptr<float>();
@@ -387,6 +389,51 @@ torch::Tensor weightGradFromTiles(const torch::Tensor& V, const torch::Tensor& g
   });
   return dW;
 }
+
+// d loss / d x [N, Ci, H, W] from dM [36, Co, T] and the forward's U [36, Co, Ci]: the adjoint of
+// the forward, dV[xi] = U[xi]^T dM[xi], then B dV B^T per tile, overlapping tiles summed.
+torch::Tensor inputGradFromTiles(const torch::Tensor& dM, const torch::Tensor& U, int64_t N, int64_t H, int64_t W) {
+  const int64_t Ci = U.size(2), th = H / 4, tw = W / 4, T = N * th * tw;
+  TORCH_CHECK(dM.size(2) == T && U.size(1) == dM.size(1), "winograd: output gradient does not match weight");
+  auto dV = scratchPlanes(1, Ci, T, dM.options());
+  pointwiseGemm(U.transpose(1, 2), dM, dV);
+  auto gx = torch::empty({N, Ci, H, W}, dM.options());
+  RECORD_FUNCTION("winograd::inputGradTransform", std::vector<c10::IValue>());
+  const int64_t plane = dV.stride(0), Hp = H + 2, Wp = W + 2;
+  const float* vp = dV.data_ptr<float>();
+  float* gp = gx.data_ptr<float>();
+  at::parallel_for(0, N * Ci, 1, [&](int64_t begin, int64_t end) {
+    // the plane with its padding border, and the 6 rows of one tile row after B along columns
+    std::vector<float> pad(Hp * Wp), rows(6 * Wp);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / Ci, c = nc % Ci;
+      std::fill(pad.begin(), pad.end(), 0.f);
+      for (int64_t ty = 0; ty < th; ++ty) {
+        std::fill(rows.begin(), rows.end(), 0.f);
+        const float* src = vp + c * T + (n * th + ty) * tw;
+        for (int64_t tx = 0; tx < tw; ++tx)
+          for (int i = 0; i < 6; ++i) {  // B over the columns j of row i, added at the tile's columns
+            const float* d = src + i * 6 * plane + tx;
+            float o[6];
+            b6(d[0], d[plane], d[2 * plane], d[3 * plane], d[4 * plane], d[5 * plane], o);
+            float* r = rows.data() + i * Wp + 4 * tx;
+            for (int j = 0; j < 6; ++j) r[j] += o[j];
+          }
+        // B over the rows, vectorised along them, added at the tile row's 6 padded rows
+        float* dst = pad.data() + 4 * ty * Wp;
+        const float* r = rows.data();
+        for (int64_t j = 0; j < Wp; ++j) {
+          float o[6];
+          b6(r[j], r[Wp + j], r[2 * Wp + j], r[3 * Wp + j], r[4 * Wp + j], r[5 * Wp + j], o);
+          for (int k = 0; k < 6; ++k) dst[k * Wp + j] += o[k];
+        }
+      }
+      float* out = gp + nc * H * W;
+      for (int64_t y = 0; y < H; ++y) std::copy_n(pad.data() + (y + 1) * Wp + 1, W, out + y * W);
+    }
+  });
+  return gx;
+}
 }  // namespace
 
 namespace {
@@ -394,10 +441,10 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // U for one call, in a reused buffer (training transforms every weight on every step)
-torch::Tensor scratchWeight(const torch::Tensor& w, bool rotated = false) {
+torch::Tensor scratchWeight(const torch::Tensor& w) {
   TORCH_CHECK(w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3, "winograd: weight must be [Cout, Cin, 3, 3]");
-  auto U = scratchPlanes(3, w.size(rotated ? 1 : 0), w.size(rotated ? 0 : 1), w.options().dtype(torch::kFloat));
-  transformWeightInto(w, U, rotated);
+  auto U = scratchPlanes(3, w.size(0), w.size(1), w.options().dtype(torch::kFloat));
+  transformWeightInto(w, U);
   return U;
 }
 
@@ -421,11 +468,13 @@ struct Conv3x3Fn : public torch::autograd::Function<Conv3x3Fn> {
     const auto& V = saved[0];
     const auto& w = saved[1];
     auto gy = grads[0].contiguous();
+    checkInput(gy, "output gradient");
     torch::Tensor gx, gw, gb;
-    // d/dx of a stride-1 pad-1 3x3 conv is the same conv of gy with the kernel rotated by 180
-    // degrees and its channel axes swapped
-    if (ctx->needs_input_grad(0)) gx = winograd::forward(gy, scratchWeight(w, true), {});
-    if (ctx->needs_input_grad(1)) gw = weightGradFromTiles(V, gy);
+    const bool needX = ctx->needs_input_grad(0), needW = ctx->needs_input_grad(1);
+    // both gradients start from the output gradient's tiles dM = A gy A^T
+    auto dM = needX || needW ? gradTransform(gy) : torch::Tensor();
+    if (needW) gw = weightGradFromTiles(V, dM);
+    if (needX) gx = inputGradFromTiles(dM, scratchWeight(w), gy.size(0), gy.size(2), gy.size(3));
     if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) gb = gy.sum({0, 2, 3});
     return {gx, gw, gb};
   }
