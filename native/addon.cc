@@ -369,11 +369,11 @@ class ForwardWork : public ModelWork {
 class TrainWork : public ModelWork {
  public:
   TrainWork(Napi::Env env, Napi::Object self, ModelWrap* w, std::shared_ptr<Engine> e, torch::Tensor x,
-            torch::Tensor labels, double lr)
-      : ModelWork(env, self, w, std::move(e)), x_(std::move(x)), labels_(std::move(labels)), lr_(lr) {}
+            torch::Tensor labels, double lr, double momentum)
+      : ModelWork(env, self, w, std::move(e)), x_(std::move(x)), labels_(std::move(labels)), lr_(lr), momentum_(momentum) {}
 
  protected:
-  void Run(Engine& e) override { res_ = e.trainStep(x_, labels_, lr_); }
+  void Run(Engine& e) override { res_ = e.trainStep(x_, labels_, lr_, momentum_); }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
     o.Set("loss", Napi::Number::New(env, res_.loss));
@@ -383,7 +383,7 @@ class TrainWork : public ModelWork {
 
  private:
   torch::Tensor x_, labels_;
-  double lr_;
+  double lr_, momentum_;
   cmi::TrainResult res_{};
 };
 
@@ -401,7 +401,8 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
   return work->Promise();
 }
 
-// trainStep(data: Float32Array, shape: number[], labels: Int32Array, lr: number) -> Promise<{loss, correct}>
+// trainStep(data: Float32Array, shape: number[], labels: Int32Array, lr: number, momentum?: number)
+//   -> Promise<{loss, correct}>; momentum, when given, replaces the optimizer's from this step on
 Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Engine& e = use(env, "trainStep");
@@ -414,10 +415,16 @@ Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
     throwJs(env, "trainStep: got " + std::to_string(labels.ElementLength()) + " labels for a batch of " +
                      std::to_string(x.dim() ? x.size(0) : 0));
   if (!info[3].IsNumber()) throwJs(env, "trainStep: lr must be a number");
+  double momentum = -1;
+  if (info.Length() > 4 && !info[4].IsUndefined()) {
+    if (!info[4].IsNumber()) throwJs(env, "trainStep: momentum must be a number");
+    momentum = info[4].As<Napi::Number>().DoubleValue();
+    if (!(momentum >= 0 && momentum < 1)) throwJs(env, "trainStep: momentum must be in [0, 1), got " + std::to_string(momentum));
+  }
   auto lab = torch::from_blob(labels.Data(), {static_cast<int64_t>(labels.ElementLength())}, torch::kInt32)
                  .to(torch::kLong);  // a copy, owned by torch
   auto* work = new TrainWork(env, info.This().As<Napi::Object>(), this, engine_, std::move(x), std::move(lab),
-                             info[3].As<Napi::Number>().DoubleValue());
+                             info[3].As<Napi::Number>().DoubleValue(), momentum);
   busy_ = true;
   work->Queue();
   return work->Promise();

@@ -436,8 +436,16 @@ void Engine::configureOptimizer(double momentum, bool nesterov, double weightDec
   optimizer_ = std::make_unique<torch::optim::SGD>(trainable_, opts);
 }
 
-TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr) {
+TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr, double momentum) {
   if (!optimizer_) throw std::logic_error("configureOptimizer must be called before trainStep");
+  if (momentum >= 0) {
+    if (momentum >= 1) throw std::invalid_argument("momentum must be in [0, 1), got " + std::to_string(momentum));
+    for (auto& g : optimizer_->param_groups()) {
+      auto& o = static_cast<torch::optim::SGDOptions&>(g.options());
+      if (o.nesterov() && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
+      o.momentum(momentum);
+    }
+  }
   if (outputValues_.empty()) throw std::invalid_argument("model has no outputs");
   applyEngineThreads();
   auto profile = maybeProfile();

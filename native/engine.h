@@ -83,7 +83,8 @@ class Engine {
 
   void configureOptimizer(double momentum, bool nesterov, double weightDecay);
   // Train mode (BN batch stats, running stats updated), cross-entropy on outputs[0], one SGD step.
-  TrainResult trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr);
+  // `momentum` >= 0 replaces the optimizer's momentum from this step on (one-cycle schedules); < 0 keeps it
+  TrainResult trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr, double momentum = -1);
 
   std::vector<std::string> tensorNames() const;
   // Contiguous copy in standard layout.

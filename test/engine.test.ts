@@ -399,6 +399,31 @@ test('train step: loss and BN statistics match the reference, loss falls, forwar
   tm.dispose();
 });
 
+test('trainStep momentum replaces the optimizer momentum from that step on', async () => {
+  const m = plainNet(3);
+  const x = randTensor(rng(31), [8, 3, 8, 8]);
+  const labels = Int32Array.from({ length: 8 }, (_, i) => i % 5);
+  const run = async (configured: number, passed: (number | undefined)[]) => {
+    const tm = TorchModel.create(m);
+    tm.configureOptimizer({ momentum: configured, nesterov: true, weightDecay: 5e-4 });
+    for (const mo of passed) await tm.trainStep(x.data, x.shape, labels, 0.05, mo);
+    const w = tm.readTensors()['conv1.weight'];
+    tm.dispose();
+    return w;
+  };
+  const fixed = await run(0.5, [undefined, undefined, undefined]);
+  // configured 0.9 but 0.5 passed on every step = configured 0.5; passed once, it stays in force
+  assert.deepEqual(await run(0.9, [0.5, 0.5, 0.5]), fixed);
+  assert.deepEqual(await run(0.9, [0.5, undefined, undefined]), fixed);
+  assert.notDeepEqual(await run(0.9, [undefined, undefined, undefined]), fixed);
+  assert.notDeepEqual(await run(0.9, [0.5, 0.9, 0.5]), fixed);
+  const tm = TorchModel.create(m);
+  tm.configureOptimizer({ momentum: 0.9, nesterov: true, weightDecay: 0 });
+  await assert.rejects(tm.trainStep(x.data, x.shape, labels, 0.05, 1), /momentum must be in \[0, 1\), got 1/);
+  await assert.rejects(tm.trainStep(x.data, x.shape, labels, 0.05, 0), /nesterov needs momentum > 0/);
+  tm.dispose();
+});
+
 test('concurrent calls are serialised; sync calls during a pending call are refused', async () => {
   const m = plainNet();
   const tm = TorchModel.create(m);

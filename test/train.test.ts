@@ -4,7 +4,7 @@ import { classBalancedSample, type ImageDataset } from '../src/data/dataset.js';
 import { augmentBatch, padFillForBlack } from '../src/train/augment.js';
 import type { TrainableEngine } from '../src/train/engine.js';
 import { evaluate } from '../src/train/evaluate.js';
-import { cosine, oneCycle } from '../src/train/schedule.js';
+import { cosine, oneCycle, oneCycleMomentum } from '../src/train/schedule.js';
 import { smallCnn } from '../src/train/smallcnn.js';
 import { train } from '../src/train/train.js';
 import { Rng } from '../src/util/rng.js';
@@ -34,6 +34,21 @@ test('oneCycle matches PyTorch OneCycleLR (cos anneal, two phases)', () => {
   close(oneCycle(4, 10, 1, 0.5, 10, 100), 1);
   close(oneCycle(9, 10, 1, 0.5, 10, 100), 0.001);
   assert.throws(() => oneCycle(100, total, max), /outside \[0, 100\)/);
+});
+
+test('oneCycleMomentum mirrors the one-cycle learning rate between 0.95 and 0.85 (PyTorch cycle_momentum)', () => {
+  const total = 100, max = 0.1, initial = max / 25, min = initial / 1e4;
+  close(oneCycleMomentum(0, total), 0.95);
+  close(oneCycleMomentum(29, total), 0.85); // at the learning-rate peak
+  close(oneCycleMomentum(99, total), 0.95);
+  // both are cosine anneals over the same fraction of their phase, so momentum is an affine image of lr
+  for (let s = 0; s < total; s++) {
+    const lr = oneCycle(s, total, max);
+    const expected = s <= 29 ? 0.95 - (0.1 * (lr - initial)) / (max - initial) : 0.85 + (0.1 * (max - lr)) / (max - min);
+    close(oneCycleMomentum(s, total), expected);
+  }
+  close(oneCycleMomentum(4, 10, 0.8, 0.9, 0.5), 0.8);
+  assert.throws(() => oneCycleMomentum(-1, total), /outside \[0, 100\)/);
 });
 
 test('cosine schedule: start, middle, warm-up', () => {
@@ -117,15 +132,15 @@ test('train + evaluate drive the engine in order and aggregate its results (fake
     classes: 3,
     name: 'fake',
   };
-  const seen: { labels: number[]; lr: number; shape: number[] }[] = [];
+  const seen: { labels: number[]; lr: number; momentum?: number; shape: number[] }[] = [];
   let cfg: unknown;
   const engine: TrainableEngine = {
     configureOptimizer(c) {
       cfg = c;
     },
-    async trainStep(x, shape, labels, lr) {
+    async trainStep(x, shape, labels, lr, momentum) {
       assert.equal(x.length, shape.reduce((a, b) => a * b, 1));
-      seen.push({ labels: Array.from(labels), lr, shape });
+      seen.push({ labels: Array.from(labels), lr, momentum, shape });
       return { loss: 2, correct: 1 };
     },
     async forward(x, shape) {
@@ -145,6 +160,16 @@ test('train + evaluate drive the engine in order and aggregate its results (fake
   assert.equal(seen.length, 6);
   assert.ok(seen.every((s) => s.shape[0] === 3));
   assert.deepEqual(seen.map((s) => s.lr), Array.from({ length: 6 }, (_, k) => oneCycle(k, 6, 0.1)));
+  // one-cycle cycles momentum by default (as PyTorch does); off, or another schedule, keeps the configured one
+  assert.deepEqual(seen.map((s) => s.momentum), Array.from({ length: 6 }, (_, k) => oneCycleMomentum(k, 6)));
+  for (const [schedule, cycleMomentum] of [['onecycle', false], ['cosine', true]] as const) {
+    const ms: (number | undefined)[] = [];
+    await train({ ...engine, async trainStep(_x, _s, _l, _lr, m) { ms.push(m); return { loss: 1, correct: 0 }; } }, ds, {
+      epochs: 1, batch: 3, lr: 0.1, schedule, cycleMomentum, momentum: 0.9, nesterov: true, weightDecay: 0,
+      augment: false, seed: 1, mean: MEAN, std: STD,
+    });
+    assert.deepEqual(ms, [0.9, 0.9, 0.9], `${schedule} cycleMomentum=${cycleMomentum}`);
+  }
   assert.equal(stats.length, 2);
   assert.equal(stats[0].images, 9);
   close(stats[0].loss, 2);

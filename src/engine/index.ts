@@ -26,7 +26,13 @@ export interface AddonModelSpec {
 export interface AddonModel {
   /** resolves to one tensor per name in `want`, in order; tensors own their memory */
   forward(x: Float32Array, shape: number[], want: string[]): Promise<Tensor[]>;
-  trainStep(x: Float32Array, shape: number[], labels: Int32Array, lr: number): Promise<{ loss: number; correct: number }>;
+  trainStep(
+    x: Float32Array,
+    shape: number[],
+    labels: Int32Array,
+    lr: number,
+    momentum?: number,
+  ): Promise<{ loss: number; correct: number }>;
   configureOptimizer(momentum: number, nesterov: boolean, weightDecay: number): void;
   /** copies; all tensors when names is omitted */
   readTensors(names?: string[]): Record<string, Tensor>;
@@ -338,13 +344,22 @@ export class TorchModel {
     this.optimizerReady = true;
   }
 
-  async trainStep(x: Float32Array, shape: number[], labels: Int32Array, lr: number): Promise<{ loss: number; correct: number }> {
+  /** One SGD step; `momentum`, when given, replaces the optimizer's momentum from this step on. */
+  async trainStep(
+    x: Float32Array,
+    shape: number[],
+    labels: Int32Array,
+    lr: number,
+    momentum?: number,
+  ): Promise<{ loss: number; correct: number }> {
     const native = this.use('trainStep');
     if (!this.optimizerReady) throw new Error('TorchModel.trainStep: call configureOptimizer first');
     this.checkInput(x, shape);
     if (!(labels instanceof Int32Array) || labels.length !== shape[0])
       throw new UserError(`trainStep: need ${shape[0]} labels as an Int32Array, got ${labels?.length}`);
     if (!Number.isFinite(lr) || lr < 0) throw new UserError(`trainStep: learning rate must be >= 0, got ${lr}`);
+    if (momentum !== undefined && !(momentum >= 0 && momentum < 1))
+      throw new UserError(`trainStep: momentum must be in [0, 1), got ${momentum}`);
     const head = this.model.nodes.find((n) => n.outputs[0] === this.model.outputs[0]);
     if (head?.op === 'Linear') {
       const k = head.attrs.outFeatures;
@@ -352,7 +367,9 @@ export class TorchModel {
       if (bad >= 0) throw new UserError(`trainStep: label ${labels[bad]} at index ${bad} is outside [0, ${k})`);
     }
     const lab = this.pending > 0 ? labels.slice() : labels;
-    return this.enqueue(x, (input) => native.trainStep(input, shape, lab, lr));
+    return this.enqueue(x, (input) =>
+      momentum === undefined ? native.trainStep(input, shape, lab, lr) : native.trainStep(input, shape, lab, lr, momentum),
+    );
   }
 
   readTensors(): Record<string, Tensor> {

@@ -19,6 +19,15 @@ export interface OptimizerConfig {
 
 export interface TrainableEngine extends ForwardEngine {
   configureOptimizer(cfg: OptimizerConfig): void;
-  /** one SGD step on a batch in training mode; loss is the batch-mean cross-entropy, correct the top-1 hits */
-  trainStep(x: Float32Array, shape: number[], labels: Int32Array, lr: number): Promise<{ loss: number; correct: number }>;
+  /**
+   * One SGD step on a batch in training mode; loss is the batch-mean cross-entropy, correct the
+   * top-1 hits. `momentum`, when given, replaces the optimizer's momentum from this step on.
+   */
+  trainStep(
+    x: Float32Array,
+    shape: number[],
+    labels: Int32Array,
+    lr: number,
+    momentum?: number,
+  ): Promise<{ loss: number; correct: number }>;
 }

@@ -14,10 +14,9 @@ export function cosine(step: number, total: number, base: number, warmup = 0): n
 }
 
 /**
- * PyTorch's OneCycleLR (two phases, cosine annealing, three_phase = False), learning rate only:
+ * PyTorch's OneCycleLR (two phases, cosine annealing, three_phase = False), learning rate:
  * starts at max/divFactor, rises to max at step pctStart*total - 1, then falls to
- * max/(divFactor*finalDivFactor) at step total - 1. (OneCycleLR also cycles momentum 0.85-0.95;
- * the engine's optimizer keeps a fixed momentum, so that part is not reproduced.)
+ * max/(divFactor*finalDivFactor) at step total - 1. Its momentum is `oneCycleMomentum`.
  */
 export function oneCycle(
   step: number,
@@ -37,6 +36,19 @@ export function oneCycle(
   // (end1 = 0 happens when pctStart * total = 1: the peak is step 0; PyTorch divides by zero there)
   if (step <= end1) return end1 > 0 ? annealCos(initial, max, step / end1) : max;
   return annealCos(max, min, (step - end1) / (end2 - end1));
+}
+
+/**
+ * OneCycleLR's momentum (cycle_momentum = True): the mirror image of its learning rate, from
+ * `maxMomentum` down to `baseMomentum` at the learning-rate peak and back to `maxMomentum`.
+ */
+export function oneCycleMomentum(step: number, total: number, baseMomentum = 0.85, maxMomentum = 0.95, pctStart = 0.3): number {
+  checkStep('oneCycleMomentum', step, total);
+  if (!(pctStart > 0 && pctStart < 1)) throw new Error(`oneCycleMomentum: pctStart must be in (0, 1), got ${pctStart}`);
+  const end1 = pctStart * total - 1;
+  const end2 = total - 1;
+  if (step <= end1) return end1 > 0 ? annealCos(maxMomentum, baseMomentum, step / end1) : baseMomentum;
+  return annealCos(baseMomentum, maxMomentum, (step - end1) / (end2 - end1));
 }
 
 function annealCos(start: number, end: number, pct: number): number {
@@ -62,4 +74,9 @@ export function scheduleLr(name: ScheduleName, step: number, total: number, lr: 
     default:
       throw new Error(`unknown schedule ${JSON.stringify(name)} (cosine, onecycle or constant)`);
   }
+}
+
+/** The momentum of `step`: OneCycleLR's cycle for 'onecycle' when `cycle` is on, else `momentum`. */
+export function scheduleMomentum(name: ScheduleName, step: number, total: number, momentum: number, cycle: boolean): number {
+  return name === 'onecycle' && cycle ? oneCycleMomentum(step, total) : momentum;
 }

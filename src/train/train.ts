@@ -4,7 +4,7 @@ import { progress } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
 import { augmentBatch, padFillForBlack } from './augment.js';
 import type { TrainableEngine } from './engine.js';
-import { scheduleLr, type ScheduleName } from './schedule.js';
+import { scheduleLr, scheduleMomentum, type ScheduleName } from './schedule.js';
 
 export interface TrainOptions {
   epochs: number;
@@ -12,7 +12,13 @@ export interface TrainOptions {
   /** base (cosine) or peak (one-cycle) learning rate */
   lr: number;
   schedule: ScheduleName;
+  /** SGD momentum; with schedule 'onecycle' and cycleMomentum on, replaced by OneCycleLR's cycle */
   momentum: number;
+  /**
+   * With schedule 'onecycle': momentum follows PyTorch OneCycleLR's cycle_momentum, 0.95 down to
+   * 0.85 at the learning-rate peak and back to 0.95. Default true, as in PyTorch.
+   */
+  cycleMomentum?: boolean;
   nesterov: boolean;
   weightDecay: number;
   /** random crop (pad 4) + horizontal flip */
@@ -38,6 +44,7 @@ export interface StepInfo {
   globalStep: number;
   totalSteps: number;
   lr: number;
+  momentum: number;
   loss: number;
   correct: number;
   batch: number;
@@ -76,6 +83,7 @@ function checkOpts(o: TrainOptions): void {
 export async function train(engine: TrainableEngine, ds: ImageDataset, opts: TrainOptions): Promise<EpochStats[]> {
   checkOpts(opts);
   if (ds.n < 2) throw new UserError(`train: ${ds.name} has ${ds.n} samples, need at least 2`);
+  const cycle = opts.cycleMomentum ?? true;
   engine.configureOptimizer({ momentum: opts.momentum, nesterov: opts.nesterov, weightDecay: opts.weightDecay });
   const B = Math.min(opts.batch, ds.n);
   const n = ds.n;
@@ -128,7 +136,8 @@ export async function train(engine: TrainableEngine, ds: ImageDataset, opts: Tra
         const k = epoch * stepsPerEpoch + step;
         const cur = next;
         lr = scheduleLr(opts.schedule, k, totalSteps, opts.lr);
-        const pending = engine.trainStep(cur.x, cur.shape, cur.labels, lr);
+        const momentum = scheduleMomentum(opts.schedule, k, totalSteps, opts.momentum, cycle);
+        const pending = engine.trainStep(cur.x, cur.shape, cur.labels, lr, momentum);
         if (k + 1 < totalSteps) next = prepare(k + 1);
         const r = await pending;
         if (!Number.isFinite(r.loss))
@@ -138,7 +147,7 @@ export async function train(engine: TrainableEngine, ds: ImageDataset, opts: Tra
         lossSum += r.loss * cur.b;
         correct += r.correct;
         images += cur.b;
-        opts.onStep?.({ epoch, step, globalStep: k, totalSteps, lr, loss: r.loss, correct: r.correct, batch: cur.b });
+        opts.onStep?.({ epoch, step, globalStep: k, totalSteps, lr, momentum, loss: r.loss, correct: r.correct, batch: cur.b });
         bar.tick(1, { loss: (lossSum / images).toFixed(3), acc: ((100 * correct) / images).toFixed(1) + '%' });
       }
     } finally {
