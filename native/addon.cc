@@ -209,6 +209,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     ms.winograd = !wg.IsBoolean() || wg.As<Napi::Boolean>().Value();
     Napi::Value sc = spec.Get("smallConv");
     ms.smallConv = !sc.IsBoolean() || sc.As<Napi::Boolean>().Value();
+    Napi::Value fs = spec.Get("fusedSgd");
+    ms.fusedSgd = !fs.IsBoolean() || fs.As<Napi::Boolean>().Value();
     try {
       engine_ = std::make_shared<Engine>(std::move(ms));
     } catch (const std::exception& e) {

@@ -431,20 +431,29 @@ std::vector<torch::Tensor> Engine::forward(const torch::Tensor& x, const std::ve
 void Engine::configureOptimizer(double momentum, bool nesterov, double weightDecay) {
   if (trainable_.empty()) throw std::invalid_argument("model has no trainable tensors");
   if (nesterov && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
+  sgd_.reset();
+  optimizer_.reset();
+  if (spec_.fusedSgd) {
+    sgd_ = std::make_unique<FusedSgd>(trainable_, momentum, nesterov, weightDecay);
+    return;
+  }
   torch::optim::SGDOptions opts(0.0);
   opts.momentum(momentum).nesterov(nesterov).weight_decay(weightDecay).dampening(0.0);
   optimizer_ = std::make_unique<torch::optim::SGD>(trainable_, opts);
 }
 
 TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr, double momentum) {
-  if (!optimizer_) throw std::logic_error("configureOptimizer must be called before trainStep");
+  if (!optimizer_ && !sgd_) throw std::logic_error("configureOptimizer must be called before trainStep");
   if (momentum >= 0) {
     if (momentum >= 1) throw std::invalid_argument("momentum must be in [0, 1), got " + std::to_string(momentum));
-    for (auto& g : optimizer_->param_groups()) {
+    if (sgd_ && sgd_->nesterov() && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
+    if (sgd_) sgd_->setMomentum(momentum);
+    if (optimizer_)
+      for (auto& g : optimizer_->param_groups()) {
       auto& o = static_cast<torch::optim::SGDOptions&>(g.options());
-      if (o.nesterov() && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
-      o.momentum(momentum);
-    }
+        if (o.nesterov() && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
+        o.momentum(momentum);
+      }
   }
   if (outputValues_.empty()) throw std::invalid_argument("model has no outputs");
   applyEngineThreads();
@@ -465,8 +474,12 @@ TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& label
   // Dropping the gradients lets backward write fresh ones instead of zero-fill + accumulate.
   for (auto& t : trainable_) t.mutable_grad() = torch::Tensor();
   loss.backward();
-  for (auto& g : optimizer_->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
-  optimizer_->step();
+  if (sgd_) {
+    sgd_->step(lr);
+  } else {
+    for (auto& g : optimizer_->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+    optimizer_->step();
+  }
   torch::NoGradGuard noGrad;
   int64_t correct = (logits.argmax(1) == target).sum().item<int64_t>();
   return {loss.item<double>(), correct};

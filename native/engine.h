@@ -3,6 +3,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "sgd.h"
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -51,6 +53,8 @@ struct ModelSpec {
   // convolutions over tiny images (H*W <= kernel area) as one GEMM with an expanded weight
   // (native/smallconv.h); same rounding caveat.
   bool smallConv = true;
+  // SGD updates in one pass per parameter (native/sgd.h); false: libtorch's torch::optim::SGD.
+  bool fusedSgd = true;
 };
 
 // The one place that decides where tensors live; CPU-only for now.
@@ -113,7 +117,8 @@ class Engine {
   std::vector<int> producer_;  // value -> producing step (-1 for the model input)
   std::map<std::string, torch::Tensor> tensors_;
   std::vector<torch::Tensor> trainable_;
-  std::unique_ptr<torch::optim::SGD> optimizer_;
+  std::unique_ptr<FusedSgd> sgd_;                 // spec_.fusedSgd
+  std::unique_ptr<torch::optim::SGD> optimizer_;  // otherwise
   // Blocked inference: per conv step, oneDNN-packed weights, plain and with the following
   // BatchNorm folded in; built on first use, dropped whenever weights or BN stats change.
   struct Packed {

@@ -424,6 +424,34 @@ test('trainStep momentum replaces the optimizer momentum from that step on', asy
   tm.dispose();
 });
 
+test('fused SGD updates match libtorch torch::optim::SGD (momentum, Nesterov, weight decay, momentum changes)', async () => {
+  const m = plainNet(3);
+  const x = randTensor(rng(32), [8, 3, 8, 8]);
+  const labels = Int32Array.from({ length: 8 }, (_, i) => (i * 3) % 5);
+  const cases: { cfg: { momentum: number; nesterov: boolean; weightDecay: number }; moms: (number | undefined)[]; channelsLast?: boolean }[] = [
+    { cfg: { momentum: 0.9, nesterov: true, weightDecay: 5e-4 }, moms: [undefined, undefined, 0.85, 0.95] },
+    { cfg: { momentum: 0.9, nesterov: false, weightDecay: 1e-3 }, moms: [undefined, undefined, undefined] },
+    // momentum 0 first (no buffer), then on: the buffer starts at the first step that uses it
+    { cfg: { momentum: 0, nesterov: false, weightDecay: 0 }, moms: [undefined, 0.9, 0.9, 0] },
+    { cfg: { momentum: 0.9, nesterov: true, weightDecay: 5e-4 }, moms: [undefined, undefined], channelsLast: true },
+  ];
+  for (const [ci, c] of cases.entries()) {
+    const weights = [];
+    for (const fusedSgd of [true, false]) {
+      const tm = TorchModel.create(m, { fusedSgd, channelsLast: c.channelsLast });
+      tm.configureOptimizer(c.cfg);
+      for (const mo of c.moms) await tm.trainStep(x.data, x.shape, labels, 0.1, mo);
+      weights.push(tm.readTensors());
+      tm.dispose();
+    }
+    const [fused, lib] = weights;
+    for (const name of Object.keys(lib!)) {
+      assertClose(fused![name]!, f64(lib![name]!), `case ${ci} ${name}`, 1e-5);
+    }
+    assert.notDeepEqual(fused!['conv1.weight'], m.tensors['conv1.weight'], `case ${ci}: weights moved`);
+  }
+});
+
 test('concurrent calls are serialised; sync calls during a pending call are refused', async () => {
   const m = plainNet();
   const tm = TorchModel.create(m);

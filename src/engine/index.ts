@@ -21,6 +21,8 @@ export interface AddonModelSpec {
   winograd?: boolean;
   /** convolutions over tiny images as one GEMM with an expanded weight (default true) */
   smallConv?: boolean;
+  /** SGD updates in one pass per parameter (default true); false: libtorch's torch::optim::SGD */
+  fusedSgd?: boolean;
 }
 
 export interface AddonModel {
@@ -119,6 +121,12 @@ export interface CreateOptions {
    * Default true; same rounding caveat. Both false: libtorch's own convolutions throughout.
    */
   smallConv?: boolean;
+  /**
+   * The optimizer's update runs as one pass over each parameter, its gradient and its momentum
+   * buffer (torch.optim.SGD's rule, dampening 0) instead of libtorch's four element-wise ops.
+   * Default true; false gives libtorch's torch::optim::SGD.
+   */
+  fusedSgd?: boolean;
 }
 
 const ARITY: Record<Node['op'], number> = {
@@ -257,6 +265,7 @@ export class TorchModel {
         blockedInference: opts.blockedInference ?? true,
         winograd: opts.winograd ?? true,
         smallConv: opts.smallConv ?? true,
+        fusedSgd: opts.fusedSgd ?? true,
       });
     } catch (e) {
       throw new UserError(`model '${model.name}': ${(e as Error).message}`, { cause: e });
