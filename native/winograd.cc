@@ -141,9 +141,9 @@ torch::Tensor inputTransform(const torch::Tensor& xIn, int slot) {
   float* vp = V.data_ptr<float>();
   at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> zero(W, 0.f), col(6 * Wp, 0.f);
-    for (int64_t nc = begin; nc < end; ++nc) {
-      const int64_t n = nc / C, c = nc % C;
-      const float* img = xp + nc * H * W;
+    for (int64_t cn = begin; cn < end; ++cn) {
+      const int64_t c = cn / N, n = cn % N;
+      const float* img = xp + (n * C + c) * H * W;
       for (int64_t ty = 0; ty < th; ++ty) {
         const float* r[6];
         for (int k = 0; k < 6; ++k) {
@@ -183,9 +183,9 @@ torch::Tensor gradTransform(const torch::Tensor& gIn) {
   float* mp = M.data_ptr<float>();
   at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> col(6 * W);
-    for (int64_t nc = begin; nc < end; ++nc) {
-      const int64_t n = nc / C, c = nc % C;
-      const float* img = gp + nc * H * W;
+    for (int64_t cn = begin; cn < end; ++cn) {
+      const int64_t c = cn / N, n = cn % N;
+      const float* img = gp + (n * C + c) * H * W;
       for (int64_t ty = 0; ty < th; ++ty) {
         const float* r0 = img + 4 * ty * W;
         for (int64_t j = 0; j < W; ++j) {
@@ -322,10 +322,10 @@ torch::Tensor forwardFromTiles(const torch::Tensor& V, const torch::Tensor& U, c
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, N * Co, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t nc = begin; nc < end; ++nc) {
-      const int64_t n = nc / Co, co = nc % Co;
+    for (int64_t cn = begin; cn < end; ++cn) {
+      const int64_t co = cn / N, n = cn % N;
       const float b0 = bp ? bp[co] : 0.f;
-      float* out = yp + nc * H * W;
+      float* out = yp + (n * Co + co) * H * W;
       for (int64_t ty = 0; ty < th; ++ty) {
         const float* src = mp + co * T + (n * th + ty) * tw;
         for (int64_t tx = 0; tx < tw; ++tx) {
@@ -405,8 +405,8 @@ torch::Tensor inputGradFromTiles(const torch::Tensor& dM, const torch::Tensor& U
   at::parallel_for(0, N * Ci, 1, [&](int64_t begin, int64_t end) {
     // the plane with its padding border, and the 6 rows of one tile row after B along columns
     std::vector<float> pad(Hp * Wp), rows(6 * Wp);
-    for (int64_t nc = begin; nc < end; ++nc) {
-      const int64_t n = nc / Ci, c = nc % Ci;
+    for (int64_t cn = begin; cn < end; ++cn) {
+      const int64_t c = cn / N, n = cn % N;
       std::fill(pad.begin(), pad.end(), 0.f);
       for (int64_t ty = 0; ty < th; ++ty) {
         std::fill(rows.begin(), rows.end(), 0.f);
@@ -428,7 +428,7 @@ torch::Tensor inputGradFromTiles(const torch::Tensor& dM, const torch::Tensor& U
           for (int k = 0; k < 6; ++k) dst[k * Wp + j] += o[k];
         }
       }
-      float* out = gp + nc * H * W;
+      float* out = gp + (n * Ci + c) * H * W;
       for (int64_t y = 0; y < H; ++y) std::copy_n(pad.data() + (y + 1) * Wp + 1, W, out + y * W);
     }
   });
