@@ -344,7 +344,8 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
                                             n.groups);
             }
           } else if (algo == ConvAlgo::Winograd) {
-            y = winograd::conv3x3(x, st.w, st.b);
+            if (uStore_.size() != steps_.size()) uStore_.assign(steps_.size(), torch::Tensor());
+            y = winograd::conv3x3(x, st.w, st.b, training ? &uStore_[si] : nullptr);
           } else if (algo == ConvAlgo::Small) {
             auto wx = smallconv::expandWeight(st.w, x.size(2), x.size(3), n.stride, n.padding, n.dilation);
             auto [OH, OW] = outHW();

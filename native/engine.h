@@ -131,6 +131,7 @@ class Engine {
   const Packed& packed(size_t si, bool folded, ConvAlgo algo, const torch::Tensor& x);
   bool blocked_ = false;
   std::vector<Packed> packed_;
+  std::vector<torch::Tensor> uStore_;  // per Winograd conv step: its transformed weight in training
   std::vector<int> foldInto_;  // per step: the BatchNorm step that alone consumes this conv's output, or -1
 };
 

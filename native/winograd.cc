@@ -450,17 +450,30 @@ torch::Tensor scratchWeight(const torch::Tensor& w) {
 
 struct Conv3x3Fn : public torch::autograd::Function<Conv3x3Fn> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
-                               const torch::Tensor& b) {
+                               const torch::Tensor& b, torch::Tensor* uStore) {
     checkInput(x, "input");
     Lease lease;
+    torch::Tensor U;
+    if (uStore) {
+      auto& u = *uStore;
+      if (!u.defined() || u.size(1) != w.size(0) || u.size(2) != w.size(1)) {
+        c10::InferenceMode normal(false);  // written in place on later calls
+        u = torch::empty({kXi, w.size(0), w.size(1)}, w.options().dtype(torch::kFloat));
+      }
+      transformWeightInto(w, u);
+      // kept as plain data, not a saved variable: the next call rewrites it after this graph is gone
+      ctx->saved_data["U"] = u;
+      U = u;
+    } else {
+      U = scratchWeight(w);
+    }
     // the transformed input tiles are kept for the weight gradient (2.25x the input's size) instead of
     // transforming x again in backward
     const bool keepTiles = w.requires_grad();
     auto V = inputTransform(x, keepTiles ? -1 : 0);
     ctx->save_for_backward({keepTiles ? V : torch::Tensor(), w});
     ctx->saved_data["bias"] = b.numel() > 0;
-    return forwardFromTiles(V, scratchWeight(w), b.numel() > 0 ? b : torch::Tensor(), x.size(0), x.size(2),
-                            x.size(3));
+    return forwardFromTiles(V, U, b.numel() > 0 ? b : torch::Tensor(), x.size(0), x.size(2), x.size(3));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     Lease lease;
@@ -474,16 +487,19 @@ struct Conv3x3Fn : public torch::autograd::Function<Conv3x3Fn> {
     // both gradients start from the output gradient's tiles dM = A gy A^T
     auto dM = needX || needW ? gradTransform(gy) : torch::Tensor();
     if (needW) gw = weightGradFromTiles(V, dM);
-    if (needX) gx = inputGradFromTiles(dM, scratchWeight(w), gy.size(0), gy.size(2), gy.size(3));
+    if (needX) {
+      auto U = ctx->saved_data.count("U") ? ctx->saved_data["U"].toTensor() : scratchWeight(w);
+      gx = inputGradFromTiles(dM, U, gy.size(0), gy.size(2), gy.size(3));
+    }
     if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) gb = gy.sum({0, 2, 3});
-    return {gx, gw, gb};
+    return {gx, gw, gb, torch::Tensor()};
   }
 };
 }  // namespace
 
-torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, torch::Tensor* uStore) {
   // apply() takes no undefined tensors: an empty one stands for "no bias"
-  return Conv3x3Fn::apply(x, w, b.defined() ? b : torch::empty({0}, w.options()));
+  return Conv3x3Fn::apply(x, w, b.defined() ? b : torch::empty({0}, w.options()), uStore);
 }
 
 }  // namespace cmi::winograd

@@ -23,6 +23,9 @@ torch::Tensor transformWeight(const torch::Tensor& w);
 torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& bias);
 
 // Autograd-aware conv2d(x, w, b, stride 1, padding 1): forward, input and weight gradients.
-torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+// `uStore`, when given, is a buffer the caller keeps for this layer across calls: the transformed
+// weight goes there and is reused by backward (a fresh buffer per call costs page faults).
+torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                      torch::Tensor* uStore = nullptr);
 
 }  // namespace cmi::winograd
