@@ -217,6 +217,7 @@ Engine::Engine(ModelSpec spec) : spec_(std::move(spec)) {
       if (st.spec->op == Op::Conv2d) st.w.set_data(st.w.contiguous(torch::MemoryFormat::ChannelsLast));
   }
   blocked_ = spec_.blockedInference && at::hasMKLDNN() && engineDevice().is_cpu();
+  uStore_.assign(steps_.size(), torch::Tensor());
   foldInto_.assign(steps_.size(), -1);
   std::vector<int> consumers(producer_.size(), 0), lastConsumer(producer_.size(), -1);
   for (size_t si = 0; si < steps_.size(); ++si)
@@ -344,7 +345,6 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
                                             n.groups);
             }
           } else if (algo == ConvAlgo::Winograd) {
-            if (uStore_.size() != steps_.size()) uStore_.assign(steps_.size(), torch::Tensor());
             y = winograd::conv3x3(x, st.w, st.b, training ? &uStore_[si] : nullptr);
           } else if (algo == ConvAlgo::Small) {
             auto wx = smallconv::expandWeight(st.w, x.size(2), x.size(3), n.stride, n.padding, n.dilation);
@@ -434,6 +434,7 @@ void Engine::configureOptimizer(double momentum, bool nesterov, double weightDec
   if (nesterov && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
   sgd_.reset();
   optimizer_.reset();
+  nesterov_ = nesterov;
   if (spec_.fusedSgd) {
     sgd_ = std::make_unique<FusedSgd>(trainable_, momentum, nesterov, weightDecay);
     return;
@@ -447,14 +448,11 @@ TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& label
   if (!optimizer_ && !sgd_) throw std::logic_error("configureOptimizer must be called before trainStep");
   if (momentum >= 0) {
     if (momentum >= 1) throw std::invalid_argument("momentum must be in [0, 1), got " + std::to_string(momentum));
-    if (sgd_ && sgd_->nesterov() && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
-    if (sgd_) sgd_->setMomentum(momentum);
-    if (optimizer_)
-      for (auto& g : optimizer_->param_groups()) {
-      auto& o = static_cast<torch::optim::SGDOptions&>(g.options());
-        if (o.nesterov() && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
-        o.momentum(momentum);
-      }
+    if (nesterov_ && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
+    if (sgd_)
+      sgd_->setMomentum(momentum);
+    else
+      for (auto& g : optimizer_->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).momentum(momentum);
   }
   if (outputValues_.empty()) throw std::invalid_argument("model has no outputs");
   applyEngineThreads();

@@ -119,6 +119,7 @@ class Engine {
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<FusedSgd> sgd_;                 // spec_.fusedSgd
   std::unique_ptr<torch::optim::SGD> optimizer_;  // otherwise
+  bool nesterov_ = false;
   // Blocked inference: per conv step, oneDNN-packed weights, plain and with the following
   // BatchNorm folded in; built on first use, dropped whenever weights or BN stats change.
   struct Packed {

@@ -14,7 +14,6 @@ class FusedSgd {
   // Replaces the momentum from the next step on; a parameter's buffer starts, as in PyTorch, at its
   // first step with momentum != 0.
   void setMomentum(double momentum);
-  bool nesterov() const { return nesterov_; }
   // Parameters without a gradient are skipped, as in torch.optim.SGD.
   void step(double lr);
 
