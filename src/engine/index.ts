@@ -376,9 +376,7 @@ export class TorchModel {
       if (bad >= 0) throw new UserError(`trainStep: label ${labels[bad]} at index ${bad} is outside [0, ${k})`);
     }
     const lab = this.pending > 0 ? labels.slice() : labels;
-    return this.enqueue(x, (input) =>
-      momentum === undefined ? native.trainStep(input, shape, lab, lr) : native.trainStep(input, shape, lab, lr, momentum),
-    );
+    return this.enqueue(x, (input) => native.trainStep(input, shape, lab, lr, momentum));
   }
 
   readTensors(): Record<string, Tensor> {

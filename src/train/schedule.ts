@@ -26,16 +26,10 @@ export function oneCycle(
   divFactor = 25,
   finalDivFactor = 1e4,
 ): number {
-  checkStep('oneCycle', step, total);
-  if (!(pctStart > 0 && pctStart < 1)) throw new Error(`oneCycle: pctStart must be in (0, 1), got ${pctStart}`);
+  const { rising, pct } = oneCyclePhase('oneCycle', step, total, pctStart);
   const initial = max / divFactor;
   const min = initial / finalDivFactor;
-  // same arithmetic as torch.optim.lr_scheduler.OneCycleLR.get_lr
-  const end1 = pctStart * total - 1;
-  const end2 = total - 1;
-  // (end1 = 0 happens when pctStart * total = 1: the peak is step 0; PyTorch divides by zero there)
-  if (step <= end1) return end1 > 0 ? annealCos(initial, max, step / end1) : max;
-  return annealCos(max, min, (step - end1) / (end2 - end1));
+  return rising ? annealCos(initial, max, pct) : annealCos(max, min, pct);
 }
 
 /**
@@ -43,12 +37,19 @@ export function oneCycle(
  * `maxMomentum` down to `baseMomentum` at the learning-rate peak and back to `maxMomentum`.
  */
 export function oneCycleMomentum(step: number, total: number, baseMomentum = 0.85, maxMomentum = 0.95, pctStart = 0.3): number {
-  checkStep('oneCycleMomentum', step, total);
-  if (!(pctStart > 0 && pctStart < 1)) throw new Error(`oneCycleMomentum: pctStart must be in (0, 1), got ${pctStart}`);
+  const { rising, pct } = oneCyclePhase('oneCycleMomentum', step, total, pctStart);
+  return rising ? annealCos(maxMomentum, baseMomentum, pct) : annealCos(baseMomentum, maxMomentum, pct);
+}
+
+/** Where `step` is in OneCycleLR's two phases (same arithmetic as its get_lr): rising or falling, and how far. */
+function oneCyclePhase(name: string, step: number, total: number, pctStart: number): { rising: boolean; pct: number } {
+  checkStep(name, step, total);
+  if (!(pctStart > 0 && pctStart < 1)) throw new Error(`${name}: pctStart must be in (0, 1), got ${pctStart}`);
   const end1 = pctStart * total - 1;
   const end2 = total - 1;
-  if (step <= end1) return end1 > 0 ? annealCos(maxMomentum, baseMomentum, step / end1) : baseMomentum;
-  return annealCos(baseMomentum, maxMomentum, (step - end1) / (end2 - end1));
+  // (end1 = 0 happens when pctStart * total = 1: the peak is step 0; PyTorch divides by zero there)
+  if (step <= end1) return { rising: true, pct: end1 > 0 ? step / end1 : 1 };
+  return { rising: false, pct: (step - end1) / (end2 - end1) };
 }
 
 function annealCos(start: number, end: number, pct: number): number {
