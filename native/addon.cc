@@ -211,6 +211,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     ms.smallConv = !sc.IsBoolean() || sc.As<Napi::Boolean>().Value();
     Napi::Value fs = spec.Get("fusedSgd");
     ms.fusedSgd = !fs.IsBoolean() || fs.As<Napi::Boolean>().Value();
+    Napi::Value fbr = spec.Get("fuseBnRelu");
+    ms.fuseBnRelu = !fbr.IsBoolean() || fbr.As<Napi::Boolean>().Value();
     try {
       engine_ = std::make_shared<Engine>(std::move(ms));
     } catch (const std::exception& e) {

@@ -1,5 +1,6 @@
 #include "engine.h"
 #include "smallconv.h"
+#include "bnrelu.h"
 #include "winograd.h"
 
 #include <ATen/Parallel.h>
@@ -219,6 +220,7 @@ Engine::Engine(ModelSpec spec) : spec_(std::move(spec)) {
   blocked_ = spec_.blockedInference && at::hasMKLDNN() && engineDevice().is_cpu();
   uStore_.assign(steps_.size(), torch::Tensor());
   foldInto_.assign(steps_.size(), -1);
+  reluAfter_.assign(steps_.size(), -1);
   std::vector<int> consumers(producer_.size(), 0), lastConsumer(producer_.size(), -1);
   for (size_t si = 0; si < steps_.size(); ++si)
     for (int v : steps_[si].in) consumers[v]++, lastConsumer[v] = static_cast<int>(si);
@@ -228,6 +230,8 @@ Engine::Engine(ModelSpec spec) : spec_(std::move(spec)) {
     if (steps_[si].spec->op == Op::Conv2d && consumers[v] == 1 && !isOutput &&
         steps_[c].spec->op == Op::BatchNorm)
       foldInto_[si] = c;
+    if (steps_[si].spec->op == Op::BatchNorm && consumers[v] == 1 && !isOutput && steps_[c].spec->op == Op::Relu)
+      reluAfter_[si] = c;
   }
   for (auto& name : trainableNames) {
     auto& t = tensors_[name];
@@ -301,6 +305,13 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
     for (size_t si = 0; si < steps_.size(); ++si)
       if (foldInto_[si] >= 0 && !wanted[steps_[si].out]) folded[foldInto_[si]] = true;
 
+  // Training: a BatchNorm whose only consumer is a ReLU runs as one op (native/bnrelu.h) and the
+  // ReLU passes its input on; never when the BN output itself is wanted.
+  std::vector<bool> reluDone(steps_.size(), false);
+  if (training && spec_.fuseBnRelu)
+    for (size_t si = 0; si < steps_.size(); ++si)
+      if (reluAfter_[si] >= 0 && !wanted[steps_[si].out]) reluDone[reluAfter_[si]] = true;
+
   std::vector<torch::Tensor> vals(nv);
   vals[inputValue_] = blocked ? xIn.to(engineDevice()) : toLayout(xIn.to(engineDevice()));
   for (size_t si = 0; si < steps_.size(); ++si) {
@@ -356,9 +367,20 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
           break;
         }
         case Op::BatchNorm:
-          y = folded[si] ? x : torch::batch_norm(x, st.w, st.b, st.mean, st.var, training, n.momentum, n.eps, false);
+          if (folded[si])
+            y = x;
+          else if (reluAfter_[si] >= 0 && reluDone[reluAfter_[si]] && bnrelu::supported(x, st.w, st.b))
+            y = bnrelu::train(x, st.w, st.b, st.mean, st.var, n.momentum, n.eps);
+          else {
+            if (reluAfter_[si] >= 0) reluDone[reluAfter_[si]] = false;
+            y = torch::batch_norm(x, st.w, st.b, st.mean, st.var, training, n.momentum, n.eps, false);
+          }
           break;
         case Op::Relu: {
+          if (reluDone[si]) {
+            y = x;
+            break;
+          }
           // In place only when nothing else sees the input: a single consumer, not returned, not
           // the caller's input, not a view (Flatten) and not a Relu output (its backward needs it).
           int v = st.in[0], p = producer_[v];

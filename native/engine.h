@@ -55,6 +55,8 @@ struct ModelSpec {
   bool smallConv = true;
   // SGD updates in one pass per parameter (native/sgd.h); false: libtorch's torch::optim::SGD.
   bool fusedSgd = true;
+  // Training: BatchNorm followed by ReLU as one op (native/bnrelu.h); false: libtorch's two.
+  bool fuseBnRelu = true;
 };
 
 // The one place that decides where tensors live; CPU-only for now.
@@ -133,7 +135,8 @@ class Engine {
   bool blocked_ = false;
   std::vector<Packed> packed_;
   std::vector<torch::Tensor> uStore_;  // per Winograd conv step: its transformed weight in training
-  std::vector<int> foldInto_;  // per step: the BatchNorm step that alone consumes this conv's output, or -1
+  std::vector<int> foldInto_;
+  std::vector<int> reluAfter_;  // per step: the ReLU step that alone consumes this BatchNorm's output, or -1  // per step: the BatchNorm step that alone consumes this conv's output, or -1
 };
 
 }  // namespace cmi

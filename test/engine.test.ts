@@ -575,3 +575,56 @@ test('Winograd and tiny-image convolutions: forward (folded, blocked, plain) mat
     assert.ok(worst <= 1e-3 * scale, `${k}: fast vs direct gradient differ by ${worst} (scale ${scale})`);
   }
 });
+
+test('fused BatchNorm+ReLU training matches libtorch batch_norm + relu (BN2d, BN1d, large offsets, shared outputs)', async () => {
+  // fused: BN nodes that take the fused path; still: conv/linear biases right before a BN (no gradient)
+  const cases: { model: Model; shape: number[]; fused: string[]; still: string[] }[] = [];
+  // residualNet fuses stem_bn, b1_bn (2-d) and bn1d (1-d); here a BN output with a second consumer
+  // (relu and the residual add) must run unfused, and a conv bias of ~40 puts the batch mean far
+  // above the spread (the variance must not cancel)
+  const b = new Builder(rng(7));
+  const c1 = b.conv('c1', 'input', 3, 6, 3, { pad: 1 });
+  b.tensors['c1.bias']!.data.forEach((_, i, a) => (a[i] = 40 + i));
+  const r1 = b.simple('Relu', 'r1', b.bn('bn1', c1, 6));
+  const bn2 = b.bn('bn2', b.conv('c2', r1, 6, 6, 3, { pad: 1 }), 6);
+  const sum = b.add('sum', b.simple('Relu', 'r2', bn2), bn2);
+  let y = b.flatten('flat', b.simple('GlobalAvgPool', 'gap', sum));
+  y = b.linear('fc', y, 6, 4);
+  cases.push({ model: b.model('shared', [3, 6, 6], y), shape: [6, 3, 6, 6], fused: ['bn1'], still: ['c1.bias', 'c2.bias'] });
+  cases.push({ model: residualNet(4), shape: [6, 3, 9, 9], fused: ['stem_bn', 'b1_bn', 'bn1d'], still: ['b1_conv.bias', 'fc1.bias'] });
+  for (const c of cases) {
+    const x = randTensor(rng(60), c.shape);
+    const labels = Int32Array.from({ length: c.shape[0]! }, (_, i) => i % 3);
+    const runs: Record<string, Float32Array>[] = [];
+    const losses: number[][] = [];
+    for (const fuseBnRelu of [true, false]) {
+      const tm = TorchModel.create(c.model, { fuseBnRelu });
+      tm.configureOptimizer({ momentum: 0.9, nesterov: false, weightDecay: 0 });
+      const l: number[] = [];
+      for (let i = 0; i < 3; i++) l.push((await tm.trainStep(x.data, x.shape, labels, 0.2)).loss);
+      losses.push(l);
+      const t = tm.readTensors();
+      runs.push(Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.data])));
+      tm.dispose();
+    }
+    const [fused, lib] = runs as [Record<string, Float32Array>, Record<string, Float32Array>];
+    for (let i = 0; i < 3; i++) assert.ok(Math.abs(losses[0]![i]! - losses[1]![i]!) < 1e-4 * Math.max(1, losses[1]![i]!), `${c.model.name} loss ${losses[0]} vs ${losses[1]}`);
+    // after three steps every tensor (weights, BN affine params, running stats) agrees; the
+    // change of each from its start is compared, relative to the largest change
+    for (const k of Object.keys(lib)) {
+      const start = c.model.tensors[k]!.data;
+      const dl = lib[k]!.map((v, i) => v - start[i]!), df = fused[k]!.map((v, i) => v - start[i]!);
+      const scale = Math.max(...dl.map(Math.abs));
+      if (c.still.includes(k)) {
+        assert.ok(df.every((v) => Math.abs(v) < 1e-6), `${c.model.name} ${k}: gets no gradient`);
+        continue;
+      }
+      assert.ok(scale > 1e-5, `${c.model.name} ${k}: moved`);
+      let worst = 0;
+      for (let i = 0; i < dl.length; i++) worst = Math.max(worst, Math.abs(df[i]! - dl[i]!));
+      assert.ok(worst <= 2e-3 * scale, `${c.model.name} ${k}: fused vs libtorch change differ by ${worst} (scale ${scale})`);
+    }
+    // the fused op really ran: same values up to rounding, not bit for bit
+    assert.ok(c.fused.some((n) => fused[`${n}.weight`]!.some((v, i) => v !== lib[`${n}.weight`]![i])), `${c.model.name}: fused path ran`);
+  }
+});

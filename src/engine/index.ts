@@ -23,6 +23,8 @@ export interface AddonModelSpec {
   smallConv?: boolean;
   /** SGD updates in one pass per parameter (default true); false: libtorch's torch::optim::SGD */
   fusedSgd?: boolean;
+  /** training: BatchNorm followed by ReLU as one op (default true); false: libtorch's two */
+  fuseBnRelu?: boolean;
 }
 
 export interface AddonModel {
@@ -127,6 +129,12 @@ export interface CreateOptions {
    * Default true; false gives libtorch's torch::optim::SGD.
    */
   fusedSgd?: boolean;
+  /**
+   * In training, a BatchNorm whose output only feeds a ReLU runs with it as one op that finishes
+   * each channel while it is in cache (statistics, normalise, relu; backward likewise) instead of
+   * libtorch's five passes over the activation. Same results up to float rounding. Default true.
+   */
+  fuseBnRelu?: boolean;
 }
 
 const ARITY: Record<Node['op'], number> = {
@@ -266,6 +274,7 @@ export class TorchModel {
         winograd: opts.winograd ?? true,
         smallConv: opts.smallConv ?? true,
         fusedSgd: opts.fusedSgd ?? true,
+        fuseBnRelu: opts.fuseBnRelu ?? true,
       });
     } catch (e) {
       throw new UserError(`model '${model.name}': ${(e as Error).message}`, { cause: e });
