@@ -213,6 +213,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     ms.fusedSgd = !fs.IsBoolean() || fs.As<Napi::Boolean>().Value();
     Napi::Value fbr = spec.Get("fuseBnRelu");
     ms.fuseBnRelu = !fbr.IsBoolean() || fbr.As<Napi::Boolean>().Value();
+    Napi::Value fmp = spec.Get("fastMaxPool");
+    ms.fastMaxPool = !fmp.IsBoolean() || fmp.As<Napi::Boolean>().Value();
     try {
       engine_ = std::make_shared<Engine>(std::move(ms));
     } catch (const std::exception& e) {

@@ -1,6 +1,7 @@
 #include "engine.h"
 #include "smallconv.h"
 #include "bnrelu.h"
+#include "maxpool.h"
 #include "winograd.h"
 
 #include <ATen/Parallel.h>
@@ -390,7 +391,9 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
           break;
         }
         case Op::MaxPool:
-          y = torch::max_pool2d(x, n.kernel, n.stride, n.padding, {1, 1}, n.ceilMode);
+          y = spec_.fastMaxPool && maxpool::eligible(x, n.kernel, n.stride, n.padding, n.ceilMode)
+                  ? maxpool::forward(x, n.kernel[0], n.kernel[1])
+                  : torch::max_pool2d(x, n.kernel, n.stride, n.padding, {1, 1}, n.ceilMode);
           break;
         case Op::AvgPool:
           y = torch::avg_pool2d(x, n.kernel, n.stride, n.padding, n.ceilMode, n.countIncludePad);

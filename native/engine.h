@@ -57,6 +57,8 @@ struct ModelSpec {
   bool fusedSgd = true;
   // Training: BatchNorm followed by ReLU as one op (native/bnrelu.h); false: libtorch's two.
   bool fuseBnRelu = true;
+  // Non-overlapping max pooling on dense NCHW through native/maxpool.h; false: libtorch's kernel.
+  bool fastMaxPool = true;
 };
 
 // The one place that decides where tensors live; CPU-only for now.

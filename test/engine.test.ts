@@ -628,3 +628,38 @@ test('fused BatchNorm+ReLU training matches libtorch batch_norm + relu (BN2d, BN
     assert.ok(c.fused.some((n) => fused[`${n}.weight`]!.some((v, i) => v !== lib[`${n}.weight`]![i])), `${c.model.name}: fused path ran`);
   }
 });
+
+test('engine max pooling equals libtorch: values, taps, tie-breaking gradients, floor remainders, ceil mode', async () => {
+  // integer inputs and weights make exact ties inside pooling windows: which element of a tie gets
+  // the gradient then shows in the conv weights' gradients
+  const b = new Builder(rng(9));
+  let x = b.conv('c1', 'input', 3, 4, 3, { pad: 1, bias: false });
+  x = b.pool('MaxPool', 'p1', x, 2, 2, 0, true); // 8x8 -> 4x4, ceil mode with exact windows
+  x = b.simple('Relu', 'r1', b.bn('bn', b.conv('c2', x, 4, 5, 3, { pad: 1 }), 5));
+  x = b.pool('MaxPool', 'p2', x, 3, 3); // 4x4 -> 1x1, the last row and column dropped
+  x = b.linear('fc', b.flatten('flat', x), 5, 3);
+  for (const k of ['c1.weight', 'c2.weight']) b.tensors[k]!.data.forEach((v, i, a) => (a[i] = Math.round(v * 4)));
+  const m = b.model('pools', [3, 8, 8], x);
+  const r = rng(61);
+  const input: Tensor = { shape: [4, 3, 8, 8], data: Float32Array.from({ length: 4 * 3 * 64 }, () => Math.floor(r() * 3)) };
+  const ref = reference(m, input);
+  for (const blockedInference of [true, false]) {
+    const tm = TorchModel.create(m, { blockedInference });
+    const { outputs, taps } = await tm.forward(input.data, input.shape, { taps: ['p1', 'p2'] });
+    assertClose(outputs.fc, ref.vals.get('fc')!, `fc blocked=${blockedInference}`, 1e-5);
+    assertClose(taps.p1, ref.vals.get('p1')!, `p1 blocked=${blockedInference}`, 0);
+    assertClose(taps.p2, ref.vals.get('p2')!, `p2 blocked=${blockedInference}`, 1e-5);
+    tm.dispose();
+  }
+  const labels = Int32Array.from({ length: 4 }, (_, i) => i % 3);
+  const after: Record<string, Tensor>[] = [];
+  for (const fastMaxPool of [true, false]) {
+    const tm = TorchModel.create(m, { fastMaxPool });
+    tm.configureOptimizer({ momentum: 0.9, nesterov: false, weightDecay: 0 });
+    for (let i = 0; i < 2; i++) await tm.trainStep(input.data, input.shape, labels, 0.01);
+    after.push(tm.readTensors());
+    tm.dispose();
+  }
+  assert.notDeepEqual(after[0]!['c1.weight']!.data, m.tensors['c1.weight']!.data, 'weights moved');
+  for (const k of Object.keys(after[1]!)) assert.deepEqual(after[0]![k]!.data, after[1]![k]!.data, `${k}: engine pool vs libtorch`);
+});

@@ -25,6 +25,8 @@ export interface AddonModelSpec {
   fusedSgd?: boolean;
   /** training: BatchNorm followed by ReLU as one op (default true); false: libtorch's two */
   fuseBnRelu?: boolean;
+  /** non-overlapping max pooling by the engine's own kernel (default true); false: libtorch's */
+  fastMaxPool?: boolean;
 }
 
 export interface AddonModel {
@@ -135,6 +137,13 @@ export interface CreateOptions {
    * libtorch's five passes over the activation. Same results up to float rounding. Default true.
    */
   fuseBnRelu?: boolean;
+  /**
+   * Max pooling whose windows tile the input (kernel == stride, no padding: VGG's 2x2 pools) on
+   * dense activations runs through the engine's own kernel, which keeps a one-byte window position
+   * for backward instead of libtorch's int64 index (none in inference). Identical results,
+   * including which element of a tie gets the gradient. Default true.
+   */
+  fastMaxPool?: boolean;
 }
 
 const ARITY: Record<Node['op'], number> = {
@@ -275,6 +284,7 @@ export class TorchModel {
         smallConv: opts.smallConv ?? true,
         fusedSgd: opts.fusedSgd ?? true,
         fuseBnRelu: opts.fuseBnRelu ?? true,
+        fastMaxPool: opts.fastMaxPool ?? true,
       });
     } catch (e) {
       throw new UserError(`model '${model.name}': ${(e as Error).message}`, { cause: e });
