@@ -219,7 +219,7 @@ Engine::Engine(ModelSpec spec) : spec_(std::move(spec)) {
       if (st.spec->op == Op::Conv2d) st.w.set_data(st.w.contiguous(torch::MemoryFormat::ChannelsLast));
   }
   blocked_ = spec_.blockedInference && at::hasMKLDNN() && engineDevice().is_cpu();
-  uStore_.assign(steps_.size(), torch::Tensor());
+  wStore_.assign(steps_.size(), winograd::TrainStore());
   foldInto_.assign(steps_.size(), -1);
   reluAfter_.assign(steps_.size(), -1);
   std::vector<int> consumers(producer_.size(), 0), lastConsumer(producer_.size(), -1);
@@ -357,7 +357,7 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
                                             n.groups);
             }
           } else if (algo == ConvAlgo::Winograd) {
-            y = winograd::conv3x3(x, st.w, st.b, training ? &uStore_[si] : nullptr);
+            y = winograd::conv3x3(x, st.w, st.b, training ? &wStore_[si] : nullptr);
           } else if (algo == ConvAlgo::Small) {
             auto wx = smallconv::expandWeight(st.w, x.size(2), x.size(3), n.stride, n.padding, n.dilation);
             auto [OH, OW] = outHW();

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "sgd.h"
+#include "winograd.h"
 
 #include <cstdint>
 #include <functional>
@@ -136,7 +137,7 @@ class Engine {
   const Packed& packed(size_t si, bool folded, ConvAlgo algo, const torch::Tensor& x);
   bool blocked_ = false;
   std::vector<Packed> packed_;
-  std::vector<torch::Tensor> uStore_;  // per Winograd conv step: its transformed weight in training
+  std::vector<winograd::TrainStore> wStore_;  // per Winograd conv step: its training buffers
   std::vector<int> foldInto_;
   std::vector<int> reluAfter_;  // per step: the ReLU step that alone consumes this BatchNorm's output, or -1  // per step: the BatchNorm step that alone consumes this conv's output, or -1
 };

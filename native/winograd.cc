@@ -119,9 +119,17 @@ torch::Tensor scratchPlanes(int slot, int64_t rows, int64_t cols, const torch::T
   return b.as_strided({kXi, rows, cols}, {stride, cols, 1});
 }
 
-torch::Tensor freshPlanes(int64_t rows, int64_t cols, const torch::TensorOptions& o) {
-  const int64_t stride = planeStride(rows * cols);
-  return torch::empty({kXi * stride}, o).as_strided({kXi, rows, cols}, {stride, cols, 1});
+// [36, rows, cols] in `*keep` (grown when too small) if given, else in a fresh buffer.
+torch::Tensor keptPlanes(int64_t rows, int64_t cols, const torch::TensorOptions& o, torch::Tensor* keep) {
+  const int64_t stride = planeStride(rows * cols), need = kXi * stride;
+  if (!keep) return torch::empty({need}, o).as_strided({kXi, rows, cols}, {stride, cols, 1});
+  auto& b = *keep;
+  if (!b.defined() || b.numel() < need || b.dtype() != o.dtype()) {
+    c10::InferenceMode normal(false);  // written in place on later calls
+    b = torch::Tensor();
+    b = torch::empty({need}, o);
+  }
+  return b.as_strided({kXi, rows, cols}, {stride, cols, 1});
 }
 
 void checkInput(const torch::Tensor& t, const char* what) {
@@ -131,12 +139,13 @@ void checkInput(const torch::Tensor& t, const char* what) {
 }
 
 // x [N, C, H, W] -> V [36, C, T]: B^T d B per 6x6 tile (zero padding of 1 around the image)
-torch::Tensor inputTransform(const torch::Tensor& xIn, int slot) {
+// slot >= 0: into that scratch slot; else into *keep (see keptPlanes)
+torch::Tensor inputTransform(const torch::Tensor& xIn, int slot, torch::Tensor* keep = nullptr) {
   RECORD_FUNCTION("winograd::inputTransform", std::vector<c10::IValue>());
   auto x = xIn.contiguous();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t th = H / 4, tw = W / 4, T = N * th * tw, plane = planeStride(C * T), Wp = W + 2;
-  auto V = slot >= 0 ? scratchPlanes(slot, C, T, x.options()) : freshPlanes(C, T, x.options());
+  auto V = slot >= 0 ? scratchPlanes(slot, C, T, x.options()) : keptPlanes(C, T, x.options(), keep);
   const float* xp = x.data_ptr<float>();
   float* vp = V.data_ptr<float>();
   at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
@@ -450,19 +459,17 @@ torch::Tensor scratchWeight(const torch::Tensor& w) {
 
 struct Conv3x3Fn : public torch::autograd::Function<Conv3x3Fn> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
-                               const torch::Tensor& b, torch::Tensor* uStore) {
+                               const torch::Tensor& b, TrainStore* store) {
     checkInput(x, "input");
     Lease lease;
     torch::Tensor U;
-    if (uStore) {
-      auto& u = *uStore;
+    if (store) {
+      auto& u = store->U;
       if (!u.defined() || u.size(1) != w.size(0) || u.size(2) != w.size(1)) {
         c10::InferenceMode normal(false);  // written in place on later calls
         u = torch::empty({kXi, w.size(0), w.size(1)}, w.options().dtype(torch::kFloat));
       }
       transformWeightInto(w, u);
-      // kept as plain data, not a saved variable: the next call rewrites it after this graph is gone
-      ctx->saved_data["U"] = u;
       U = u;
     } else {
       U = scratchWeight(w);
@@ -470,23 +477,26 @@ struct Conv3x3Fn : public torch::autograd::Function<Conv3x3Fn> {
     // the transformed input tiles are kept for the weight gradient (2.25x the input's size) instead of
     // transforming x again in backward
     const bool keepTiles = w.requires_grad();
-    auto V = inputTransform(x, keepTiles ? -1 : 0);
-    ctx->save_for_backward({keepTiles ? V : torch::Tensor(), w});
+    auto V = inputTransform(x, keepTiles ? -1 : 0, store ? &store->V : nullptr);
+    // kept as plain data, not saved variables: the store's buffers are rewritten by the next call,
+    // after this graph is gone
+    if (keepTiles) ctx->saved_data["V"] = V;
+    if (store) ctx->saved_data["U"] = U;
+    ctx->save_for_backward({w});
     ctx->saved_data["bias"] = b.numel() > 0;
     return forwardFromTiles(V, U, b.numel() > 0 ? b : torch::Tensor(), x.size(0), x.size(2), x.size(3));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     Lease lease;
     auto saved = ctx->get_saved_variables();
-    const auto& V = saved[0];
-    const auto& w = saved[1];
+    const auto& w = saved[0];
     auto gy = grads[0].contiguous();
     checkInput(gy, "output gradient");
     torch::Tensor gx, gw, gb;
     const bool needX = ctx->needs_input_grad(0), needW = ctx->needs_input_grad(1);
     // both gradients start from the output gradient's tiles dM = A gy A^T
     auto dM = needX || needW ? gradTransform(gy) : torch::Tensor();
-    if (needW) gw = weightGradFromTiles(V, dM);
+    if (needW) gw = weightGradFromTiles(ctx->saved_data["V"].toTensor(), dM);
     if (needX) {
       auto U = ctx->saved_data.count("U") ? ctx->saved_data["U"].toTensor() : scratchWeight(w);
       gx = inputGradFromTiles(dM, U, gy.size(0), gy.size(2), gy.size(3));
@@ -497,9 +507,9 @@ struct Conv3x3Fn : public torch::autograd::Function<Conv3x3Fn> {
 };
 }  // namespace
 
-torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, torch::Tensor* uStore) {
+torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, TrainStore* store) {
   // apply() takes no undefined tensors: an empty one stands for "no bias"
-  return Conv3x3Fn::apply(x, w, b.defined() ? b : torch::empty({0}, w.options()), uStore);
+  return Conv3x3Fn::apply(x, w, b.defined() ? b : torch::empty({0}, w.options()), store);
 }
 
 }  // namespace cmi::winograd

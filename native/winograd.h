@@ -22,10 +22,17 @@ torch::Tensor transformWeight(const torch::Tensor& w);
 // x [N, Cin, H, W], U from transformWeight, bias [Cout] or undefined -> y [N, Cout, H, W].
 torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& U, const torch::Tensor& bias);
 
-// Autograd-aware conv2d(x, w, b, stride 1, padding 1): forward, input and weight gradients.
-// `uStore`, when given, is a buffer the caller keeps for this layer across calls: the transformed
-// weight goes there and is reused by backward (a fresh buffer per call costs page faults).
+// Buffers a caller keeps for one layer across training calls: the transformed weight U and the
+// forward's transformed input tiles V, both reused by that call's backward and rewritten by the
+// next call (fresh buffers of tens of MB per call come from mmap: their page faults cost more
+// than the transforms). Holds ~4x the layer's weights plus 2.25x its input.
+struct TrainStore {
+  torch::Tensor U, V;
+};
+
+// Autograd-aware conv2d(x, w, b, stride 1, padding 1): forward, input and weight gradients;
+// `store`, when given, holds this layer's buffers (the previous call's graph must be gone).
 torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
-                      torch::Tensor* uStore = nullptr);
+                      TrainStore* store = nullptr);
 
 }  // namespace cmi::winograd
