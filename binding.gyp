@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "cmiprune_engine",
-      "sources": ["native/addon.cc", "native/engine.cc", "native/linalg.cc", "native/winograd.cc", "native/smallconv.cc", "native/gemm.cc", "native/sgd.cc", "native/bnrelu.cc", "native/maxpool.cc"],
+      "sources": ["native/addon.cc", "native/engine.cc", "native/linalg.cc", "native/winograd.cc", "native/smallconv.cc", "native/gemm.cc", "native/sgd.cc", "native/bnrelu.cc", "native/maxpool.cc", "native/alloc.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "/usr/include/torch/csrc/api/include"

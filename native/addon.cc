@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 
+#include "alloc.h"
 #include "engine.h"
 #include "linalg.h"
 
@@ -460,7 +461,26 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value CacheStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = cmi::alloc::stats();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("installed", Napi::Boolean::New(env, st.installed));
+  o.Set("cachedBytes", Napi::Number::New(env, static_cast<double>(st.cachedBytes)));
+  o.Set("hits", Napi::Number::New(env, static_cast<double>(st.hits)));
+  o.Set("misses", Napi::Number::New(env, static_cast<double>(st.misses)));
+  return o;
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  cmi::alloc::emptyCache();
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  cmi::alloc::install();
+  exports.Set("cacheStats", Napi::Function::New(env, CacheStats));
+  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   exports.Set("Model", ModelWrap::Init(env));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));

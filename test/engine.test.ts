@@ -1,8 +1,9 @@
 // The engine against an independent float64 reference interpreter written here in plain TS.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 
-import { getThreads, setThreads, TorchModel } from '../src/engine/index.js';
+import { engineCacheStats, getThreads, releaseCachedMemory, setThreads, TorchModel } from '../src/engine/index.js';
 import { numel, type Model, type Node, type Tensor } from '../src/ir/model.js';
 import { UserError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
@@ -662,4 +663,34 @@ test('engine max pooling equals libtorch: values, taps, tie-breaking gradients, 
   }
   assert.notDeepEqual(after[0]!['c1.weight']!.data, m.tensors['c1.weight']!.data, 'weights moved');
   for (const k of Object.keys(after[1]!)) assert.deepEqual(after[0]![k]!.data, after[1]![k]!.data, `${k}: engine pool vs libtorch`);
+});
+
+test('large CPU blocks are cached: a repeated training step allocates none, release empties the cache, CMIPRUNE_CPU_CACHE_MB=0 opts out', async () => {
+  // a model whose activations exceed the 1 MiB threshold: batch 16, 16 channels of 32x32
+  const b = new Builder(rng(11));
+  let x = b.simple('Relu', 'r1', b.bn('bn1', b.conv('c1', 'input', 3, 16, 3, { pad: 1 }), 16));
+  x = b.pool('MaxPool', 'p1', b.simple('Relu', 'r2', b.bn('bn2', b.conv('c2', x, 16, 16, 3, { pad: 1 }), 16)), 2, 2);
+  x = b.linear('fc', b.flatten('flat', b.simple('GlobalAvgPool', 'gap', x)), 16, 4);
+  const m = b.model('cache', [3, 32, 32], x);
+  const input = randTensor(rng(70), [16, 3, 32, 32]);
+  const labels = Int32Array.from({ length: 16 }, (_, i) => i % 4);
+  const tm = TorchModel.create(m);
+  tm.configureOptimizer({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
+  assert.equal(engineCacheStats().installed, true);
+  for (let i = 0; i < 2; i++) await tm.trainStep(input.data, input.shape, labels, 0.01);
+  const before = engineCacheStats();
+  await tm.trainStep(input.data, input.shape, labels, 0.01);
+  const after = engineCacheStats();
+  assert.equal(after.misses, before.misses, 'third step: every large block came from the cache');
+  assert.ok(after.hits > before.hits, `third step used cached blocks (${before.hits} -> ${after.hits})`);
+  assert.ok(after.cachedBytes >= 1 << 20, 'freed blocks wait in the cache');
+  tm.dispose();
+  releaseCachedMemory();
+  assert.equal(engineCacheStats().cachedBytes, 0);
+
+  const engineModule = new URL('../src/engine/index.js', import.meta.url).href;
+  const probe = `import(${JSON.stringify(engineModule)}).then((e) => console.log(JSON.stringify(e.engineCacheStats())))`;
+  const r = spawnSync(process.execPath, ['-e', probe], { env: { ...process.env, CMIPRUNE_CPU_CACHE_MB: '0' }, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).installed, false);
 });

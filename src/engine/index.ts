@@ -54,11 +54,24 @@ export interface EngineInfo {
   device: string;
 }
 
+/** The engine's cache of large CPU blocks (native/alloc.h). */
+export interface EngineCacheStats {
+  /** false when CMIPRUNE_CPU_CACHE_MB=0 left libtorch's allocator in place */
+  installed: boolean;
+  /** idle bytes held for reuse (capped by CMIPRUNE_CPU_CACHE_MB, default 2048 MiB) */
+  cachedBytes: number;
+  /** large-block requests served from the cache, and by a new block */
+  hits: number;
+  misses: number;
+}
+
 export interface EngineAddon {
   Model: new (spec: AddonModelSpec) => AddonModel;
   setThreads(n: number): void;
   getThreads(): number;
   info(): EngineInfo;
+  cacheStats(): EngineCacheStats;
+  emptyCache(): void;
   /** the estimators' linalg functions (native/linalg.cc) are registered on the same object */
   [name: string]: unknown;
 }
@@ -92,6 +105,19 @@ export function getThreads(): number {
 
 export function engineInfo(): EngineInfo {
   return loadEngine().info();
+}
+
+/**
+ * Large CPU blocks freed by the engine wait for reuse by the next request of the same size: a
+ * training loop then stops paying page faults for its per-step buffers.
+ */
+export function engineCacheStats(): EngineCacheStats {
+  return loadEngine().cacheStats();
+}
+
+/** Returns the engine's idle cached blocks to the system (e.g. after training, before a long idle). */
+export function releaseCachedMemory(): void {
+  loadEngine().emptyCache();
 }
 
 export interface OptimizerConfig {
