@@ -202,20 +202,18 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       ts.data.assign(d.Data(), d.Data() + d.ElementLength());
       ms.tensors.push_back(std::move(ts));
     }
-    Napi::Value cl = spec.Get("channelsLast");
-    ms.channelsLast = cl.IsBoolean() && cl.As<Napi::Boolean>().Value();
-    Napi::Value bi = spec.Get("blockedInference");
-    ms.blockedInference = !bi.IsBoolean() || bi.As<Napi::Boolean>().Value();
-    Napi::Value wg = spec.Get("winograd");
-    ms.winograd = !wg.IsBoolean() || wg.As<Napi::Boolean>().Value();
-    Napi::Value sc = spec.Get("smallConv");
-    ms.smallConv = !sc.IsBoolean() || sc.As<Napi::Boolean>().Value();
-    Napi::Value fs = spec.Get("fusedSgd");
-    ms.fusedSgd = !fs.IsBoolean() || fs.As<Napi::Boolean>().Value();
-    Napi::Value fbr = spec.Get("fuseBnRelu");
-    ms.fuseBnRelu = !fbr.IsBoolean() || fbr.As<Napi::Boolean>().Value();
-    Napi::Value fmp = spec.Get("fastMaxPool");
-    ms.fastMaxPool = !fmp.IsBoolean() || fmp.As<Napi::Boolean>().Value();
+    // boolean switches: absent or non-boolean keeps ModelSpec's default
+    auto flag = [&](const char* key, bool& field) {
+      Napi::Value v = spec.Get(key);
+      if (v.IsBoolean()) field = v.As<Napi::Boolean>().Value();
+    };
+    flag("channelsLast", ms.channelsLast);
+    flag("blockedInference", ms.blockedInference);
+    flag("winograd", ms.winograd);
+    flag("smallConv", ms.smallConv);
+    flag("fusedSgd", ms.fusedSgd);
+    flag("fuseBnRelu", ms.fuseBnRelu);
+    flag("fastMaxPool", ms.fastMaxPool);
     try {
       engine_ = std::make_shared<Engine>(std::move(ms));
     } catch (const std::exception& e) {
