@@ -106,11 +106,9 @@ class Lease {
   std::unique_ptr<Workspace> ws_;
 };
 
-// [36, rows, cols] in the leased workspace; nothing returned from this file points into one.
-torch::Tensor scratchPlanes(int slot, int64_t rows, int64_t cols, const torch::TensorOptions& o) {
-  TORCH_CHECK(current, "winograd: scratch used outside a lease");
+// [36, rows, cols] in the buffer `b`, which is (re)allocated when too small.
+torch::Tensor planesIn(torch::Tensor& b, int64_t rows, int64_t cols, const torch::TensorOptions& o) {
   const int64_t stride = planeStride(rows * cols), need = kXi * stride;
-  auto& b = current->buf[slot];
   if (!b.defined() || b.numel() < need || b.dtype() != o.dtype()) {
     c10::InferenceMode normal(false);  // a normal tensor: written in place whatever mode a later call is in
     b = torch::Tensor();               // free the old one first
@@ -119,17 +117,17 @@ torch::Tensor scratchPlanes(int slot, int64_t rows, int64_t cols, const torch::T
   return b.as_strided({kXi, rows, cols}, {stride, cols, 1});
 }
 
-// [36, rows, cols] in `*keep` (grown when too small) if given, else in a fresh buffer.
+// [36, rows, cols] in the leased workspace; nothing returned from this file points into one.
+torch::Tensor scratchPlanes(int slot, int64_t rows, int64_t cols, const torch::TensorOptions& o) {
+  TORCH_CHECK(current, "winograd: scratch used outside a lease");
+  return planesIn(current->buf[slot], rows, cols, o);
+}
+
+// [36, rows, cols] in `*keep` if given (see planesIn), else in a fresh buffer.
 torch::Tensor keptPlanes(int64_t rows, int64_t cols, const torch::TensorOptions& o, torch::Tensor* keep) {
-  const int64_t stride = planeStride(rows * cols), need = kXi * stride;
-  if (!keep) return torch::empty({need}, o).as_strided({kXi, rows, cols}, {stride, cols, 1});
-  auto& b = *keep;
-  if (!b.defined() || b.numel() < need || b.dtype() != o.dtype()) {
-    c10::InferenceMode normal(false);  // written in place on later calls
-    b = torch::Tensor();
-    b = torch::empty({need}, o);
-  }
-  return b.as_strided({kXi, rows, cols}, {stride, cols, 1});
+  if (keep) return planesIn(*keep, rows, cols, o);
+  const int64_t stride = planeStride(rows * cols);
+  return torch::empty({kXi * stride}, o).as_strided({kXi, rows, cols}, {stride, cols, 1});
 }
 
 void checkInput(const torch::Tensor& t, const char* what) {
