@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 import { numel, type Model, type Node, type Tensor } from '../ir/model.js';
+import type { OptimizerConfig, TrainableEngine } from '../train/engine.js';
 import { UserError } from '../util/errors.js';
 
 /** What the addon's Model constructor takes: the IR's graph plus every tensor. */
@@ -32,13 +33,8 @@ export interface AddonModelSpec {
 export interface AddonModel {
   /** resolves to one tensor per name in `want`, in order; tensors own their memory */
   forward(x: Float32Array, shape: number[], want: string[]): Promise<Tensor[]>;
-  trainStep(
-    x: Float32Array,
-    shape: number[],
-    labels: Int32Array,
-    lr: number,
-    momentum?: number,
-  ): Promise<{ loss: number; correct: number }>;
+  /** the training contract's signature (TorchModel checks its arguments before the call) */
+  trainStep: TrainableEngine['trainStep'];
   configureOptimizer(momentum: number, nesterov: boolean, weightDecay: number): void;
   /** copies; all tensors when names is omitted */
   readTensors(names?: string[]): Record<string, Tensor>;
@@ -120,11 +116,8 @@ export function releaseCachedMemory(): void {
   loadEngine().emptyCache();
 }
 
-export interface OptimizerConfig {
-  momentum: number;
-  nesterov: boolean;
-  weightDecay: number;
-}
+// defined with the training contract that takes it; re-exported for callers of TorchModel
+export type { OptimizerConfig };
 
 export interface CreateOptions {
   /**
@@ -277,7 +270,7 @@ export function validateModel(model: Model): void {
     if (!defined.has(o)) throw new UserError(`model '${model.name}': output '${o}' is not produced by any node`);
 }
 
-export class TorchModel {
+export class TorchModel implements TrainableEngine {
   readonly model: Model;
   private native: AddonModel | undefined;
   private queue: Promise<unknown> = Promise.resolve();
@@ -304,13 +297,14 @@ export class TorchModel {
         outputs: model.outputs,
         nodes: model.nodes,
         tensors: model.tensors,
-        channelsLast: opts.channelsLast ?? false,
-        blockedInference: opts.blockedInference ?? true,
-        winograd: opts.winograd ?? true,
-        smallConv: opts.smallConv ?? true,
-        fusedSgd: opts.fusedSgd ?? true,
-        fuseBnRelu: opts.fuseBnRelu ?? true,
-        fastMaxPool: opts.fastMaxPool ?? true,
+        // absent switches keep the engine's defaults (native/engine.h ModelSpec)
+        channelsLast: opts.channelsLast,
+        blockedInference: opts.blockedInference,
+        winograd: opts.winograd,
+        smallConv: opts.smallConv,
+        fusedSgd: opts.fusedSgd,
+        fuseBnRelu: opts.fuseBnRelu,
+        fastMaxPool: opts.fastMaxPool,
       });
     } catch (e) {
       throw new UserError(`model '${model.name}': ${(e as Error).message}`, { cause: e });
