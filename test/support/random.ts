@@ -1,0 +1,20 @@
+// Seeded test data from the project's Rng (src/util/rng.ts): the same seed gives the same tensors.
+import { numel, type Tensor } from '../../src/ir/model.js';
+import { Rng } from '../../src/util/rng.js';
+
+export { Rng };
+
+/**
+ * n approximately standard-normal float32 values times scale: the sum of three uniforms, centred
+ * and scaled to unit variance (bounded by +-3 * scale, so no outliers).
+ */
+export function randn(rng: Rng, n: number, scale = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => (rng.next() + rng.next() + rng.next() - 1.5) * 2 * scale);
+}
+
+/** A float32 tensor of values uniform in [lo, hi). */
+export function uniformTensor(rng: Rng, shape: number[], lo = -1, hi = 1): Tensor {
+  const data = new Float32Array(numel(shape));
+  for (let i = 0; i < data.length; i++) data[i] = rng.uniform(lo, hi);
+  return { shape: [...shape], data };
+}
