@@ -12,6 +12,7 @@ import {
   gramOf,
   jointEntropy,
   labelGram,
+  medianSigma,
   mutualInformation,
   referenceSigma,
   renyiEntropy2,
@@ -19,7 +20,8 @@ import {
   traceNormalise,
 } from '../src/cmi/estimators.js';
 import { naiveOrder } from '../src/cmi/naive.js';
-import { orderLayer, type LayerInput } from '../src/cmi/order.js';
+import { ORDER_ALGORITHM_VERSION, orderLayer, resolveBackend, TS_FALLBACK_MAX_N, type LayerInput } from '../src/cmi/order.js';
+import { UserError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 import { goldenCases, goldenInput } from './cmiGolden.js';
 
@@ -298,4 +300,178 @@ test('native 4-lane reduction + rational QL agree with LAPACK dsytrd + dsterf at
     assert.ok(Math.abs(lanes.entropy[k] - lapack.entropy[k]) < 1e-11, `entropy ${k}: ${lanes.entropy[k]} vs ${lapack.entropy[k]}`);
     assert.ok(Math.abs(lanes.entropyOther![k] - lapack.entropyOther![k]) < 1e-11, `entropyOther ${k}`);
   }
+});
+
+// ---- kernel width: the median heuristic -----------------------------------------------------------
+
+/** post-ReLU maps [N, C, HW] with a little label signal per filter */
+function reluLayer(seed: number, n: number, c: number, hw: number, classes: number): LayerInput {
+  const rng = new Rng(seed);
+  const noise = randomGaussian(rng, n * c * hw, 0.5);
+  const labels = Array.from({ length: n }, (_, i) => i % classes);
+  const data = new Float64Array(n * c * hw);
+  for (let i = 0; i < n; i++) {
+    for (let f = 0; f < c; f++) {
+      for (let k = 0; k < hw; k++) {
+        const at = (i * c + f) * hw + k;
+        data[at] = Math.max(0, (0.4 * ((labels[i] + f) % classes)) / classes + noise[at]);
+      }
+    }
+  }
+  return { maps: { data, n, c, hw }, labels, classes };
+}
+
+test("sigma 'median': one width per layer from the median of the summed per-filter distances", async () => {
+  const layer = reluLayer(9, 40, 6, 9, 4);
+  const { n, c, hw, data } = layer.maps;
+  // direct: every pair i < j, every filter's ||x_ic - x_jc||^2 summed, sorted, median
+  const sums: number[] = [];
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      let s = 0;
+      for (let f = 0; f < c; f++) {
+        for (let k = 0; k < hw; k++) {
+          const t = data[(i * c + f) * hw + k] - data[(j * c + f) * hw + k];
+          s += t * t;
+        }
+      }
+      sums.push(s);
+    }
+  }
+  sums.sort((a, b) => a - b);
+  const m = sums.length; // 780: even, mean of the middle two
+  const median = (sums[m / 2 - 1] + sums[m / 2]) / 2;
+  const expected = Math.sqrt(median / 2);
+  const r = await orderLayer(layer, { backend: 'ts', sigma: 'median', maxSelect: 2 });
+  assert.equal(r.sigma.rule, 'median');
+  assert.ok(Math.abs(r.sigma.maps - expected) < 1e-12 * expected, `${r.sigma.maps} vs ${expected}`);
+  assert.equal(r.sigma.labels, referenceSigma(n, layer.classes), 'labels keep the reference width');
+  assert.match(r.rules.sigma, /median/);
+  // before-layers get their own median width; the default stays the reference rule
+  const b = reluLayer(10, 40, 3, 4, 4).maps;
+  const withBefore = await orderLayer({ ...layer, before: [b] }, { backend: 'ts', sigma: 'median', maxSelect: 1 });
+  assert.ok(Math.abs(withBefore.sigma.before[0] - medianSigma(b.data, n, b.c * b.hw).sigma) < 1e-15);
+  const ref = await orderLayer(layer, { backend: 'ts', maxSelect: 1 });
+  assert.equal(ref.sigma.rule, 'reference');
+  assert.equal(ref.sigma.maps, referenceSigma(n, hw));
+  // a dead layer (all maps constant) has no distances: sigma falls back to 1, the order still runs
+  assert.deepEqual(medianSigma(new Float64Array(20).fill(0.5), 5, 4), { sigma: 1, median: 0, basis: 'constant' });
+  await assert.rejects(orderLayer(layer, { backend: 'ts', sigma: 'mean' as 'median' }), /sigma must be/);
+});
+
+test("sigma 'median' is scale-invariant; the reference width saturates at a different rate", async () => {
+  const layer = reluLayer(9, 40, 6, 9, 4);
+  const scaled: LayerInput = { ...layer, maps: { ...layer.maps, data: layer.maps.data.map((v) => v * 10) } };
+  const a = await orderLayer(layer, { backend: 'ts', sigma: 'median', tail: 'greedy' });
+  const b = await orderLayer(scaled, { backend: 'ts', sigma: 'median', tail: 'greedy' });
+  assert.deepEqual(b.order, a.order);
+  assert.ok(Math.abs(b.sigma.maps - 10 * a.sigma.maps) < 1e-12 * b.sigma.maps);
+  assertClose(b.cmi, a.cmi, 'median-rule cmi under x10');
+  const ra = await orderLayer(layer, { backend: 'ts', tail: 'greedy' });
+  const rb = await orderLayer(scaled, { backend: 'ts', tail: 'greedy' });
+  assert.equal(ra.sigma.maps, rb.sigma.maps, 'the reference width ignores the scale');
+  // x10 -> per-filter exponents x100: the curve collapses within a few selections
+  assert.ok(rb.cmi[1] < 1e-3 * ra.cmi[1], `reference cmi[1]: ${rb.cmi[1]} (x10) vs ${ra.cmi[1]}`);
+  assert.ok(rb.noiseFloorStep !== null && ra.noiseFloorStep === null, `noise floor steps ${ra.noiseFloorStep}, ${rb.noiseFloorStep}`);
+});
+
+// ---- permutation test -----------------------------------------------------------------------------
+
+/** filters 0-2 each carry one bit of an 8-class label (plus small noise); filters 3.. are noise */
+function bitsLayer(seed: number, n: number, c: number, hw: number): LayerInput {
+  const rng = new Rng(seed);
+  const labels = Array.from({ length: n }, (_, i) => i % 8);
+  const noise = randomGaussian(rng, n * c * hw);
+  const data = new Float64Array(n * c * hw);
+  for (let i = 0; i < n; i++) {
+    for (let f = 0; f < c; f++) {
+      for (let k = 0; k < hw; k++) {
+        const at = (i * c + f) * hw + k;
+        data[at] = f < 3 ? 1.5 * ((labels[i] >> f) & 1) + 0.3 * noise[at] : noise[at];
+      }
+    }
+  }
+  return { maps: { data, n, c, hw }, labels, classes: 8 };
+}
+
+test('permutation test: small p for the informative picks, stops right after them, order unchanged', async () => {
+  const layer = bitsLayer(1, 64, 8, 4);
+  const plain = await orderLayer(layer, { backend: 'ts' });
+  const r = await orderLayer(layer, { backend: 'ts', permutationTest: { permutations: 40, seed: 7 } });
+  assert.deepEqual([...r.order.slice(0, 3)].sort(), [0, 1, 2], `informative filters first: ${r.order}`);
+  assert.deepEqual(r.order, plain.order, 'the test does not change the order');
+  assertClose(r.cmi, plain.cmi, 'cmi');
+  // pValues[i] belongs to order[i]; the first p >= eta is at the 4th selection (index 3): keep 3
+  assert.deepEqual(r.pValues!.slice(0, 3), [0, 0, 0]);
+  assert.equal(r.permutationTest!.stopIndex, 3);
+  assert.ok(r.pValues![3] >= 0.05);
+  assert.equal(r.pValues!.length, 4, 'no p-values after the stop');
+  assert.equal(r.order.length, 7, 'ordering continues after the stop');
+  assert.deepEqual({ ...r.permutationTest, evaluated: 0 }, { permutations: 40, eta: 0.05, seed: 7, stopIndex: 3, evaluated: 0 });
+  assert.equal(r.permutationTest!.evaluated, 4 * 2 * 41, 'two batched requests of P + 1 candidates per tested selection');
+  assert.match(r.rules.permutationTest!, /\(i\+1\)-th selection/);
+  assert.equal(plain.pValues, undefined);
+  // seeded: the same seed gives the same p-values
+  const again = await orderLayer(layer, { backend: 'ts', permutationTest: { permutations: 40, seed: 7 } });
+  assert.deepEqual(again.pValues, r.pValues);
+  await assert.rejects(orderLayer(layer, { backend: 'ts', permutationTest: { permutations: 0 } }), /permutations/);
+});
+
+test('permutation test statistic = I(Y; remaining | B u selected with the last pick permuted), four entropies', async () => {
+  // P = 1 and eta > 1: one permutation per selection, drawn in turn from the seeded stream; each
+  // p is 1 exactly when the directly computed permuted CMI is <= the actual CMI
+  const layer = bitsLayer(3, 32, 6, 4);
+  const b = reluLayer(4, 32, 2, 4, 8).maps;
+  const input: LayerInput = { ...layer, before: [b] };
+  const r = await orderLayer(input, { backend: 'ts', permutationTest: { permutations: 1, seed: 5, eta: 2 }, tail: 'greedy' });
+  assert.equal(r.pValues!.length, r.order.length);
+  assert.equal(r.permutationTest!.stopIndex, null);
+  const { n, c } = layer.maps;
+  const gramsOf = (m: typeof b) =>
+    Array.from({ length: m.c }, (_, f) => {
+      const x = new Float64Array(n * m.hw);
+      for (let i = 0; i < n; i++) for (let k = 0; k < m.hw; k++) x[i * m.hw + k] = m.data[(i * m.c + f) * m.hw + k];
+      return gramOf(x, n, m.hw, referenceSigma(n, m.hw));
+    });
+  const grams = gramsOf(layer.maps);
+  const before = gramsOf(b);
+  const y = [labelGram(layer.labels, referenceSigma(n, 8))];
+  const rng = new Rng(5);
+  let decided = 0;
+  for (let i = 0; i < r.order.length; i++) {
+    const perm = rng.permutation(n);
+    const f = r.order[i];
+    const permuted = new Float64Array(n * n);
+    for (let a = 0; a < n; a++) for (let bb = 0; bb < n; bb++) permuted[a * n + bb] = grams[f][perm[a] * n + perm[bb]];
+    const rest = [...Array(c).keys()].filter((g) => !r.order.slice(0, i + 1).includes(g)).map((g) => grams[g]);
+    const z = [...before, ...r.order.slice(0, i).map((g) => grams[g])];
+    const actual = conditionalMutualInformation(y, rest, [...z, grams[f]], 1.01);
+    const perm1 = conditionalMutualInformation(y, rest, [...z, permuted], 1.01);
+    assert.ok(Math.abs(actual - r.cmi[i]) < 1e-9, `actual ${actual} vs cmi ${r.cmi[i]}`);
+    if (Math.abs(perm1 - actual) < 1e-9) continue; // too close to call through round-off
+    decided++;
+    assert.equal(r.pValues![i], perm1 <= actual ? 1 : 0, `selection ${i}: permuted ${perm1}, actual ${actual}`);
+  }
+  assert.ok(decided >= 3, `only ${decided} selections decided`);
+  assert.ok(r.pValues!.includes(1), 'some noise pick is not significant');
+});
+
+// ---- backend 'auto' -------------------------------------------------------------------------------
+
+test("backend 'auto' without the addon: TypeScript only for small N, else a UserError naming the fix", async () => {
+  const fail = async () => {
+    throw new Error('cannot find cmiprune_engine.node');
+  };
+  assert.equal(await resolveBackend('auto', 2, TS_FALLBACK_MAX_N, fail), tsBackend);
+  assert.equal(await resolveBackend(undefined, 2, 10, fail), tsBackend);
+  await assert.rejects(resolveBackend('auto', 2, TS_FALLBACK_MAX_N + 1, fail), (e: unknown) => {
+    assert.ok(e instanceof UserError);
+    assert.match(e.message, /native CMI engine is needed for N = 65/);
+    assert.match(e.message, /npm run build:native/);
+    assert.match(e.message, /cannot find cmiprune_engine\.node/);
+    return true;
+  });
+  await assert.rejects(resolveBackend('native', 2, 10, fail), /cannot find/);
+  assert.equal(await resolveBackend('ts', 2, 100000, fail), tsBackend);
+  assert.equal(typeof ORDER_ALGORITHM_VERSION, 'string');
 });

@@ -41,6 +41,68 @@ export function squaredDistances(
   return dist_NxN;
 }
 
+/** A kernel width and how it was reached (see medianSigma). */
+export interface MedianSigma {
+  sigma: number;
+  /** median over sample pairs i < j of the summed squared distances (= 2 sigma^2 unless a fallback applied) */
+  median: number;
+  /** 'median'; 'median-of-positive' when over half the pairs are identical; 'constant' when all are */
+  basis: 'median' | 'median-of-positive' | 'constant';
+}
+
+/**
+ * Median heuristic over a whole layer: 2 sigma^2 = median over pairs i < j of
+ * sum_c ||x_ic - x_jc||^2, the distance summed over ALL of the layer's C filters. One sigma for
+ * every filter, so the Hadamard-product identity (SPEC section 1) still holds, and scaling the
+ * maps by s scales sigma by s: every kernel, hence the order, is scale-invariant.
+ *
+ * maps [N, C, HW] row-major: a sample's C*HW values are contiguous, so the summed per-filter
+ * distance is the plain distance of those rows. One O(N^2 C HW) pass, the same arithmetic as the
+ * per-filter kernels (it is not shared with them: the native filterKernels returns only
+ * exp(-D / 2 sigma^2), and taking logs back would lose the digits near saturation), then a sort of
+ * the N(N-1)/2 sums. Even count: mean of the two middle values. Median 0 (over half of the pairs
+ * identical, e.g. a mostly dead layer): the median of the positive sums; none positive (every map
+ * constant across samples, all kernels 1 whatever sigma): sigma = 1.
+ */
+export function medianSigma(x: Float32Array | Float64Array, n: number, d: number): MedianSigma {
+  if (x.length !== n * d) throw new RangeError(`medianSigma: ${x.length} values, [${n}, ${d}] needs ${n * d}`);
+  const m = (n * (n - 1)) / 2;
+  if (m === 0) return { sigma: 1, median: 0, basis: 'constant' };
+  const sums = new Float64Array(m);
+  let p = 0;
+  for (let i = 1; i < n; i++) {
+    const oi = i * d;
+    for (let j = 0; j < i; j++) {
+      const oj = j * d;
+      let s0 = 0;
+      let s1 = 0;
+      let k = 0;
+      for (; k + 1 < d; k += 2) {
+        const t0 = x[oi + k] - x[oj + k];
+        const t1 = x[oi + k + 1] - x[oj + k + 1];
+        s0 += t0 * t0;
+        s1 += t1 * t1;
+      }
+      if (k < d) {
+        const t = x[oi + k] - x[oj + k];
+        s0 += t * t;
+      }
+      sums[p++] = s0 + s1;
+    }
+  }
+  sums.sort();
+  const medianOf = (a: Float64Array) => (a.length % 2 === 1 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2);
+  let median = medianOf(sums);
+  let basis: MedianSigma['basis'] = 'median';
+  if (!(median > 0)) {
+    const firstPositive = sums.findIndex((v) => v > 0);
+    if (firstPositive < 0) return { sigma: 1, median: 0, basis: 'constant' };
+    median = medianOf(sums.subarray(firstPositive));
+    basis = 'median-of-positive';
+  }
+  return { sigma: Math.sqrt(median / 2), median, basis };
+}
+
 /** Gaussian Gram matrix K = exp(-D / (2 sigma^2)) from squared distances (unit diagonal). */
 export function gaussianGram(dist_NxN: Float64Array, sigma: number): Float64Array /* [N, N] */ {
   const k = new Float64Array(dist_NxN.length);

@@ -1,9 +1,23 @@
 // Greedy forward selection of one layer's filters by mutual information with the labels
 // (SPEC sections 2-3, semantics of the reference `filter_number_selection`), with the CMI curve
 // from the chain rule and an explicit numerical-noise-floor report (SPEC section 8).
+import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import { multiplyPackedInto, packedSize, tsBackend, unpackKernel, type EntropyBackend } from './backend.js';
-import { checkAlpha, inBase, labelGram, referenceSigma, type LogBase, type SigmaRule } from './estimators.js';
+import { checkAlpha, inBase, labelGram, medianSigma, referenceSigma, type LogBase, type MedianSigma, type SigmaRule } from './estimators.js';
+
+/**
+ * Version of the ordering algorithm: part of every checkpoint key (src/ordering/model-rank.ts), so
+ * results computed by an older algorithm are never resumed. Bump it whenever orderLayer's order,
+ * curve or result fields change for the same inputs and options.
+ *   1: greedy selection, chain-rule CMI curve, noise floor with the own-MI tie-break
+ *   2: sigma rule ('reference' | 'median') and its record in `sigma.rule`; optional permutation test
+ *      (pValues); 'auto' no longer falls back silently to TypeScript for N > 64
+ */
+export const ORDER_ALGORITHM_VERSION = '2';
+
+/** Largest N that backend 'auto' orders in TypeScript when the native addon cannot be loaded. */
+export const TS_FALLBACK_MAX_N = 64;
 
 /** Per-filter maps of one layer: data [N, C, HW] row-major (HW = H*W flattened). */
 export interface MapsTensor {
@@ -49,8 +63,18 @@ export interface OrderOptions {
   backend?: 'auto' | 'ts' | 'native' | EntropyBackend;
   /** worker threads of the native backend (default 2) */
   threads?: number;
-  /** kernel width rule, default the reference 5 * N^(-1/(4+d)) */
+  /**
+   * kernel width of the maps (this layer's and each `before` layer's):
+   * 'reference' (default): `sigmaRule` (default the reference 5 * N^(-1/(4+d)), d = H*W);
+   * 'median': the median heuristic over the whole layer, 2 sigma^2 = median over sample pairs i < j
+   * of sum_c ||x_ic - x_jc||^2 (one sigma for all of a layer's filters; scale-invariant).
+   * The labels (and the optional input) always use `sigmaRule`.
+   */
+  sigma?: 'reference' | 'median';
+  /** kernel width rule of the labels, the input, and the maps under sigma 'reference' */
   sigmaRule?: SigmaRule;
+  /** SPEC section 4's permutation test after each selection, until the first p >= eta */
+  permutationTest?: PermutationTestOptions;
   /**
    * After the winning margin first falls below the noise floor: 'secondary' (default) ranks the rest
    * by each filter's own I(Y; f) (ties: lower index) without further candidate evaluations;
@@ -62,6 +86,15 @@ export interface OrderOptions {
   /** seed of the sample permutation used to probe round-off (default 0) */
   seed?: number;
   onProgress?: (p: OrderProgress) => void;
+}
+
+export interface PermutationTestOptions {
+  /** permutations per selection (default 100, the reference's P) */
+  permutations?: number;
+  /** seed of the permutations (default 0) */
+  seed?: number;
+  /** significance level: the test stops at the first p >= eta (default 0.05); eta > 1 never stops */
+  eta?: number;
 }
 
 export interface OrderResult {
@@ -91,12 +124,27 @@ export interface OrderResult {
   /** how the order was decided from noiseFloorStep on */
   tieBreak: 'own-mi-with-labels' | 'greedy-roundoff' | 'none';
   /** the noise-floor and tie-break rules in words, for reports */
-  rules: { noiseFloor: string; tieBreak: string };
+  rules: { noiseFloor: string; tieBreak: string; sigma: string; permutationTest?: string };
   /** I(Y; f) per filter (only filled when the secondary rule was used) */
   ownMI?: number[];
   miAll: number;
   entropyLabels: number;
-  sigma: { labels: number; maps: number; before: number[]; input?: number };
+  /**
+   * permutation-test p-values (with options.permutationTest): pValues[i] belongs to the (i+1)-th
+   * selection, order[i], like cmi[i]; computed up to and including the first p >= eta
+   */
+  pValues?: number[];
+  /**
+   * stopIndex = i of the first pValues[i] >= eta, null if every computed p stayed below eta. The
+   * selections order[0..stopIndex-1] passed the test, so the test's cut-off keeps stopIndex
+   * filters; the reference code keeps len(p) = stopIndex + 1 (it includes the failing pick).
+   */
+  permutationTest?: { permutations: number; eta: number; seed: number; stopIndex: number | null; evaluated: number };
+  /**
+   * kernel widths; rule: how the maps' widths were chosen ('custom' = a caller's sigmaRule);
+   * labels/input always follow sigmaRule (default the reference rule)
+   */
+  sigma: { rule: 'reference' | 'median' | 'custom'; labels: number; maps: number; before: number[]; input?: number };
   alpha: number;
   logBase: LogBase;
   n: number;
@@ -106,15 +154,42 @@ export interface OrderResult {
   seconds: number;
 }
 
-async function resolveBackend(b: OrderOptions['backend'], threads: number): Promise<EntropyBackend> {
+/** Whether backend 'auto' may order N samples in TypeScript when the native addon is missing. */
+export function tsFallbackAllowed(n: number): boolean {
+  return n <= TS_FALLBACK_MAX_N;
+}
+
+async function loadNativeBackend(threads: number): Promise<EntropyBackend> {
+  const { nativeBackend } = await import('./native.js');
+  return nativeBackend(threads);
+}
+
+/**
+ * The entropy backend for a layer of n samples. 'auto': native when the addon loads; otherwise
+ * TypeScript only for n <= TS_FALLBACK_MAX_N, and a UserError naming the fix above that (the
+ * TypeScript eigensolver is ~100x slower: a silent fallback turns minutes into hours).
+ * `load` replaces the addon loader (tests).
+ */
+export async function resolveBackend(
+  b: OrderOptions['backend'],
+  threads: number,
+  n: number,
+  load: (threads: number) => Promise<EntropyBackend> = loadNativeBackend,
+): Promise<EntropyBackend> {
   if (b && typeof b === 'object') return b;
   if (b === 'ts') return tsBackend;
   try {
-    const { nativeBackend } = await import('./native.js');
-    return nativeBackend(threads);
+    return await load(threads);
   } catch (err) {
     if (b === 'native') throw err;
-    return tsBackend;
+    if (tsFallbackAllowed(n)) return tsBackend;
+    const why = err instanceof Error ? err.message : String(err);
+    throw new UserError(
+      `the native CMI engine is needed for N = ${n} samples (the TypeScript fallback is used only up to N = ${TS_FALLBACK_MAX_N}, ` +
+        `being ~100x slower) but it could not be loaded: ${why}. Build it with \`npm run build:native\`, ` +
+        `or choose the TypeScript backend explicitly (backend 'ts', CLI --backend ts).`,
+      { cause: err },
+    );
   }
 }
 
@@ -160,6 +235,33 @@ function permuted(m: Float64Array, perm: Int32Array, n: number): Float64Array {
   return out;
 }
 
+/** Permutation-test options with their defaults filled in; throws on invalid values. */
+export function checkPermutationTest(t: PermutationTestOptions): Required<PermutationTestOptions> {
+  const permutations = t.permutations ?? 100;
+  const eta = t.eta ?? 0.05;
+  const seed = t.seed ?? 0;
+  if (!Number.isInteger(permutations) || permutations < 1) throw new RangeError(`permutationTest.permutations must be an integer >= 1 (got ${permutations})`);
+  if (!Number.isFinite(eta) || eta <= 0) throw new RangeError(`permutationTest.eta must be a number > 0 (got ${eta})`);
+  if (!Number.isFinite(seed)) throw new RangeError(`permutationTest.seed must be a finite number (got ${seed})`);
+  return { permutations, eta, seed };
+}
+
+/** dst[slot] (packed) = kernel f of src with its samples permuted: K~(i, j) = K(perm[i], perm[j]). */
+function permutePackedInto(src: Float64Array, f: number, perm: Int32Array, n: number, dst: Float64Array, slot: number): void {
+  const len = packedSize(n);
+  const s0 = f * len;
+  let q = slot * len;
+  for (let i = 0; i < n; i++) {
+    const pi = perm[i];
+    for (let j = i; j < n; j++) {
+      const pj = perm[j];
+      const a = pi < pj ? pi : pj;
+      const b = pi < pj ? pj : pi;
+      dst[q++] = src[s0 + a * n - (a * (a - 1)) / 2 + (b - a)];
+    }
+  }
+}
+
 /** Orders the filters of one layer by greedy forward selection. */
 export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Promise<OrderResult> {
   const t0 = performance.now();
@@ -184,11 +286,24 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   const maxSteps = Math.max(0, c - 1);
   const steps = Math.min(maxSteps, opts.maxSelect ?? maxSteps);
   if (!Number.isInteger(steps) || steps < 0) throw new RangeError(`maxSelect must be a non-negative integer`);
-  const backend = await resolveBackend(opts.backend, threads);
+  const sigmaMode = opts.sigma ?? 'reference';
+  if (sigmaMode !== 'reference' && sigmaMode !== 'median') throw new RangeError(`sigma must be 'reference' or 'median' (got ${String(sigmaMode)})`);
+  const ptest = opts.permutationTest ? checkPermutationTest(opts.permutationTest) : null;
+  const backend = await resolveBackend(opts.backend, threads, n);
 
-  const sigmaMaps = rule(n, hw);
+  // maps: one width per layer (this one and each before-layer), by the chosen rule
+  const medians: MedianSigma[] = [];
+  const layerSigma = (m: MapsTensor): number => {
+    if (sigmaMode === 'reference') return rule(m.n, m.hw);
+    const med = medianSigma(m.data, m.n, m.c * m.hw);
+    medians.push(med);
+    return med.sigma;
+  };
+  const sigmaMaps = layerSigma(maps);
   const sigmaLabels = rule(n, input.classes);
-  const sigmaBefore = before.map((b) => rule(n, b.hw));
+  const sigmaBefore = before.map(layerSigma);
+  const sigmaRuleName: OrderResult['sigma']['rule'] =
+    sigmaMode === 'median' ? 'median' : opts.sigmaRule === undefined || opts.sigmaRule === referenceSigma ? 'reference' : 'custom';
   const kernels = await backend.filterKernels(maps.data, n, c, hw, sigmaMaps);
   const group = kernelGroups(kernels, c, n);
   const kY = labelGram(input.labels, sigmaLabels);
@@ -242,6 +357,52 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   let totalEvaluations = 0;
   for (let k = c; k > c - steps; k--) totalEvaluations += k;
   let secondary: number[] | null = null; // tie-break order once below the floor
+
+  // Permutation test (SPEC section 4). After selection i let Z = B u selected_0..i-1 (the
+  // conditioning set before the pick), f = order[i], R = the filters still remaining (f is not in
+  // it), and f~ = f with its samples permuted (rows and columns of K_f permuted alike). Then
+  //   CMI~ = I(Y; R | Z u f~) = I(Y; R u Z u f~) - I(Y; Z u f~)
+  //        = [S(R,Z,f~) - S(Y,R,Z,f~)] - [S(Z,f~) - S(Y,Z,f~)]
+  // with the same f~ in BOTH terms: the chain rule is exact for these estimators only when both
+  // terms hold the same variables, and then this is exactly the reference's four-entropy CMI
+  // recomputed with f~ in the conditioning set. Reusing the unpermuted chain-rule constant
+  // I(Y; all u B) instead would give I(Y; R | Z u f~) + [I(Y; R u Z u f) - I(Y; R u Z u f~)]: a
+  // CMI plus the information the permutation destroyed (typically > 0), inflating the permuted
+  // values and so making p too small. (The reference leaves B out of Z in the permuted CMI only; we keep it, as
+  // in the actual CMI.) The actual value goes through the same two requests as the identity
+  // permutation (index 0), so actual and permuted values share their arithmetic (it equals cmi[i]
+  // up to round-off): p = #{k : CMI~_k <= CMI} / P. Cost: 2 batched requests of P + 1 candidates,
+  // 4 (P + 1) entropies per selection, independent of C.
+  const pValues: number[] = [];
+  let stopIndex: number | null = null;
+  let ptestEvaluated = 0;
+  const prng = new Rng(ptest?.seed ?? 0);
+  const len = packedSize(n);
+  // permuted kernels are batched up to ~64 MiB per request
+  const chunk = Math.max(1, Math.floor((64 * 2 ** 20) / (8 * len)));
+  const permutationPValue = async (z: Float64Array | null, f: number): Promise<number> => {
+    const P = ptest!.permutations;
+    const rest = z ? Float64Array.from(z) : new Float64Array(nn).fill(1); // Z u R
+    for (const r of remaining) multiplyPackedInto(rest, kernels, r, n);
+    const perms: Int32Array[] = [Int32Array.from({ length: n }, (_, i) => i)];
+    for (let k = 0; k < P; k++) perms.push(prng.permutation(n));
+    const stat = new Float64Array(P + 1);
+    for (let start = 0; start <= P; start += chunk) {
+      const part = perms.slice(start, start + chunk);
+      const packed = new Float64Array(part.length * len);
+      part.forEach((perm, k) => permutePackedInto(kernels, f, perm, n, packed, k));
+      const candidates = Int32Array.from(part.keys());
+      const rz = await backend.entropies({ n, alpha, base: z, other: kY, kernels: packed, candidates });
+      const rall = await backend.entropies({ n, alpha, base: rest, other: kY, kernels: packed, candidates });
+      for (let k = 0; k < part.length; k++) {
+        stat[start + k] = rall.entropy[k] - rall.entropyOther![k] - (rz.entropy[k] - rz.entropyOther![k]);
+      }
+    }
+    ptestEvaluated += 2 * (P + 1);
+    let below = 0;
+    for (let k = 1; k <= P; k++) if (stat[k] <= stat[0]) below++;
+    return below / P;
+  };
 
   const ownMutualInformation = async (): Promise<number[]> => {
     const r = await backend.entropies({ n, alpha, base: null, other: kY, kernels, candidates: Int32Array.from(remaining) });
@@ -325,10 +486,16 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
       }
     }
     if (secondary) secondary.shift();
+    const prevBase = base; // Z = B u selected before this pick
     base = newBase;
     remaining = remaining.filter((f) => f !== winner);
     order.push(winner);
     scores.push(score);
+    if (ptest && stopIndex === null) {
+      const p = await permutationPValue(prevBase, winner);
+      pValues.push(p);
+      if (p >= ptest.eta) stopIndex = step;
+    }
 
     if (!selOnly) selOnly = new Float64Array(nn).fill(1);
     multiplyPackedInto(selOnly, kernels, winner, n);
@@ -368,11 +535,41 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
         tail === 'secondary'
           ? 'from the noise-floor step on: descending I(Y; f) of each remaining filter alone, then lower index'
           : 'greedy to the end (the reference); past the noise-floor step the order is decided by round-off',
+      sigma:
+        sigmaMode === 'median'
+          ? 'maps (and each before-layer): median heuristic over the whole layer, 2 sigma^2 = median over sample pairs ' +
+            'i < j of sum_c ||x_ic - x_jc||^2 (one sigma per layer; ' +
+            medians.map((m) => m.basis).join(', ') +
+            '); labels: ' +
+            (sigmaRuleName === 'custom' ? 'the caller\'s rule' : 'reference rule 5 N^(-1/(4+d)), d = classes')
+          : sigmaRuleName === 'custom'
+            ? "the caller's sigmaRule(N, d), d = H*W of each layer's maps, classes for the labels"
+            : 'reference rule sigma = 5 N^(-1/(4+d)), d = H*W of each layer\'s maps, d = classes for the labels',
+      ...(ptest
+        ? {
+            permutationTest:
+              `after selection i: p[i] = fraction of ${ptest.permutations} seeded sample permutations of filter order[i] whose ` +
+              'I(Y; remaining | B u selected, order[i] permuted) <= the actual CMI; stops at the first p >= ' +
+              `${ptest.eta}; p[i] belongs to the (i+1)-th selection`,
+          }
+        : {}),
     },
     ...(ownMI ? { ownMI: ownMI.map(conv) } : {}),
     miAll: conv(miAll),
     entropyLabels: conv(sY),
-    sigma: { labels: sigmaLabels, maps: sigmaMaps, before: sigmaBefore, ...(sigmaInput !== undefined ? { input: sigmaInput } : {}) },
+    ...(ptest
+      ? {
+          pValues,
+          permutationTest: { permutations: ptest.permutations, eta: ptest.eta, seed: ptest.seed, stopIndex, evaluated: ptestEvaluated },
+        }
+      : {}),
+    sigma: {
+      rule: sigmaRuleName,
+      labels: sigmaLabels,
+      maps: sigmaMaps,
+      before: sigmaBefore,
+      ...(sigmaInput !== undefined ? { input: sigmaInput } : {}),
+    },
     alpha,
     logBase,
     n,
