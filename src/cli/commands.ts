@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { fetchDataCommand } from '../data/cifar10.js';
 import { registerEval } from './eval.js';
+import { registerPrune } from './prune.js';
 import { registerRank } from './rank.js';
 
 export function registerCommands(program: Command): void {
@@ -12,4 +13,5 @@ export function registerCommands(program: Command): void {
     });
   registerEval(program);
   registerRank(program);
+  registerPrune(program);
 }

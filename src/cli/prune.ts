@@ -1,0 +1,55 @@
+// `cmiprune prune`: rank, cut, operate, recover, export and verify in one run (src/prune/run.ts).
+import type { Command } from 'commander';
+import { CRITERIA, prune, type PruneOptions } from '../prune/run.js';
+import { CUTOFF_FORMS, parseCutoff } from '../prune/cutoff-spec.js';
+import { choiceOption, floatListOption, floatOption, intOption } from './options.js';
+import { InvalidArgumentError } from 'commander';
+
+function cutoffOption(v: string): string {
+  try {
+    parseCutoff(v);
+  } catch (e) {
+    // commander already names the option and the value: keep only what is wrong with it
+    throw new InvalidArgumentError((e as Error).message.replace(/^--cutoff '[^']*'(: )?/, '').replace(/^is not one of/, 'expected one of').trim());
+  }
+  return v;
+}
+
+export function registerPrune(program: Command): void {
+  program
+    .command('prune')
+    .description('Prune whole conv filters: criterion -> cut-off -> surgery -> BN re-estimation -> fine-tuning -> verified ONNX + report.json')
+    .requiredOption('--model <file>', 'ONNX model file')
+    .requiredOption('--out <dir>', 'output directory (pruned.onnx, report.json)')
+    .option('--data <name>', 'data set', choiceOption(['cifar10'] as const), 'cifar10')
+    .option('--criterion <name>', `filter ranking: ${CRITERIA.join(', ')}`, choiceOption(CRITERIA), 'cmi')
+    .option('--cutoff <rule>', `how many filters to keep: ${CUTOFF_FORMS}`, cutoffOption, 'scree')
+    .option('--allocation <rule>', 'global budgets across layers: sensitivity (held-out accuracy), uniform, curve', choiceOption(['sensitivity', 'uniform', 'curve'] as const), 'sensitivity')
+    .option('--alpha <a>', 'CMI: Renyi order (2: exact fast path; 1.01: the reference)', floatOption(0, true), 2)
+    .option('--sigma <rule>', 'CMI: kernel width of the maps: median (scale-aware) or reference', choiceOption(['median', 'reference'] as const), 'median')
+    .option('--samples <n>', 'CMI: class-balanced training images the criterion reads', intOption(10), 256)
+    .option('--permutations <p>', 'ptest: permutations per selection', intOption(1), 100)
+    .option('--eta <p>', 'ptest: significance level', floatOption(0, true), 0.05)
+    .option('--min-keep <k>', 'channels every layer keeps at least', intOption(1), 1)
+    .option('--heldout <n>', 'held-out training images for the tool\'s own choices', intOption(10), 500)
+    .option('--tolerance <t>', 'scree/xmeans: held-out accuracy a candidate may lose (layer alone)', floatOption(0), 0.005)
+    .option('--bn-images <n>', 'BatchNorm re-estimation images (0: off)', intOption(0), 2000)
+    .option('--no-bn-reestimate', 'skip BatchNorm re-estimation')
+    .option('--finetune-epochs <e>', 'fine-tuning epochs (SGD, cosine, crop+flip)', intOption(0), 0)
+    .option('--lr <lr>', 'fine-tuning learning rate', floatOption(0, true), 0.01)
+    .option('--batch <b>', 'fine-tuning batch size', intOption(2, 65536), 128)
+    .option('--distill <T>', 'distil from the unpruned model at temperature T', floatOption(0, true))
+    .option('--distill-weight <w>', 'weight of the soft targets', floatOption(0), 0.5)
+    .option('--test-limit <n>', 'evaluate on the first n test images only', intOption(1))
+    .option('--seed <s>', 'seed of every random choice', intOption(0), 0)
+    .option('--threads <t>', 'compute threads', intOption(1, 1024), 2)
+    .option('--mean <m>', 'per-channel mean (comma list) when the model has no metadata', floatListOption)
+    .option('--std <s>', 'per-channel std (comma list) when the model has no metadata', floatListOption)
+    .option('--checkpoint <dir>', 'checkpoint directory (default: under the cache, keyed by the inputs)')
+    .option('--fresh', 'ignore checkpoints')
+    .action(async (opts: PruneOptions & { bnReestimate: boolean; minKeep: number; checkpoint?: string }) => {
+      const { bnReestimate, checkpoint, ...rest } = opts;
+      const summary = await prune({ ...rest, bnImages: bnReestimate === false ? 0 : rest.bnImages, checkpointDir: checkpoint });
+      process.stdout.write(`${JSON.stringify(summary)}\n`);
+    });
+}

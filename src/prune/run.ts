@@ -1,0 +1,492 @@
+// `cmiprune prune` as a library call: rank -> cut-off -> surgery -> recovery -> verified export.
+// Choices the tool makes (scree/X-Means candidates, sensitivity allocation) look only at a
+// held-out slice of the training images; accuracies are reported on the test set. Rankings and
+// fine-tuning epochs are checkpointed under the cache (keyed by every input and an algorithm
+// version), so a killed run resumes; --out receives its files only at the end, each atomically.
+import { createHash } from 'node:crypto';
+import { access, constants as fsConstants, mkdir, readFile, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { loadCifar10 } from '../data/cifar10.js';
+import { classBalancedIndices, type ImageDataset, limit, normalizeBatch, subset } from '../data/dataset.js';
+import { resolveNormalization } from '../data/normalization.js';
+import { setThreads, TorchModel } from '../engine/index.js';
+import { assertVerified, ortLatency, verifyWithOnnxRuntime } from '../export/verify.js';
+import type { Model } from '../ir/model.js';
+import { modelCost } from '../ir/shapes.js';
+import { DEFAULT_OPSET, exportOnnx, MAX_OPSET } from '../onnx/export.js';
+import { importOnnx } from '../onnx/index.js';
+import { onnx } from '../onnx/proto.js';
+import { finetune } from '../recover/finetune.js';
+import { reestimateBatchNorm } from '../recover/bn.js';
+import { evaluate } from '../train/evaluate.js';
+import { UserError } from '../util/errors.js';
+import { cacheDir, writeFileAtomic } from '../util/fs.js';
+import { progress } from '../util/progress.js';
+import { allocateByCurve, allocateBySensitivity, allocateUniform, type Allocation, type AllocationRule, type Budget } from './allocate.js';
+import { cmiCriterion, type CmiSettings } from './cmi-criterion.js';
+import { costModel } from './cost.js';
+import { l1Criterion, randomCriterion, requireCurve } from './criteria.js';
+import { type CutoffSpec, cutoffName, parseCutoff } from './cutoff-spec.js';
+import { fractionCutoff, ptestCutoff, screeCutoff, withCandidate, xmeansCutoff } from './cutoffs.js';
+import { channelGroups } from './groups.js';
+import { applyPlan, foldingNotes, maskPlan } from './surgery.js';
+import type { ChannelGroup, Criterion, CutoffDecision, GroupRanking, PruningPlan } from './types.js';
+
+/** bump when the pipeline's decisions change for the same inputs (part of every checkpoint key) */
+export const PRUNE_ALGORITHM_VERSION = 'prune/1';
+
+export const CRITERIA = ['cmi', 'l1', 'random'] as const;
+export type CriterionName = (typeof CRITERIA)[number];
+
+export interface PruneOptions {
+  model: string;
+  data: 'cifar10';
+  criterion: CriterionName;
+  /** scree | xmeans | ptest | keep:F | filters:F | params:F | flops:F */
+  cutoff: string;
+  out: string;
+  seed?: number;
+  /** CMI: calibration images (class-balanced training sample), alpha, kernel width rule */
+  samples?: number;
+  alpha?: number;
+  sigma?: 'reference' | 'median';
+  /** ptest: permutations and significance level */
+  permutations?: number;
+  eta?: number;
+  /** global budgets' allocation across layers (default sensitivity) */
+  allocation?: AllocationRule;
+  /** channels every prunable layer keeps at least (default 1) */
+  minKeep?: number;
+  /** held-out training images for the tool's own choices (default 500) */
+  heldout?: number;
+  /** scree/X-Means: a candidate is acceptable when the held-out accuracy of pruning its layer alone drops at most this much (default 0.005) */
+  tolerance?: number;
+  /** BatchNorm re-estimation on this many training images (default 2000; 0 turns it off) */
+  bnImages?: number;
+  finetuneEpochs?: number;
+  lr?: number;
+  batch?: number;
+  /** distillation temperature (off when absent) and soft-target weight */
+  distill?: number;
+  distillWeight?: number;
+  /** evaluate on the first N test images only (default all 10,000) */
+  testLimit?: number;
+  threads?: number;
+  mean?: number[];
+  std?: number[];
+  /** ignore checkpoints */
+  fresh?: boolean;
+  /** checkpoints (default: under the cache, keyed by the run's inputs) */
+  checkpointDir?: string;
+}
+
+export interface PruneSummary {
+  out: string;
+  files: Record<string, string>;
+  criterion: string;
+  cutoff: string;
+  filters: { before: number; after: number };
+  params: { before: number; after: number };
+  macs: { before: number; after: number };
+  accuracy: Record<string, number | null>;
+  seconds: number;
+}
+
+const log = (s: string) => {
+  if (!process.env.CMIPRUNE_NO_PROGRESS) process.stderr.write(`prune: ${s}\n`);
+};
+
+/** Fails before any work when --out cannot be written; nothing is created there yet. */
+async function checkOutDir(out: string): Promise<void> {
+  let dir = resolve(out);
+  try {
+    const s = await stat(dir);
+    if (!s.isDirectory()) throw new UserError(`--out ${out}: exists and is not a directory`);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    // not there yet: the nearest existing ancestor must be writable
+    while (dirname(dir) !== dir) {
+      dir = dirname(dir);
+      try {
+        if ((await stat(dir)).isDirectory()) break;
+        throw new UserError(`--out ${out}: '${dir}' is not a directory`);
+      } catch (err) {
+        if (err instanceof UserError) throw err;
+      }
+    }
+  }
+  try {
+    await access(dir, fsConstants.W_OK);
+  } catch {
+    throw new UserError(`--out ${out}: '${dir}' is not writable`);
+  }
+}
+
+function validate(o: PruneOptions): void {
+  if (!(CRITERIA as readonly string[]).includes(o.criterion)) throw new UserError(`--criterion '${o.criterion}' is not one of: ${CRITERIA.join(', ')}`);
+  const c = parseCutoff(o.cutoff);
+  if (o.criterion === 'random' && (c.kind === 'scree' || c.kind === 'xmeans' || c.kind === 'ptest'))
+    throw new UserError(`--cutoff ${c.kind} needs a curve, and criterion 'random' gives none: use a budget (keep:F, filters:F, params:F, flops:F)`);
+  if (c.kind === 'ptest' && o.criterion !== 'cmi') throw new UserError(`--cutoff ptest is a test on the CMI ordering: use --criterion cmi`);
+  if (o.allocation === 'curve' && o.criterion === 'random') throw new UserError(`--allocation curve needs a curve; criterion 'random' gives none`);
+  if (o.distill !== undefined && !(o.distill > 0)) throw new UserError(`--distill must be a temperature > 0, got ${o.distill}`);
+  if (o.distill !== undefined && !(o.finetuneEpochs! > 0)) throw new UserError(`--distill needs --finetune-epochs >= 1`);
+}
+
+async function evalAcc(model: Model, ds: ImageDataset, norm: { mean: number[]; std: number[] }, label: string): Promise<number> {
+  const engine = TorchModel.create(model);
+  try {
+    return (await evaluate(engine, ds, { batch: 256, mean: norm.mean, std: norm.std, label })).accuracy;
+  } finally {
+    engine.dispose();
+  }
+}
+
+/**
+ * Held-out accuracy of the unpruned model with one layer's filters outside the first `keep` of
+ * its order zeroed (= pruning that layer alone, up to padded borders), on one engine whose weight
+ * is swapped in and restored. Cached per (layer, keep).
+ */
+function heldoutProbe(model: Model, heldout: ImageDataset, norm: { mean: number[]; std: number[] }, rankings: Map<string, GroupRanking>) {
+  const engine = TorchModel.create(model);
+  const cache = new Map<string, number>();
+  let base: number | undefined;
+  const acc = async () => (await evaluate(engine, heldout, { batch: 250, mean: norm.mean, std: norm.std, label: 'held-out' })).accuracy;
+  return {
+    async baseline(): Promise<number> {
+      base ??= await acc();
+      return base;
+    },
+    async withLayer(g: ChannelGroup, keep: number): Promise<number> {
+      const key = `${g.name}/${keep}`;
+      if (cache.has(key)) return cache.get(key)!;
+      const plan: PruningPlan = { keep: { [g.name]: [...rankings.get(g.name)!.order.slice(0, keep)].sort((a, b) => a - b) } };
+      const wKey = (model.nodes.find((n) => n.name === g.name)!.params as Record<string, string>).weight!;
+      if (keep < g.channels) engine.writeTensors({ [wKey]: maskPlan(model, plan).tensors[wKey]! });
+      const a = await acc();
+      engine.writeTensors({ [wKey]: model.tensors[wKey]! });
+      cache.set(key, a);
+      return a;
+    },
+    dispose: () => engine.dispose(),
+  };
+}
+
+function makeCriterion(o: PruneOptions, settings: CmiSettings): Criterion {
+  if (o.criterion === 'l1') return l1Criterion;
+  if (o.criterion === 'random') return randomCriterion(o.seed ?? 0);
+  return cmiCriterion(settings);
+}
+
+function sourceOpset(bytes: Uint8Array): number {
+  const m = onnx.ModelProto.decode(bytes);
+  const def = (m.opsetImport ?? []).find((x) => !x.domain || x.domain === 'ai.onnx');
+  return Number(def?.version ?? 0);
+}
+
+export async function prune(opts: PruneOptions): Promise<PruneSummary> {
+  const t0 = performance.now();
+  const seconds: Record<string, number> = {};
+  let tStage = performance.now();
+  const stage = (name: string) => {
+    const now = performance.now();
+    seconds[name] = (now - tStage) / 1000;
+    tStage = now;
+  };
+  const o: Required<Omit<PruneOptions, 'distill' | 'testLimit' | 'mean' | 'std' | 'checkpointDir'>> & PruneOptions = {
+    seed: 0,
+    samples: 256,
+    alpha: 2,
+    sigma: 'median',
+    permutations: 100,
+    eta: 0.05,
+    allocation: 'sensitivity',
+    minKeep: 1,
+    heldout: 500,
+    tolerance: 0.005,
+    bnImages: 2000,
+    finetuneEpochs: 0,
+    lr: 0.01,
+    batch: 128,
+    distillWeight: 0.5,
+    threads: 2,
+    fresh: false,
+    ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
+  } as never;
+  validate(o);
+  const cutoff: CutoffSpec = parseCutoff(o.cutoff);
+  await checkOutDir(o.out);
+
+  // --- load
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(o.model);
+  } catch (e) {
+    throw new UserError(`${o.model}: cannot read model file (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  const modelSha256 = createHash('sha256').update(bytes).digest('hex');
+  const model = importOnnx(bytes, { fileName: o.model });
+  const groups = channelGroups(model);
+  const prunable = groups.filter((g) => g.prunable);
+  if (prunable.length === 0) {
+    const why = groups.map((g) => `${g.name}: ${g.reason}`).join('; ');
+    throw new UserError(`${o.model}: no conv layer can be pruned${why ? ` (${why})` : ''}`);
+  }
+  setThreads(o.threads);
+  const train = await loadCifar10('train');
+  const testFull = await loadCifar10('test');
+  const test = o.testLimit !== undefined ? limit(testFull, o.testLimit) : testFull;
+  const inShape = model.inputs[0]!.shape;
+  if (inShape.length !== 4 || inShape[1] !== train.channels || inShape[2] !== train.height || inShape[3] !== train.width)
+    throw new UserError(`${o.model}: input '${model.inputs[0]!.name}' has shape [${inShape}], ${train.name} images are [N,${train.channels},${train.height},${train.width}]`);
+  const norm = resolveNormalization(model, o.model, o, train.channels);
+  // calibration sample for the criterion, and a disjoint held-out slice for the tool's choices
+  const calibIdx = classBalancedIndices(train.labels, train.classes, o.samples, o.seed);
+  const inCalib = new Set(calibIdx);
+  const restIdx = Int32Array.from({ length: train.n }, (_, i) => i).filter((i) => !inCalib.has(i));
+  const rest = subset(train, restIdx, 'train minus calibration');
+  const heldIdx = classBalancedIndices(rest.labels, rest.classes, o.heldout, o.seed + 1);
+  const heldout = subset(rest, heldIdx, `train held-out ${o.heldout}`);
+  const calibration = subset(train, calibIdx, `train calibration ${o.samples}`);
+  const runKey = createHash('sha256')
+    .update(JSON.stringify([PRUNE_ALGORITHM_VERSION, modelSha256, o.data, o.criterion, o.samples, o.seed, o.alpha, o.sigma, o.permutations, o.eta, norm.mean, norm.std]))
+    .digest('hex')
+    .slice(0, 16);
+  const ckptDir = o.checkpointDir ?? join(cacheDir(), 'prune', runKey);
+  stage('load');
+
+  // --- rank
+  log(`ranking ${prunable.length} layers by ${o.criterion}`);
+  const criterion = makeCriterion(o, {
+    alpha: o.alpha,
+    sigma: o.sigma,
+    samples: o.samples,
+    seed: o.seed,
+    threads: o.threads,
+    permutations: cutoff.kind === 'ptest' ? o.permutations : undefined,
+    eta: o.eta,
+    checkpointDir: join(ckptDir, 'rank'),
+    fresh: o.fresh,
+  });
+  const rankingList = await criterion.rank(model, prunable, { data: calibration, mean: norm.mean, std: norm.std, seed: o.seed, threads: o.threads });
+  const rankings = new Map(rankingList.map((r) => [r.group, r]));
+  stage('rank');
+
+  // --- cut-offs
+  const cost = costModel(model, groups);
+  const decisions = new Map<string, CutoffDecision>();
+  let allocation: Allocation | undefined;
+  const probe = heldoutProbe(model, heldout, norm, rankings);
+  let heldoutBaseline: number | null = null;
+  try {
+    if (cutoff.kind === 'keep') {
+      for (const g of prunable) decisions.set(g.name, fractionCutoff(g.channels, cutoff.fraction, o.minKeep));
+    } else if (cutoff.kind === 'scree' || cutoff.kind === 'xmeans' || cutoff.kind === 'ptest') {
+      for (const g of prunable) {
+        const r = rankings.get(g.name)!;
+        const d =
+          cutoff.kind === 'ptest'
+            ? ptestCutoff(r.pValues ?? [], { eta: o.eta, minKeep: o.minKeep, channels: g.channels })
+            : cutoff.kind === 'scree'
+              ? screeCutoff(requireCurve(r, o.criterion, 'scree'), { minKeep: o.minKeep })
+              : xmeansCutoff(requireCurve(r, o.criterion, 'xmeans'), { seed: o.seed, minKeep: o.minKeep });
+        decisions.set(g.name, d);
+      }
+      if (cutoff.kind !== 'ptest') {
+        // among each layer's candidates: the fewest channels whose held-out accuracy, that layer
+        // pruned alone, stays within `tolerance` of the unpruned model; else the most channels
+        heldoutBaseline = await probe.baseline();
+        const total = prunable.reduce((s, g) => s + ((decisions.get(g.name)!.evidence.candidates as unknown[]) ?? []).length, 0);
+        const bar = progress('cut-off candidates (held-out)', total);
+        for (const g of prunable) {
+          const d = decisions.get(g.name)!;
+          const cands = [...new Set(((d.evidence.candidates as { keep: number }[]) ?? []).map((c) => c.keep))].sort((a, b) => a - b);
+          if (cands.length === 0) continue;
+          const accs: Record<number, number> = {};
+          let pick: number | undefined;
+          for (const k of cands) {
+            accs[k] = await probe.withLayer(g, k);
+            bar.tick(1, { layer: g.name });
+            if (pick === undefined && heldoutBaseline - accs[k]! <= o.tolerance) pick = k;
+          }
+          const chosen = pick ?? cands[cands.length - 1]!;
+          const why = pick !== undefined
+            ? `fewest channels among the candidates whose held-out accuracy (layer pruned alone) is within ${o.tolerance} of the unpruned ${heldoutBaseline.toFixed(4)}`
+            : `no candidate within ${o.tolerance} of the unpruned held-out accuracy: the candidate keeping most channels`;
+          const nd = chosen === d.keep ? { ...d, rule: `${d.rule}; ${why}` } : withCandidate(d, chosen, why);
+          decisions.set(g.name, { ...nd, evidence: { ...nd.evidence, heldoutAccuracy: accs, heldoutBaseline } });
+        }
+        bar.done();
+      }
+    } else {
+      const budget = cutoff as Budget;
+      if (o.allocation === 'uniform') allocation = allocateUniform(budget, prunable, cost, o.minKeep);
+      else if (o.allocation === 'curve') allocation = allocateByCurve(budget, prunable, rankings, cost, o.minKeep);
+      else {
+        heldoutBaseline = await probe.baseline();
+        const bar = progress('sensitivity (held-out)', prunable.length * 9);
+        allocation = await allocateBySensitivity(budget, prunable, cost, async (g, k) => {
+          const a = await probe.withLayer(g, k);
+          bar.tick(1, { layer: g.name });
+          return heldoutBaseline! - a;
+        }, o.minKeep);
+        bar.done();
+      }
+      for (const g of prunable) {
+        decisions.set(g.name, {
+          keep: allocation.keep[g.name]!,
+          rule: `${cutoffName(cutoff)} by ${allocation.rule} allocation`,
+          evidence: { reached: allocation.reached },
+        });
+      }
+    }
+  } finally {
+    probe.dispose();
+  }
+  const plan: PruningPlan = {
+    keep: Object.fromEntries(prunable.map((g) => [g.name, rankings.get(g.name)!.order.slice(0, decisions.get(g.name)!.keep).sort((a, b) => a - b)])),
+    provenance: { tool: 'cmiprune', version: PRUNE_ALGORITHM_VERSION, criterion: criterion.key, cutoff: cutoffName(cutoff), allocation: allocation?.rule ?? null, seed: o.seed },
+  };
+  stage('cutoff');
+
+  // --- surgery
+  const pruned = applyPlan(model, plan);
+  const notes = foldingNotes(model, plan, groups);
+  // how much folding moved the logits against the masked model (exact but for padded borders)
+  const probeBatch = subset(heldout, Array.from({ length: Math.min(32, heldout.n) }, (_, i) => i));
+  const probeX = { x: normalizeBatch(probeBatch, { start: 0, end: probeBatch.n }, norm.mean, norm.std), shape: [probeBatch.n, train.channels, train.height, train.width] };
+  const logitsOf = async (m: Model) => {
+    const e = TorchModel.create(m);
+    try {
+      return Object.values((await e.forward(probeX.x, probeX.shape)).outputs)[0]!.data;
+    } finally {
+      e.dispose();
+    }
+  };
+  const [lMasked, lPruned] = [await logitsOf(maskPlan(model, plan)), await logitsOf(pruned)];
+  let foldDiff = 0;
+  let maxLogit = 0;
+  for (let i = 0; i < lMasked.length; i++) {
+    foldDiff = Math.max(foldDiff, Math.abs(lMasked[i]! - lPruned[i]!));
+    maxLogit = Math.max(maxLogit, Math.abs(lMasked[i]!));
+  }
+  stage('surgery');
+
+  // --- accuracies and recovery
+  const accuracy: Record<string, number | null> = { before: null, afterSurgery: null, afterBnReestimation: null, afterFinetune: null };
+  accuracy.before = await evalAcc(model, test, norm, 'test: unpruned');
+  accuracy.afterSurgery = await evalAcc(pruned, test, norm, 'test: after surgery');
+  stage('evaluate');
+  let current = pruned;
+  let bnInfo: Record<string, unknown> = { enabled: false };
+  if (o.bnImages > 0) {
+    const r = await reestimateBatchNorm(pruned, rest, { mean: norm.mean, std: norm.std, images: Math.min(o.bnImages, rest.n), seed: o.seed, threads: o.threads });
+    current = r.model;
+    bnInfo = { enabled: true, images: r.images, layers: r.layers, seconds: r.seconds };
+    accuracy.afterBnReestimation = await evalAcc(current, test, norm, 'test: after BN re-estimation');
+  }
+  stage('bnReestimation');
+  const epochs: Record<string, unknown>[] = [];
+  if (o.finetuneEpochs > 0) {
+    const ftKey = createHash('sha256').update(JSON.stringify([runKey, plan.keep, o.bnImages, o.lr, o.batch, o.finetuneEpochs, o.distill ?? null, o.distillWeight])).digest('hex').slice(0, 16);
+    const ftDir = join(ckptDir, 'finetune', ftKey);
+    const accPath = join(ftDir, 'test-accuracy.json');
+    const accByEpoch: Record<string, number> = o.fresh ? {} : await readFile(accPath, 'utf8').then((s) => JSON.parse(s) as Record<string, number>, () => ({}));
+    const r = await finetune(current, train, {
+      epochs: o.finetuneEpochs,
+      batch: o.batch,
+      lr: o.lr,
+      seed: o.seed,
+      mean: norm.mean,
+      std: norm.std,
+      threads: o.threads,
+      checkpointDir: ftDir,
+      checkpointKey: ftKey,
+      ...(o.distill !== undefined ? { teacher: model, distill: { temperature: o.distill, weight: o.distillWeight } } : {}),
+      label: 'fine-tune',
+      onEpoch: async (e) => {
+        accByEpoch[e.epoch + 1] = await evalAcc(e.model, test, norm, `test: after epoch ${e.epoch + 1}`);
+        await writeFileAtomic(accPath, JSON.stringify(accByEpoch));
+      },
+    });
+    current = r.model;
+    for (const e of r.epochs) epochs.push({ ...e, testAccuracy: accByEpoch[e.epoch + 1] ?? null });
+    const last = accByEpoch[o.finetuneEpochs];
+    accuracy.afterFinetune = last ?? (await evalAcc(current, test, norm, 'test: after fine-tuning'));
+  }
+  stage('finetune');
+
+  // --- export, verify, latency
+  // the input's opset when the exporter supports it (13..22), else its default
+  const opset = sourceOpset(bytes);
+  const outBytes = exportOnnx(current, opset >= DEFAULT_OPSET && opset <= MAX_OPSET ? { opset } : {});
+  const verification = await verifyWithOnnxRuntime(outBytes, current, probeX);
+  assertVerified(verification, join(o.out, 'pruned.onnx'));
+  stage('verify');
+  const sample = [train.channels, train.height, train.width];
+  const latency = { before: await ortLatency(bytes, sample, { threads: o.threads }), after: await ortLatency(outBytes, sample, { threads: o.threads }) };
+  stage('latency');
+
+  const costBefore = modelCost(model);
+  const costAfter = modelCost(current);
+  const filtersBefore = groups.reduce((s, g) => s + g.channels, 0);
+  const filtersAfter = groups.reduce((s, g) => s + (plan.keep[g.name]?.length ?? g.channels), 0);
+  const report = {
+    tool: { name: 'cmiprune', algorithm: PRUNE_ALGORITHM_VERSION },
+    settings: { ...o, criterionKey: criterion.key, normalization: norm },
+    model: { path: o.model, sha256: modelSha256, input: model.inputs[0], outputs: model.outputs },
+    data: { name: o.data, calibration: calibration.n, heldout: heldout.n, test: test.n, heldoutFrom: 'training images outside the calibration sample' },
+    cutoffRules: {
+      offByOne: 'curve[i] is measured after i+1 channels are kept, so curve index i means keep = i + 1',
+      candidates: 'scree/X-Means: among the candidates, the fewest channels whose held-out accuracy with that layer pruned alone is within the tolerance; else the most',
+      budgets: `keep:F per layer; filters/params/flops:F global by the '${o.allocation}' allocation (uniform: one fraction per layer; curve: one threshold on curve/curveTotal; sensitivity: greedy on per-layer held-out drops)`,
+    },
+    layers: groups.map((g) => {
+      const r = rankings.get(g.name);
+      const d = decisions.get(g.name);
+      return {
+        name: g.name,
+        index: g.index,
+        channels: g.channels,
+        kept: plan.keep[g.name]?.length ?? g.channels,
+        prunable: g.prunable,
+        ...(g.reason ? { reason: g.reason } : {}),
+        ...(r ? { order: r.order, curve: r.curve ?? null, curveTotal: r.curveTotal ?? null, curveName: r.curveName ?? null, pValues: r.pValues ?? null, criterion: r.evidence ?? {} } : {}),
+        ...(d ? { cutoff: d } : {}),
+        keepIndices: plan.keep[g.name] ?? null,
+      };
+    }),
+    allocation: allocation ?? null,
+    cost: {
+      before: { filters: filtersBefore, params: costBefore.params, macs: costBefore.macs },
+      after: { filters: filtersAfter, params: costAfter.params, macs: costAfter.macs },
+      removed: { filters: 1 - filtersAfter / filtersBefore, params: 1 - costAfter.params / costBefore.params, macs: 1 - costAfter.macs / costBefore.macs },
+      counter: 'the IR (src/ir/shapes.ts modelCost): BN running statistics are buffers, not parameters',
+    },
+    accuracy,
+    heldoutBaseline,
+    folding: { maxAbsLogitDiffVsMasked: foldDiff, maxAbsLogit: maxLogit, images: probeBatch.n, notes, meaning: 'logits of the pruned model vs the unpruned one with the removed filters zeroed (exact but for zero-padded borders)' },
+    bnReestimation: bnInfo,
+    finetune: { epochs },
+    verification: { onnxruntime: verification },
+    latency,
+    checkpoints: ckptDir,
+    seconds: { ...seconds, total: (performance.now() - t0) / 1000 },
+  };
+
+  await mkdir(o.out, { recursive: true });
+  const files = { model: join(o.out, 'pruned.onnx'), report: join(o.out, 'report.json') };
+  await writeFileAtomic(files.model, outBytes);
+  await writeFileAtomic(files.report, JSON.stringify(report, null, 1));
+  return {
+    out: o.out,
+    files,
+    criterion: criterion.key,
+    cutoff: cutoffName(cutoff),
+    filters: { before: filtersBefore, after: filtersAfter },
+    params: { before: costBefore.params, after: costAfter.params },
+    macs: { before: costBefore.macs, after: costAfter.macs },
+    accuracy,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}

@@ -1,0 +1,137 @@
+// `cmiprune prune` end to end: the shared VGG16-BN halved by L1 (issue acceptance), a small
+// exported CNN pruned by CMI with scree cut-offs, report.json against an independent count of the
+// written ONNX, onnxruntime against the engine, and the error contract (one message, non-zero
+// exit, nothing on stdout, nothing in --out).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { loadCifar10 } from '../src/data/cifar10.js';
+import { classBalancedSample, normalizeBatch } from '../src/data/dataset.js';
+import { setThreads, TorchModel } from '../src/engine/index.js';
+import { countOnnx } from '../src/export/count.js';
+import { SequentialBuilder } from '../src/ir/builder.js';
+import { exportOnnx, loadOnnxFile } from '../src/onnx/index.js';
+import { PLAN_METADATA_KEY } from '../src/prune/surgery.js';
+import { addonSkip } from './support/addon.js';
+import { runOrt } from './support/ort.js';
+import { Rng } from './support/random.js';
+import { maxAbsDiff } from './support/reference.js';
+import { CLI, VGG16_ONNX } from './support/shared.js';
+
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, CMIPRUNE_NO_PROGRESS: '1' } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+let dir = '';
+let small = '';
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'cmiprune-prune-'));
+  // a small VGG-style CNN with odd widths; untrained weights are enough for surgery and plumbing
+  const rng = new Rng(11);
+  const b = new SequentialBuilder('small', [3, 32, 32], { random: () => rng.next() });
+  b.conv(13, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
+  b.conv(21, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
+  b.conv(37, 3, { padding: 1 }).bn().relu().maxpool(2).flatten().linear(10);
+  const m = b.build();
+  m.metadata = { mean: JSON.stringify([0.4914, 0.4822, 0.4465]), std: JSON.stringify([0.247, 0.2435, 0.2616]) };
+  small = join(dir, 'small.onnx');
+  await writeFile(small, exportOnnx(m));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** The report's counts equal an independent count from the written ONNX initializers. */
+async function checkOutputs(out: string) {
+  const bytes = new Uint8Array(await readFile(join(out, 'pruned.onnx')));
+  const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+  const counted = countOnnx(bytes);
+  assert.equal(report.cost.after.params, counted.params);
+  assert.equal(report.cost.after.macs, counted.macs);
+  assert.ok(report.verification.onnxruntime.ok);
+  assert.ok(report.verification.onnxruntime.maxAbsDiff <= 1e-4);
+  assert.deepEqual(await readdir(out).then((f) => f.sort()), ['pruned.onnx', 'report.json']);
+  return { bytes, report, counted };
+}
+
+test('prune --criterion l1 --cutoff keep:0.5 halves every conv of the shared VGG16-BN; onnxruntime gives the engine logits', { skip: addonSkip }, async () => {
+  const out = join(dir, 'vgg-l1');
+  const r = cli(['prune', '--model', VGG16_ONNX, '--data', 'cifar10', '--criterion', 'l1', '--cutoff', 'keep:0.5', '--finetune-epochs', '0', '--out', out, '--test-limit', '1000', '--bn-images', '512']);
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, 1);
+  const summary = JSON.parse(lines[0]!);
+  const { bytes, report, counted } = await checkOutputs(out);
+  assert.deepEqual(counted.convs.map((c) => c.outChannels), [32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256]);
+  assert.deepEqual(report.layers.map((l: { kept: number }) => l.kept), [32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256]);
+  assert.equal(summary.filters.after, 2112);
+  // the unpruned model scores ~94% on these 1000 images; BN re-estimation recovers part of the loss
+  assert.ok(report.accuracy.before > 0.9, JSON.stringify(report.accuracy));
+  assert.ok(report.accuracy.afterBnReestimation > report.accuracy.afterSurgery, JSON.stringify(report.accuracy));
+  // same input/output names, normalisation metadata and opset as the input file
+  const pruned = await loadOnnxFile(join(out, 'pruned.onnx'));
+  const orig = await loadOnnxFile(VGG16_ONNX);
+  assert.deepEqual(pruned.inputs.map((i) => i.name), orig.inputs.map((i) => i.name));
+  assert.deepEqual(pruned.outputs, orig.outputs);
+  assert.equal(pruned.metadata.mean, orig.metadata.mean);
+  assert.equal(JSON.parse(pruned.metadata[PLAN_METADATA_KEY]!).kept['/features/features.0/Conv'] ?? 32, 32);
+  // an independent check of the written file: onnxruntime vs the engine on real images
+  setThreads(2);
+  const ds = classBalancedSample(await loadCifar10('test'), 16, 3);
+  const x = normalizeBatch(ds, { start: 0, end: ds.n }, JSON.parse(orig.metadata.mean!), JSON.parse(orig.metadata.std!));
+  const e = TorchModel.create(pruned);
+  const ours = (await e.forward(x, [ds.n, 3, 32, 32])).outputs[pruned.outputs[0]!]!;
+  e.dispose();
+  assert.ok(maxAbsDiff(await runOrt(bytes, pruned.inputs[0]!.name, x, [ds.n, 3, 32, 32]), ours.data) <= 1e-4);
+  for (const k of ['load', 'rank', 'cutoff', 'surgery', 'bnReestimation', 'verify', 'latency', 'total']) assert.ok(report.seconds[k] >= 0, k);
+  assert.ok(report.latency.after[0].msPerImage > 0 && report.latency.before[1].batch === 64);
+});
+
+test('prune --criterion cmi --cutoff scree on a small CNN: per-layer decisions from held-out candidates, report and ONNX agree', { skip: addonSkip }, async () => {
+  const out = join(dir, 'small-cmi');
+  const r = cli(['prune', '--model', small, '--criterion', 'cmi', '--cutoff', 'scree', '--samples', '60', '--heldout', '100', '--bn-images', '128', '--test-limit', '200', '--out', out, '--fresh', '--checkpoint', join(dir, 'ckpt')]);
+  assert.equal(r.status, 0, r.stderr);
+  const { report } = await checkOutputs(out);
+  assert.equal(report.layers.length, 3);
+  for (const l of report.layers.slice(0, 2)) {
+    assert.equal(l.prunable, true);
+    assert.equal(l.curve.length, l.channels - 1);
+    const cands = l.cutoff.evidence.candidates.map((c: { keep: number }) => c.keep);
+    assert.ok(cands.includes(l.kept), `${l.name}: kept ${l.kept} is one of the scree candidates ${cands}`);
+    assert.deepEqual([...l.keepIndices].sort((a: number, b: number) => a - b), [...l.order.slice(0, l.kept)].sort((a: number, b: number) => a - b));
+  }
+  assert.equal(report.settings.seed, 0);
+  assert.equal(report.data.heldout, 100);
+});
+
+test('prune: bad input gives one error line, a non-zero exit, no stdout and nothing in --out', { skip: addonSkip }, async () => {
+  const out = join(dir, 'bad-out');
+  const cases: [string[], RegExp][] = [
+    [['--model', join(dir, 'missing.onnx'), '--criterion', 'l1', '--cutoff', 'keep:0.5'], /missing\.onnx: cannot read model file/],
+    [['--model', small, '--criterion', 'magnitude', '--cutoff', 'keep:0.5'], /--criterion.*magnitude.*expected one of: cmi, l1, random/],
+    [['--model', small, '--criterion', 'l1', '--cutoff', 'elbow'], /--cutoff.*expected one of: scree, xmeans/],
+    [['--model', small, '--criterion', 'l1', '--cutoff', 'filters:1.5'], /--cutoff.*must be a number in \(0, 1\)/],
+    [['--model', small, '--criterion', 'l1', '--cutoff', 'keep:0'], /--cutoff.*must be a number in \(0, 1\)/],
+    [['--model', small, '--criterion', 'random', '--cutoff', 'scree'], /needs a curve, and criterion 'random' gives none/],
+  ];
+  for (const [args, re] of cases) {
+    const r = cli(['prune', ...args, '--out', out]);
+    assert.notEqual(r.status, 0, args.join(' '));
+    assert.equal(r.stdout, '', args.join(' '));
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('cmiprune:') || l.startsWith('error:')).length, 1, r.stderr);
+    assert.equal(existsSync(out), false, `${args.join(' ')} left ${out}`);
+  }
+  // an unwritable --out (root ignores permission bits, so a path under a regular file)
+  const file = join(dir, 'a-file');
+  await writeFile(file, 'x');
+  const r = cli(['prune', '--model', small, '--criterion', 'l1', '--cutoff', 'keep:0.5', '--out', join(file, 'out')]);
+  assert.notEqual(r.status, 0);
+  assert.equal(r.stdout, '');
+  assert.match(r.stderr, /--out .*a-file.* is not a directory/);
+});
