@@ -3,41 +3,19 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import ort from 'onnxruntime-node';
-import type { Model, Node, Tensor } from '../src/ir/model.js';
+import type { Model, Node } from '../src/ir/model.js';
 import { inferShapes } from '../src/ir/shapes.js';
 import { OnnxImportError, exportOnnx, importOnnx, loadOnnxFile, saveOnnxFile } from '../src/onnx/index.js';
 import { AttrType, DataType, onnx, type pb } from '../src/onnx/proto.js';
-import { MODELS_DIR } from './shared.js';
-import { Rng } from '../src/util/rng.js';
+import { GraphBuilder } from './support/graph.js';
+import { runOrt } from './support/ort.js';
+import { Rng, randn } from './support/random.js';
+import { maxAbsDiff, referenceForward } from './support/reference.js';
+import { MODELS_DIR } from './support/shared.js';
 
 const MODELS = MODELS_DIR;
 const VGG = join(MODELS, 'vgg16_bn_cifar10.onnx');
 const RESNET20 = join(MODELS, 'resnet20_cifar10.onnx');
-
-function mulberry32(seed: number): () => number {
-  const r = new Rng(seed);
-  return () => r.next();
-}
-const randn = (n: number, rng: () => number, scale = 1) =>
-  Float32Array.from({ length: n }, () => (rng() + rng() + rng() - 1.5) * 2 * scale);
-
-async function runOrt(bytes: Uint8Array, input: string, x: Float32Array, shape: number[]): Promise<Float32Array> {
-  const s = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
-  try {
-    const out = await s.run({ [input]: new ort.Tensor('float32', x, shape) });
-    return out[s.outputNames[0]!]!.data as Float32Array;
-  } finally {
-    await s.release();
-  }
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 // ---------- ONNX protobuf builders (no binary fixtures) ----------
 const aInt = (name: string, i: number): pb.IAttributeProto => ({ name, type: AttrType.INT, i });
@@ -77,182 +55,24 @@ function onnxBytes(g: { nodes: pb.INodeProto[]; inits?: pb.ITensorProto[]; input
   }).finish();
 }
 
-// ---------- an independent pure-JS forward pass (PyTorch semantics) for checking exports ----------
-function forwardJs(model: Model, x: Float32Array, inShape: number[]): Float32Array {
-  const vals = new Map<string, { d: Float32Array; s: number[] }>([[model.inputs[0]!.name, { d: x, s: inShape }]]);
-  const T = (k: string | undefined): Tensor | undefined => (k ? model.tensors[k] : undefined);
-  for (const n of model.nodes) {
-    const a = vals.get(n.inputs[0])!;
-    let out: { d: Float32Array; s: number[] };
-    const [N, C, H, W] = a.s as [number, number, number, number];
-    switch (n.op) {
-      case 'Conv2d': {
-        const { outChannels: O, kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups } = n.attrs;
-        const w = T(n.params.weight)!.data;
-        const b = T(n.params.bias)?.data;
-        const OH = Math.floor((H + 2 * ph - dh * (kh - 1) - 1) / sh) + 1;
-        const OW = Math.floor((W + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
-        const cg = C / groups;
-        const og = O / groups;
-        const d = new Float32Array(N * O * OH * OW);
-        for (let ni = 0; ni < N; ni++)
-          for (let o = 0; o < O; o++)
-            for (let oy = 0; oy < OH; oy++)
-              for (let ox = 0; ox < OW; ox++) {
-                let acc = b ? b[o]! : 0;
-                const g = Math.floor(o / og);
-                for (let c = 0; c < cg; c++)
-                  for (let ky = 0; ky < kh; ky++)
-                    for (let kx = 0; kx < kw; kx++) {
-                      const iy = oy * sh - ph + ky * dh;
-                      const ix = ox * sw - pw + kx * dw;
-                      if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                      acc += a.d[((ni * C + g * cg + c) * H + iy) * W + ix]! * w[((o * cg + c) * kh + ky) * kw + kx]!;
-                    }
-                d[((ni * O + o) * OH + oy) * OW + ox] = acc;
-              }
-        out = { d, s: [N, O, OH, OW] };
-        break;
-      }
-      case 'BatchNorm': {
-        const [g, b, m, v] = (['weight', 'bias', 'runningMean', 'runningVar'] as const).map((s) => T(n.params[s])!.data);
-        const hw = a.s.length === 4 ? H * W : 1;
-        const d = a.d.map((val, i) => {
-          const c = Math.floor(i / hw) % C;
-          return ((val - m![c]!) / Math.sqrt(v![c]! + n.attrs.eps)) * g![c]! + b![c]!;
-        });
-        out = { d, s: a.s };
-        break;
-      }
-      case 'Relu':
-        out = { d: a.d.map((v) => Math.max(v, 0)), s: a.s };
-        break;
-      case 'MaxPool':
-      case 'AvgPool': {
-        const { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw], ceilMode } = n.attrs;
-        const sz = (L: number, k: number, s: number, p: number) => {
-          let o = (ceilMode ? Math.ceil((L + 2 * p - k) / s) : Math.floor((L + 2 * p - k) / s)) + 1;
-          if (ceilMode && (o - 1) * s >= L + p) o--;
-          return o;
-        };
-        const OH = sz(H, kh, sh, ph);
-        const OW = sz(W, kw, sw, pw);
-        const d = new Float32Array(N * C * OH * OW);
-        for (let nc = 0; nc < N * C; nc++)
-          for (let oy = 0; oy < OH; oy++)
-            for (let ox = 0; ox < OW; ox++) {
-              let best = -Infinity;
-              let sum = 0;
-              let cnt = 0;
-              const y0 = oy * sh - ph;
-              const x0 = ox * sw - pw;
-              // PyTorch: the count_include_pad divisor covers the window clipped to the padded input
-              const padCnt = (Math.min(y0 + kh, H + ph) - y0) * (Math.min(x0 + kw, W + pw) - x0);
-              for (let ky = 0; ky < kh; ky++)
-                for (let kx = 0; kx < kw; kx++) {
-                  const iy = y0 + ky;
-                  const ix = x0 + kx;
-                  if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                  const v = a.d[(nc * H + iy) * W + ix]!;
-                  best = Math.max(best, v);
-                  sum += v;
-                  cnt++;
-                }
-              d[(nc * OH + oy) * OW + ox] = n.op === 'MaxPool' ? best : sum / (n.attrs.countIncludePad ? padCnt : cnt);
-            }
-        out = { d, s: [N, C, OH, OW] };
-        break;
-      }
-      case 'GlobalAvgPool': {
-        const d = new Float32Array(N * C);
-        for (let i = 0; i < N * C; i++) {
-          let s = 0;
-          for (let j = 0; j < H * W; j++) s += a.d[i * H * W + j]!;
-          d[i] = s / (H * W);
-        }
-        out = { d, s: [N, C, 1, 1] };
-        break;
-      }
-      case 'Flatten':
-        out = { d: a.d, s: [N, a.d.length / N] };
-        break;
-      case 'Linear': {
-        const { inFeatures: I, outFeatures: O } = n.attrs;
-        const w = T(n.params.weight)!.data;
-        const b = T(n.params.bias)?.data;
-        const d = new Float32Array(N * O);
-        for (let ni = 0; ni < N; ni++)
-          for (let o = 0; o < O; o++) {
-            let acc = b ? b[o]! : 0;
-            for (let i = 0; i < I; i++) acc += a.d[ni * I + i]! * w[o * I + i]!;
-            d[ni * O + o] = acc;
-          }
-        out = { d, s: [N, O] };
-        break;
-      }
-      case 'Add': {
-        const b = vals.get(n.inputs[1]!)!;
-        out = { d: a.d.map((v, i) => v + b.d[i]!), s: a.s };
-        break;
-      }
-    }
-    vals.set(n.outputs[0], out);
-  }
-  return vals.get(model.outputs[0]!)!.d;
+/** A small IR model covering every op and the awkward attributes (groups, stride, dilation, ceil, pad counting). */
+function smallModel(rng: Rng): Model {
+  const b = new GraphBuilder(rng, 'x');
+  let y = b.conv('c1', 'x', 3, 8, 3, { pad: 1 }); // [8,9,9]
+  y = b.pool('MaxPool', 'mp', b.simple('Relu', 'r1', y), 2, 2, 0, true); // [8,5,5]
+  const r2 = b.simple('Relu', 'r2', b.bn('bn2', b.conv('c2', y, 8, 8, 3, { pad: 1, groups: 4, bias: false }), 8));
+  y = b.add('add', r2, b.conv('c3', r2, 8, 8, 1));
+  y = b.pool('AvgPool', 'ap', y, 3, 2, 1, false, false); // [8,3,3]
+  y = b.conv('c4', y, 8, 16, 3, { pad: 2, dil: 2 }); // [16,3,3]
+  y = b.pool('AvgPool', 'ap2', y, 2, 1, 1, false, true); // [16,4,4]
+  y = b.flatten('flat', b.simple('GlobalAvgPool', 'gap', y));
+  y = b.simple('Relu', 'r3', b.bn('bn3', b.linear('fc1', y, 16, 12), 12));
+  y = b.linear('fc2', y, 12, 5, false);
+  return b.model('small', [3, 9, 9], y, { mean: '[0.5,0.5,0.5]', note: 'ü' });
 }
 
-/** A small IR model covering every op and the awkward attributes (groups, stride, dilation, ceil, pad counting). */
-function smallModel(rng: () => number): Model {
-  const tensors: Record<string, Tensor> = {};
-  const t = (key: string, shape: number[], scale = 0.3, offset = 0) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    tensors[key] = { shape, data: randn(n, rng, scale).map((v) => v + offset) };
-    return key;
-  };
-  const conv = (name: string, input: string, inC: number, outC: number, k: number, o: Partial<{ s: number; p: number; g: number; d: number; bias: boolean }> = {}): Node => ({
-    name,
-    op: 'Conv2d',
-    inputs: [input],
-    outputs: [`${name}_out`],
-    attrs: { inChannels: inC, outChannels: outC, kernel: [k, k], stride: [o.s ?? 1, o.s ?? 1], padding: [o.p ?? 0, o.p ?? 0], dilation: [o.d ?? 1, o.d ?? 1], groups: o.g ?? 1 },
-    params: { weight: t(`${name}.weight`, [outC, inC / (o.g ?? 1), k, k]), ...(o.bias ? { bias: t(`${name}.bias`, [outC]) } : {}) },
-  });
-  const bn = (name: string, input: string, c: number): Node => ({
-    name,
-    op: 'BatchNorm',
-    inputs: [input],
-    outputs: [`${name}_out`],
-    attrs: { numFeatures: c, eps: 1e-5, momentum: 0.1 },
-    params: {
-      weight: t(`${name}.weight`, [c], 0.2, 1),
-      bias: t(`${name}.bias`, [c]),
-      runningMean: t(`${name}.running_mean`, [c]),
-      runningVar: (tensors[`${name}.running_var`] = { shape: [c], data: Float32Array.from({ length: c }, () => 0.5 + rng()) }, `${name}.running_var`),
-    },
-  });
-  const simple = (op: 'Relu' | 'GlobalAvgPool', name: string, input: string): Node =>
-    ({ name, op, inputs: [input], outputs: [`${name}_out`], attrs: {}, params: {} }) as Node;
-  const nodes: Node[] = [
-    conv('c1', 'x', 3, 8, 3, { p: 1, bias: true }), // [8,9,9]
-    simple('Relu', 'r1', 'c1_out'),
-    { name: 'mp', op: 'MaxPool', inputs: ['r1_out'], outputs: ['mp_out'], attrs: { kernel: [2, 2], stride: [2, 2], padding: [0, 0], ceilMode: true }, params: {} }, // [8,5,5]
-    conv('c2', 'mp_out', 8, 8, 3, { p: 1, g: 4 }),
-    bn('bn2', 'c2_out', 8),
-    simple('Relu', 'r2', 'bn2_out'),
-    conv('c3', 'r2_out', 8, 8, 1, { bias: true }),
-    { name: 'add', op: 'Add', inputs: ['r2_out', 'c3_out'], outputs: ['add_out'], attrs: {}, params: {} },
-    { name: 'ap', op: 'AvgPool', inputs: ['add_out'], outputs: ['ap_out'], attrs: { kernel: [3, 3], stride: [2, 2], padding: [1, 1], ceilMode: false, countIncludePad: false }, params: {} }, // [8,3,3]
-    conv('c4', 'ap_out', 8, 16, 3, { p: 2, d: 2, bias: true }), // [16,3,3]
-    { name: 'ap2', op: 'AvgPool', inputs: ['c4_out'], outputs: ['ap2_out'], attrs: { kernel: [2, 2], stride: [1, 1], padding: [1, 1], ceilMode: false, countIncludePad: true }, params: {} }, // [16,4,4]
-    simple('GlobalAvgPool', 'gap', 'ap2_out'),
-    { name: 'flat', op: 'Flatten', inputs: ['gap_out'], outputs: ['flat_out'], attrs: { axis: 1 }, params: {} },
-    { name: 'fc1', op: 'Linear', inputs: ['flat_out'], outputs: ['fc1_out'], attrs: { inFeatures: 16, outFeatures: 12 }, params: { weight: t('fc1.weight', [12, 16]), bias: t('fc1.bias', [12]) } },
-    bn('bn3', 'fc1_out', 12),
-    simple('Relu', 'r3', 'bn3_out'),
-    { name: 'fc2', op: 'Linear', inputs: ['r3_out'], outputs: ['logits'], attrs: { inFeatures: 12, outFeatures: 5 }, params: { weight: t('fc2.weight', [5, 12]) } },
-  ];
-  return { name: 'small', inputs: [{ name: 'x', shape: [-1, 3, 9, 9] }], outputs: ['logits'], nodes, tensors, metadata: { mean: '[0.5,0.5,0.5]', note: 'ü' } };
-}
+/** the reference interpreter's first output for x */
+const refOut = (m: Model, x: Float32Array, shape: number[]) => referenceForward(m, x, shape).outputs[m.outputs[0]!]!.data;
 
 // ---------- tests ----------
 
@@ -298,8 +118,8 @@ test('VGG16-BN imports with the documented architecture and re-exports with iden
   for (const [k, t] of Object.entries(m.tensors)) assert.deepEqual(again.tensors[k]!.data, t.data, k);
   assert.deepEqual(again.metadata, m.metadata);
 
-  const rng = mulberry32(7);
-  const x = randn(8 * 3 * 32 * 32, rng);
+  const rng = new Rng(7);
+  const x = randn(rng, 8 * 3 * 32 * 32);
   const ref = await runOrt(bytes, 'input', x, [8, 3, 32, 32]);
   const got = await runOrt(exported, 'input', x, [8, 3, 32, 32]);
   assert.equal(ref.length, 80);
@@ -307,13 +127,13 @@ test('VGG16-BN imports with the documented architecture and re-exports with iden
   assert.ok(diff <= 1e-4, `max abs diff ${diff}`);
 });
 
-test('a small IR model with every op exports to ORT matching a pure-JS forward, and round-trips', async () => {
-  const rng = mulberry32(3);
+test('a small IR model with every op exports to ORT matching the reference interpreter, and round-trips', async () => {
+  const rng = new Rng(3);
   const m = smallModel(rng);
   inferShapes(m, 1);
   const bytes = exportOnnx(m, { opset: 17, docString: 'test' });
-  const x = randn(4 * 3 * 9 * 9, rng);
-  const ref = forwardJs(m, x, [4, 3, 9, 9]);
+  const x = randn(rng, 4 * 3 * 9 * 9);
+  const ref = refOut(m, x, [4, 3, 9, 9]);
   const got = await runOrt(bytes, 'x', x, [4, 3, 9, 9]);
   const diff = maxAbsDiff(ref, got);
   assert.ok(diff <= 1e-4, `max abs diff ${diff}`);
@@ -349,7 +169,7 @@ interface DynamoVariant {
   /** how the pooled [N,16,1,1] becomes [N,16] */
   flatten?: 'reshape' | 'squeeze' | 'gather' | 'shapeSlice';
 }
-function dynamoStyle(rng: () => number, variant: DynamoVariant = {}): Uint8Array {
+function dynamoStyle(rng: Rng, variant: DynamoVariant = {}): Uint8Array {
   const flatten: Record<string, pb.INodeProto[]> = {
     reshape: [
       nd('Constant', 'node_Constant_5', [], ['val_shape'], [aTensor('value', i64('', variant.shape ?? [-1, 16]))]),
@@ -376,7 +196,7 @@ function dynamoStyle(rng: () => number, variant: DynamoVariant = {}): Uint8Array
       nd('Reshape', 'node_Reshape_6', ['mean', 'shape2'], ['view']),
     ],
   };
-  const w = (n: number, s = 0.3) => randn(n, rng, s);
+  const w = (n: number, s = 0.3) => randn(rng, n, s);
   return onnxBytes({
     opset: 18,
     input: vi('x', ['s77', 3, 8, 8]),
@@ -407,7 +227,7 @@ function dynamoStyle(rng: () => number, variant: DynamoVariant = {}): Uint8Array
 }
 
 test('dynamo-style ONNX (opset 18) imports to the expected IR and its re-export matches ORT', async () => {
-  const bytes = dynamoStyle(mulberry32(11));
+  const bytes = dynamoStyle(new Rng(11));
   const m = importOnnx(bytes, { fileName: 'dynamo.onnx' });
   assert.deepEqual(
     m.nodes.map((n) => [n.name, n.op]),
@@ -435,59 +255,45 @@ test('dynamo-style ONNX (opset 18) imports to the expected IR and its re-export 
   assert.deepEqual(m.inputs, [{ name: 'x', shape: [-1, 3, 8, 8] }]);
   assert.equal(m.tensors.val_axes, undefined);
 
-  const x = randn(5 * 3 * 8 * 8, mulberry32(12));
+  const x = randn(new Rng(12), 5 * 3 * 8 * 8);
   const ref = await runOrt(bytes, 'x', x, [5, 3, 8, 8]);
   const got = await runOrt(exportOnnx(m), 'x', x, [5, 3, 8, 8]);
   assert.ok(maxAbsDiff(ref, got) <= 1e-5, `max abs diff ${maxAbsDiff(ref, got)}`);
-  assert.ok(maxAbsDiff(ref, forwardJs(m, x, [5, 3, 8, 8])) <= 1e-4);
+  assert.ok(maxAbsDiff(ref, refOut(m, x, [5, 3, 8, 8])) <= 1e-4);
 
   // the other spellings of the same network: keepdims 0 (+ a no-op [0,-1] reshape), static batch 1, Squeeze
   const variants: DynamoVariant[] = [{ keepdims: 0, shape: [0, -1] }, { shape: [1, 16] }, { flatten: 'squeeze' }, { flatten: 'gather' }, { flatten: 'shapeSlice' }];
   for (const variant of variants) {
-    const vb = dynamoStyle(mulberry32(11), variant);
+    const vb = dynamoStyle(new Rng(11), variant);
     const mv = importOnnx(vb);
     assert.deepEqual(mv.nodes.map((n) => n.op), ['Conv2d', 'Relu', 'Conv2d', 'Relu', 'GlobalAvgPool', 'Flatten', 'Linear'], JSON.stringify(variant));
-    assert.ok(maxAbsDiff(ref, forwardJs(mv, x, [5, 3, 8, 8])) <= 1e-4, JSON.stringify(variant));
+    assert.ok(maxAbsDiff(ref, refOut(mv, x, [5, 3, 8, 8])) <= 1e-4, JSON.stringify(variant));
     if (variant.shape?.[0] !== 1) assert.ok(maxAbsDiff(ref, await runOrt(vb, 'x', x, [5, 3, 8, 8])) <= 1e-5, JSON.stringify(variant));
   }
 });
 
 test('Gemm with transB=0, alpha/beta, float16 and double initializers fold into plain IR weights', () => {
-  const rng = mulberry32(5);
-  const wIn = randn(4 * 3, rng); // [in=4, out=3] for transB=0
+  const rng = new Rng(5);
+  const wIn = randn(rng, 4 * 3); // [in=4, out=3] for transB=0
   const half = new Uint16Array([0x3c00, 0xc000, 0x3555, 0x0001]); // 1, -2, ~0.33325, smallest subnormal
   const dbl = new Float64Array([0.5, -1.25, 3]);
-  const bytes = onnxBytes({
-    input: vi('x', ['N', 4]),
-    outputs: ['y'],
-    inits: [
-      fInit('W', [4, 3], wIn),
-      { name: 'C', dims: [3], dataType: DataType.DOUBLE, rawData: new Uint8Array(dbl.buffer) },
-      { name: 'W2', dims: [1, 4], dataType: DataType.FLOAT16, rawData: new Uint8Array(half.buffer) },
-    ],
-    nodes: [
-      nd('Gemm', 'gemm', ['x', 'W', 'C'], ['h'], [aFloat('alpha', 2), aFloat('beta', 0.5)]),
-      nd('Identity', 'id', ['h'], ['h2']),
-      nd('Gemm', 'gemm2', ['h2', 'W2'], ['y'], [aInt('transB', 0)]),
-    ],
-  });
+  // Gemm(alpha 2, beta 0.5, double bias) -> Identity -> Gemm(float16 W2)
+  const gemms = (w2: pb.ITensorProto, transB: number) =>
+    onnxBytes({
+      input: vi('x', ['N', 4]),
+      outputs: ['y'],
+      inits: [fInit('W', [4, 3], wIn), { name: 'C', dims: [3], dataType: DataType.DOUBLE, rawData: new Uint8Array(dbl.buffer) }, w2],
+      nodes: [
+        nd('Gemm', 'gemm', ['x', 'W', 'C'], ['h'], [aFloat('alpha', 2), aFloat('beta', 0.5)]),
+        nd('Identity', 'id', ['h'], ['h2']),
+        nd('Gemm', 'gemm2', ['h2', 'W2'], ['y'], [aInt('transB', transB)]),
+      ],
+    });
+  const bytes = gemms({ name: 'W2', dims: [1, 4], dataType: DataType.FLOAT16, rawData: new Uint8Array(half.buffer) }, 0);
   // h has 3 features but W2 is [1,4] (transB=0 -> in=1): the importer must reject that as a shape error
   assert.throws(() => importOnnx(bytes, { fileName: 'g.onnx' }), (e: Error) => e instanceof OnnxImportError && /g\.onnx: node 'gemm2' \(op Gemm\)/.test(e.message));
 
-  const ok = onnxBytes({
-    input: vi('x', ['N', 4]),
-    outputs: ['y'],
-    inits: [
-      fInit('W', [4, 3], wIn),
-      { name: 'C', dims: [3], dataType: DataType.DOUBLE, rawData: new Uint8Array(dbl.buffer) },
-      { name: 'W2', dims: [4, 3], dataType: DataType.FLOAT16, int32Data: [...half, ...half, ...half] },
-    ],
-    nodes: [
-      nd('Gemm', 'gemm', ['x', 'W', 'C'], ['h'], [aFloat('alpha', 2), aFloat('beta', 0.5)]),
-      nd('Identity', 'id', ['h'], ['h2']),
-      nd('Gemm', 'gemm2', ['h2', 'W2'], ['y'], [aInt('transB', 1)]),
-    ],
-  });
+  const ok = gemms({ name: 'W2', dims: [4, 3], dataType: DataType.FLOAT16, int32Data: [...half, ...half, ...half] }, 1);
   const m = importOnnx(ok);
   assert.deepEqual(m.nodes.map((n) => n.name), ['gemm', 'gemm2']);
   assert.deepEqual(m.nodes[1]!.inputs, ['h']); // Identity removed and rewired
@@ -504,17 +310,17 @@ test('Gemm with transB=0, alpha/beta, float16 and double initializers fold into 
 });
 
 test('constant Adds fold into the preceding Conv/Gemm bias, auto_pad SAME and shared weights import', async () => {
-  const rng = mulberry32(21);
+  const rng = new Rng(21);
   const bytes = onnxBytes({
     input: vi('x', ['N', 3, 6, 6]),
     outputs: ['y'],
     inits: [
-      fInit('w', [4, 3, 3, 3], randn(108, rng, 0.3)),
-      fInit('w2', [4, 4, 3, 3], randn(144, rng, 0.3)),
-      fInit('cb', [1, 4, 1, 1], randn(4, rng)),
-      fInit('fw', [5, 4], randn(20, rng)),
-      fInit('fb', [5], randn(5, rng)),
-      fInit('extra', [1, 5], randn(5, rng)),
+      fInit('w', [4, 3, 3, 3], randn(rng, 108, 0.3)),
+      fInit('w2', [4, 4, 3, 3], randn(rng, 144, 0.3)),
+      fInit('cb', [1, 4, 1, 1], randn(rng, 4)),
+      fInit('fw', [5, 4], randn(rng, 20)),
+      fInit('fb', [5], randn(rng, 5)),
+      fInit('extra', [1, 5], randn(rng, 5)),
     ],
     nodes: [
       nd('Conv', 'conv', ['x', 'w'], ['c'], [aInts('kernel_shape', [3, 3]), { name: 'auto_pad', type: AttrType.STRING, s: new TextEncoder().encode('SAME_UPPER') }]),
@@ -541,10 +347,10 @@ test('constant Adds fold into the preceding Conv/Gemm bias, auto_pad SAME and sh
   assert.notEqual(m.tensors[p(conv3).weight!]!.data, m.tensors.w2!.data);
   assert.deepEqual(fc.outputs, ['y']);
   assert.deepEqual(m.outputs, ['y']);
-  const x = randn(3 * 3 * 6 * 6, rng);
+  const x = randn(rng, 3 * 3 * 6 * 6);
   const ref = await runOrt(bytes, 'x', x, [3, 3, 6, 6]);
   assert.ok(maxAbsDiff(ref, await runOrt(exportOnnx(m), 'x', x, [3, 3, 6, 6])) <= 1e-5);
-  assert.ok(maxAbsDiff(ref, forwardJs(m, x, [3, 3, 6, 6])) <= 1e-4);
+  assert.ok(maxAbsDiff(ref, refOut(m, x, [3, 3, 6, 6])) <= 1e-4);
 
   // a constant added anywhere else has no IR equivalent
   const bad = onnxBytes({
@@ -629,7 +435,7 @@ test('dangling inputs, asymmetric pads and unsupported attribute values give one
 });
 
 test('corrupted bytes (truncations, random byte flips) only ever raise OnnxImportError', () => {
-  const rng = mulberry32(99);
+  const rng = new Rng(99);
   const bytes = exportOnnx(smallModel(rng));
   let rejected = 0;
   const attempt = (b: Uint8Array) => {
@@ -643,7 +449,7 @@ test('corrupted bytes (truncations, random byte flips) only ever raise OnnxImpor
   for (let cut = 0; cut < bytes.length; cut += 29) attempt(bytes.subarray(0, cut));
   for (let i = 0; i < 600; i++) {
     const b = Uint8Array.from(bytes);
-    for (let j = 0; j < 3; j++) b[Math.floor(rng() * b.length)] = Math.floor(rng() * 256);
+    for (let j = 0; j < 3; j++) b[rng.int(b.length)] = rng.int(256);
     attempt(b);
   }
   assert.ok(rejected > 300, `only ${rejected} corrupt inputs were rejected`);
