@@ -1,0 +1,88 @@
+// Global budgets across layers on constructed cases whose right answer is known.
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import { allocateByCurve, allocateBySensitivity, allocateUniform, removedFraction } from '../src/prune/allocate.js';
+import { costModel } from '../src/prune/cost.js';
+import { l1Criterion, leftOutCurve, orderByScore } from '../src/prune/criteria.js';
+import { parseCutoff } from '../src/prune/cutoff-spec.js';
+import { channelGroups } from '../src/prune/groups.js';
+import type { GroupRanking } from '../src/prune/types.js';
+import { GraphBuilder } from './support/graph.js';
+import { Rng } from './support/random.js';
+
+/** three convs of 10, 20 and 40 filters on a 6x6 input, then a Linear */
+function net() {
+  const g = new GraphBuilder(new Rng(3));
+  let x = g.simple('Relu', 'r1', g.conv('c1', 'input', 3, 10, 3, { pad: 1 }));
+  x = g.simple('Relu', 'r2', g.conv('c2', x, 10, 20, 3, { pad: 1 }));
+  x = g.simple('Relu', 'r3', g.conv('c3', x, 20, 40, 3, { pad: 1 }));
+  x = g.flatten('f', g.simple('GlobalAvgPool', 'gap', x));
+  const m = g.model('three', [3, 6, 6], g.linear('fc', x, 40, 4));
+  return { m, groups: channelGroups(m).filter((x) => x.prunable) };
+}
+
+test('uniform allocation: the same fraction per layer, budget met for filters, params and flops', () => {
+  const { m, groups } = net();
+  const cost = costModel(m, groups);
+  const a = allocateUniform({ kind: 'filters', fraction: 0.5 }, groups, cost);
+  assert.deepEqual(a.keep, { c1: 5, c2: 10, c3: 20 });
+  assert.ok(a.reached >= 0.5);
+  for (const kind of ['params', 'flops'] as const) {
+    const b = allocateUniform({ kind, fraction: 0.4 }, groups, cost);
+    assert.ok(b.reached >= 0.4 && b.reached < 0.5, `${kind} ${b.reached}`);
+    assert.equal(removedFraction({ kind, fraction: 0.4 }, groups, b.keep, cost), b.reached);
+  }
+  assert.throws(() => allocateUniform({ kind: 'filters', fraction: 0.99 }, groups, cost, 5), /cannot be met/);
+});
+
+test('curve allocation: one threshold on normalised curves keeps more of the layer whose curve falls slowly', () => {
+  const { m, groups } = net();
+  const cost = costModel(m, groups);
+  // c1 and c3 saturate after 2 filters, c2 only falls linearly
+  const mk = (name: string, c: number, curve: number[]): GroupRanking => ({ group: name, channels: c, order: Array.from({ length: c }, (_, i) => i), curve, curveTotal: 1 });
+  const sat = (c: number) => Array.from({ length: c - 1 }, (_, i) => (i < 1 ? 0.5 : 0.001 / (i + 1)));
+  const lin = (c: number) => Array.from({ length: c - 1 }, (_, i) => 1 - (i + 1) / c);
+  const r = new Map([mk('c1', 10, sat(10)), mk('c2', 20, lin(20)), mk('c3', 40, sat(40))].map((x) => [x.group, x]));
+  const a = allocateByCurve({ kind: 'filters', fraction: 0.6 }, groups, r, cost);
+  // the smallest threshold that removes 42 of 70 filters: c1 and c3 keep 4 each (curve[3] =
+  // 0.00025), the slowly falling c2 keeps everything
+  assert.deepEqual(a.keep, { c1: 4, c2: 20, c3: 4 });
+  assert.ok(a.reached >= 0.6);
+  assert.ok(a.evidence.threshold as number >= 0.00025 && (a.evidence.threshold as number) < 0.001 / 3);
+});
+
+test('sensitivity allocation: the layer whose pruning costs no accuracy is pruned first, and the budget is met exactly', async () => {
+  const { m, groups } = net();
+  const cost = costModel(m, groups);
+  // c3 loses nothing up to 80% removed, c1 and c2 lose a lot at once
+  const drop = async (g: { name: string; channels: number }, keep: number) => {
+    const f = 1 - keep / g.channels;
+    return g.name === 'c3' ? (f <= 0.8 ? 0 : 0.5) : 0.3 * f;
+  };
+  const a = await allocateBySensitivity({ kind: 'filters', fraction: 0.4 }, groups, cost, drop);
+  // 40% of 70 filters = 28, all of them from c3 (40 -> 12)
+  assert.deepEqual(a.keep, { c1: 10, c2: 20, c3: 12 });
+  assert.ok(Math.abs(a.reached - 28 / 70) < 1e-12);
+  // beyond c3's 80% the next cheapest drop per removed filter is taken
+  const b = await allocateBySensitivity({ kind: 'filters', fraction: 0.6 }, groups, cost, drop);
+  assert.equal(b.keep.c3, 8);
+  assert.ok(b.reached >= 0.6 && b.reached < 0.6 + 1 / 70 + 1e-12, `${b.reached}`);
+});
+
+test('l1 criterion orders by filter L1 norm with a left-out share curve; cut-off specs parse', async () => {
+  const { m, groups } = net();
+  const w = m.tensors['c1.weight']!;
+  w.data.fill(0.01);
+  w.data.fill(1, 7 * 27, 8 * 27); // filter 7 has the largest norm
+  w.data.fill(0.5, 2 * 27, 3 * 27);
+  const r = (await l1Criterion.rank(m, groups, undefined as never))[0]!;
+  assert.deepEqual(r.order.slice(0, 2), [7, 2]);
+  assert.equal(r.curve!.length, 9);
+  assert.ok(Math.abs(r.curve![0]! - (1 - 27 / (27 + 13.5 + 8 * 0.27))) < 1e-6);
+  assert.deepEqual(orderByScore([1, 3, 3, 0]), [1, 2, 0, 3]);
+  assert.deepEqual(leftOutCurve([1, 1, 2], [2, 0, 1]), [0.5, 0.25]);
+  assert.deepEqual(parseCutoff('flops:0.6'), { kind: 'flops', fraction: 0.6 });
+  assert.deepEqual(parseCutoff('xmeans'), { kind: 'xmeans' });
+  assert.throws(() => parseCutoff('params:1'), /in \(0, 1\)/);
+  assert.throws(() => parseCutoff('l2:0.5'), /not one of/);
+});
