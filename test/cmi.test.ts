@@ -415,6 +415,14 @@ test('permutation test: small p for the informative picks, stops right after the
   const again = await orderLayer(layer, { backend: 'ts', permutationTest: { permutations: 40, seed: 7 } });
   assert.deepEqual(again.pValues, r.pValues);
   await assert.rejects(orderLayer(layer, { backend: 'ts', permutationTest: { permutations: 0 } }), /permutations/);
+  // the native backend batches the same requests
+  const nb = await native();
+  if (nb) {
+    const rn = await orderLayer(layer, { backend: nb, permutationTest: { permutations: 40, seed: 7 } });
+    assert.deepEqual(rn.order, r.order);
+    assert.deepEqual(rn.pValues, r.pValues);
+    assert.equal(rn.permutationTest!.stopIndex, 3);
+  }
 });
 
 test('permutation test statistic = I(Y; remaining | B u selected with the last pick permuted), four entropies', async () => {

@@ -1,24 +1,105 @@
-// `cmiprune rank --model`: activations through the engine, per-layer checkpoints, resume after a kill.
+// `cmiprune rank --model`: activations through the engine, per-layer checkpoints, resume after a kill;
+// the core rankConvUnits on an in-memory model: checkpoint keys carry the algorithm version.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { collectActivations } from '../src/activations/collect.js';
-import { orderLayer } from '../src/cmi/order.js';
-import { loadCifar10 } from '../src/data/cifar10.js';
-import { classBalancedSample } from '../src/data/dataset.js';
+import { ORDER_ALGORITHM_VERSION, orderLayer } from '../src/cmi/order.js';
+import { cifar10CacheValid, loadCifar10 } from '../src/data/cifar10.js';
+import { classBalancedSample, type ImageDataset } from '../src/data/dataset.js';
 import { TorchModel } from '../src/engine/index.js';
+import { SequentialBuilder } from '../src/ir/builder.js';
 import { convUnits } from '../src/ir/graph.js';
 import { loadOnnxFile } from '../src/onnx/index.js';
+import { checkpointKey, checkpointPath, rankConvUnits, type Checkpoint, type LayerRanking } from '../src/ordering/model-rank.js';
+import { Rng } from '../src/util/rng.js';
 import { CLI, VGG16_ONNX } from './shared.js';
 
 const env = { ...process.env, CMIPRUNE_NO_PROGRESS: '1' };
 const base = ['rank', '--model', VGG16_ONNX, '--samples', '48', '--seed', '3'];
+const ADDON = fileURLToPath(new URL('../../build/Release/cmiprune_engine.node', import.meta.url));
+// the VGG16 tests read CIFAR-10 from the cache (`cmiprune fetch-data`); without it they skip
+const cifar = await cifar10CacheValid();
 
-test('rank --model orders a layer exactly as orderLayer does on the same sample', async () => {
+/** a two-conv model and 24 random 3x8x8 images of 4 classes: enough for the checkpoint logic */
+function tiny(): { model: ReturnType<SequentialBuilder['build']>; sample: ImageDataset } {
+  const rng = new Rng(17);
+  const model = new SequentialBuilder('tiny', [3, 8, 8], { random: () => rng.next() })
+    .conv(6, 3, { padding: 1 })
+    .bn()
+    .relu()
+    .maxpool(2)
+    .conv(4, 3, { padding: 1 })
+    .relu()
+    .flatten()
+    .linear(4)
+    .build();
+  const n = 24;
+  const images = new Uint8Array(n * 3 * 64).map(() => rng.int(256));
+  const labels = Uint8Array.from({ length: n }, (_, i) => i % 4);
+  return { model, sample: { images, labels, n, channels: 3, height: 8, width: 8, classes: 4, name: 'tiny' } };
+}
+
+test('rankConvUnits: per-layer checkpoints resume only under the same algorithm version and settings', async (t) => {
+  if (!existsSync(ADDON)) return t.skip('native addon not built');
+  const { model, sample } = tiny();
+  const units = convUnits(model);
+  assert.equal(units.length, 2);
+  const dir = await mkdtemp(join(tmpdir(), 'cmiprune-ckpt-'));
+  const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+  const run = (extra: object = {}) => {
+    const seen: string[] = [];
+    return rankConvUnits(model, units, sample, {
+      ...norm,
+      checkpointDir: dir,
+      backend: 'ts',
+      onLayer: (e) => seen.push(`${e.layer.layer}:${e.done}/${e.total}:${e.layer.resumed}`),
+      ...extra,
+    }).then((r) => ({ r, seen }));
+  };
+  const resumed = (r: { layers: LayerRanking[] }) => r.layers.map((l) => l.resumed);
+  try {
+    const first = await run();
+    assert.deepEqual(resumed(first.r), [false, false]);
+    assert.deepEqual(first.seen, [`${units[0]!.name}:1/2:false`, `${units[1]!.name}:2/2:false`]);
+    assert.equal(first.r.orderAlgorithmVersion, ORDER_ALGORITHM_VERSION);
+    assert.deepEqual(first.r.layers.map((l) => l.channels), [6, 4]);
+
+    const again = await run();
+    assert.deepEqual(resumed(again.r), [true, true]);
+    assert.deepEqual(again.r.layers.map((l) => l.order), first.r.layers.map((l) => l.order));
+
+    // layer 0's checkpoint as an older algorithm would have written it: same inputs, other version
+    const path = checkpointPath(dir, units[0]!);
+    const saved = JSON.parse(await readFile(path, 'utf8')) as Checkpoint;
+    assert.equal(saved.parts.version, ORDER_ALGORITHM_VERSION);
+    assert.equal(saved.key, checkpointKey(saved.parts), 'the stored parts reproduce the key');
+    const old = { ...saved.parts, version: `${ORDER_ALGORITHM_VERSION}-older` };
+    await writeFile(path, JSON.stringify({ ...saved, key: checkpointKey(old), parts: old }));
+    const afterBump = await run();
+    assert.deepEqual(resumed(afterBump.r), [false, true], 'a checkpoint of another algorithm version is recomputed');
+
+    // new options are part of the key: another sigma rule or a permutation test recomputes
+    assert.deepEqual(resumed((await run({ sigma: 'median' })).r), [false, false]);
+    const pt = (await run({ permutationTest: { permutations: 5 } })).r;
+    assert.deepEqual(resumed(pt), [false, false]);
+    assert.equal(pt.layers[0]!.permutationTest!.permutations, 5);
+    assert.deepEqual(resumed((await run({ permutationTest: { permutations: 5 } })).r), [true, true]);
+    assert.deepEqual(resumed((await run({ permutationTest: { permutations: 5, eta: 0.1 } })).r), [false, false]);
+    // an in-memory edit of the weights changes the model key
+    model.tensors[units[1]!.conv.params.weight!]!.data[0]! += 1;
+    assert.deepEqual(resumed((await run()).r), [false, false]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('rank --model orders a layer exactly as orderLayer does on the same sample', { skip: !cifar && 'CIFAR-10 not in the cache' }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'cmiprune-rank-'));
   try {
     const r = spawnSync(process.execPath, [CLI, ...base, '--max-select', '3', '--layer', '2', '--checkpoint', dir], { encoding: 'utf8', env });
@@ -53,7 +134,7 @@ test('rank --model orders a layer exactly as orderLayer does on the same sample'
   }
 });
 
-test('an interrupted rank --layer all resumes from its per-layer checkpoints', async () => {
+test('an interrupted rank --layer all resumes from its per-layer checkpoints', { skip: !cifar && 'CIFAR-10 not in the cache' }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'cmiprune-resume-'));
   try {
     // enough steps that the wide layers take seconds: the kill lands mid-run

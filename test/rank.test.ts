@@ -68,6 +68,26 @@ test('one-hot float32 labels, float32 maps, --max-select and --log2', () => {
   assert.equal(out.remaining.length, g.C - 2);
 });
 
+test('--sigma median and --ptest [P] reach the ordering and are recorded', () => {
+  const r = rank(['--activations', f('maps64.npy'), '--labels', f('labels.npy'), '--before', f('before.npy'), '--classes', '10', '--backend', 'ts', '--sigma', 'median', '--ptest', '8', '--ptest-eta', '0.2']);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.sigma.rule, 'median');
+  assert.notEqual(out.sigma.maps, g.expected.sigmaMaps);
+  assert.equal(out.sigma.before.length, 1);
+  assert.deepEqual({ ...out.permutationTest, stopIndex: 0, evaluated: 0 }, { permutations: 8, eta: 0.2, seed: 0, stopIndex: 0, evaluated: 0 });
+  const stop = out.permutationTest.stopIndex;
+  assert.equal(out.pValues.length, stop === null ? out.order.length : stop + 1);
+  out.pValues.forEach((p: number, i: number) => assert.ok(p >= 0 && p <= 1 && (i === stop ? p >= 0.2 : p < 0.2), `p[${i}] = ${p}`));
+  // --ptest alone: the reference's P = 100 and eta = 0.05; the default width is the reference rule
+  const d = rank(['--activations', f('maps64.npy'), '--labels', f('labels.npy'), '--classes', '10', '--backend', 'ts', '--max-select', '2', '--ptest']);
+  assert.equal(d.code, 0, d.stderr);
+  const dout = JSON.parse(d.stdout);
+  assert.equal(dout.permutationTest.permutations, 100);
+  assert.equal(dout.permutationTest.eta, 0.05);
+  assert.equal(dout.sigma.rule, 'reference');
+});
+
 test('a layer of dead (constant) filters ranks without crashing', () => {
   const r = rank(['--activations', f('dead.npy'), '--labels', f('labels.npy')]);
   assert.equal(r.code, 0, r.stderr);
@@ -89,6 +109,9 @@ test('errors name the file or option, exit non-zero and print nothing on stdout'
     [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--threads', '0'], /--threads/],
     [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--classes', '3'], /out of range for --classes 3/],
     [['--labels', f('labels.npy')], /--activations/],
+    [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--sigma', 'mean'], /--sigma/],
+    [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--ptest', '0'], /--ptest/],
+    [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--ptest-eta', '0.1'], /--ptest-eta needs --ptest/],
   ];
   for (const [args, re] of cases) {
     const r = rank(args);

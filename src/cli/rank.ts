@@ -3,8 +3,8 @@
 import { InvalidArgumentError, type Command } from 'commander';
 
 import { rankModel, type ModelRanking } from '../ordering/model-rank.js';
-import { choiceOption, floatListOption, intOption } from './options.js';
-import { orderLayer, type MapsTensor, type OrderResult } from '../cmi/order.js';
+import { choiceOption, floatListOption, floatOption, intOption } from './options.js';
+import { orderLayer, type MapsTensor, type OrderResult, type PermutationTestOptions } from '../cmi/order.js';
 import { readNpy, type NpyArray } from '../data/npy.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
@@ -21,6 +21,21 @@ export interface RankOptions {
   backend?: 'auto' | 'ts' | 'native';
   /** keep the greedy order below the noise floor instead of the own-MI tie-break */
   greedyTail?: boolean;
+  /** kernel width of the maps: 'reference' (default) or 'median' */
+  sigma?: 'reference' | 'median';
+  /** --ptest [P]: permutation test with P permutations (true: the default 100) */
+  ptest?: number | true;
+  /** --ptest-eta: significance level of the permutation test (default 0.05) */
+  ptestEta?: number;
+}
+
+/** The permutation-test options of --ptest [P] / --ptest-eta, or undefined without --ptest. */
+function permutationTestOf(opts: RankOptions): PermutationTestOptions | undefined {
+  if (opts.ptest === undefined) {
+    if (opts.ptestEta !== undefined) throw new UserError('rank: --ptest-eta needs --ptest');
+    return undefined;
+  }
+  return { permutations: opts.ptest === true ? 100 : opts.ptest, eta: opts.ptestEta ?? 0.05, seed: 0 };
 }
 
 export interface RankOutput extends Omit<OrderResult, 'sigma'> {
@@ -31,7 +46,7 @@ export interface RankOutput extends Omit<OrderResult, 'sigma'> {
   classes: number;
   threads: number;
   logBaseName: string;
-  sigma: { labels: number; maps: number; before: number[] };
+  sigma: { rule: OrderResult['sigma']['rule']; labels: number; maps: number; before: number[] };
 }
 
 function asFloatMaps(a: NpyArray, file: string, what: string): MapsTensor & { shape: number[] } {
@@ -103,6 +118,7 @@ export async function runRank(opts: RankOptions): Promise<RankOutput> {
   const alpha = opts.alpha ?? 1.01;
   if (alpha === 1) throw new UserError('--alpha must not be 1 (Renyi entropy of order 1 is the Shannon limit, not supported)');
   const threads = opts.threads ?? 2;
+  const permutationTest = permutationTestOf(opts);
   const steps = Math.min(maps.c - 1, opts.maxSelect ?? maps.c - 1);
   const bar = progress(`rank ${maps.c} filters`, steps);
   let last = 0;
@@ -117,6 +133,8 @@ export async function runRank(opts: RankOptions): Promise<RankOutput> {
         backend: opts.backend ?? 'auto',
         threads,
         tail: opts.greedyTail ? 'greedy' : 'secondary',
+        sigma: opts.sigma ?? 'reference',
+        ...(permutationTest ? { permutationTest } : {}),
         onProgress: (p) => {
           bar.tick(p.step - last, { evals: `${p.evaluated}/${p.totalEvaluations}` });
           last = p.step;
@@ -135,7 +153,7 @@ export async function runRank(opts: RankOptions): Promise<RankOutput> {
     threads,
     logBaseName: opts.log2 ? 'log2 (bits)' : 'natural log (nats)',
     ...result,
-    sigma: { labels: result.sigma.labels, maps: result.sigma.maps, before: result.sigma.before },
+    sigma: { rule: result.sigma.rule, labels: result.sigma.labels, maps: result.sigma.maps, before: result.sigma.before },
   };
 }
 
@@ -143,7 +161,7 @@ export function registerRank(program: Command): void {
   program
     .command('rank')
     .description(
-      'Order the filters of one layer by greedy CMI selection (matrix Renyi entropy, reference kernel widths); prints one JSON object',
+      'Order the filters of one layer (or a model\'s conv layers) by greedy CMI selection (matrix Renyi entropy); prints one JSON object',
     )
     .option('--activations <file>', 'float32/float64 .npy of the layer maps [N, C, H, W] (after BN+ReLU)')
     .option('--labels <file>', '.npy of class indices [N] or one-hot labels [N, K]')
@@ -167,6 +185,9 @@ export function registerRank(program: Command): void {
     .option('--classes <k>', 'number of classes for [N] labels (default: max label + 1)', intOption(1))
     .option('--log2', 'report information in bits (default: natural log, nats)')
     .option('--greedy-tail', 'below the noise floor keep the greedy (round-off decided) order instead of the own-MI tie-break')
+    .option('--sigma <rule>', "kernel width of the maps: 'reference' (5 N^(-1/(4+H*W)), the paper's) or 'median' (median heuristic over the whole layer, scale-invariant)", choiceOption(['reference', 'median'] as const), 'reference' as const)
+    .option('--ptest [P]', 'permutation test after each selection (SPEC section 4) with P permutations (default 100), until the first p >= --ptest-eta', intOption(1))
+    .option('--ptest-eta <eta>', 'significance level of --ptest (default 0.05)', floatOption(0, true))
     .option('--backend <b>', 'auto | native | ts', (v: string) => {
       if (!['auto', 'native', 'ts'].includes(v)) throw new InvalidArgumentError('expected one of: auto, native, ts');
       return v as 'auto' | 'native' | 'ts';
@@ -216,5 +237,7 @@ function runRankModel(opts: RankOptions & RankModelCliOptions): Promise<ModelRan
     checkpointDir: opts.checkpoint,
     fresh: opts.fresh,
     greedyTail: opts.greedyTail,
+    sigma: opts.sigma ?? 'reference',
+    permutationTest: permutationTestOf(opts),
   });
 }

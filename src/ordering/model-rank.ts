@@ -1,21 +1,60 @@
 // Orders the filters of a model's conv layers from activations taken through the engine on a
 // seeded, class-balanced sample; each finished layer is checkpointed so an interrupted run resumes.
+//   rankConvUnits: the core, on an already-loaded Model and sample (a pruning pipeline calls it)
+//   rankModel:     the file-reading wrapper behind `cmiprune rank --model`
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { collectActivations, type LayerActivations } from '../activations/collect.js';
-import { orderLayer, type OrderResult } from '../cmi/order.js';
+import { checkPermutationTest, ORDER_ALGORITHM_VERSION, orderLayer, type OrderResult, type PermutationTestOptions } from '../cmi/order.js';
 import { loadCifar10 } from '../data/cifar10.js';
-import { classBalancedSample } from '../data/dataset.js';
+import { classBalancedSample, type ImageDataset } from '../data/dataset.js';
 import { setThreads, TorchModel } from '../engine/index.js';
 import { convUnits, type ConvUnit } from '../ir/graph.js';
+import type { Model } from '../ir/model.js';
 import { importOnnx } from '../onnx/index.js';
 import { resolveNormalization } from '../data/normalization.js';
 import { UserError } from '../util/errors.js';
 import { cacheDir, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 
-export interface RankModelOptions {
+/** Ordering settings shared by the core and the wrapper. */
+export interface RankSettings {
+  /** Renyi order (default 1.01) */
+  alpha?: number;
+  log2?: boolean;
+  maxSelect?: number;
+  /** CMI worker threads (default 2) */
+  threads?: number;
+  greedyTail?: boolean;
+  /** kernel width of the maps (default 'reference'); see OrderOptions.sigma */
+  sigma?: 'reference' | 'median';
+  /** SPEC section 4's permutation test per layer; see OrderOptions.permutationTest */
+  permutationTest?: PermutationTestOptions;
+}
+
+export interface RankUnitsOptions extends RankSettings {
+  /** input normalisation; default: the model's mean/std metadata */
+  mean?: readonly number[];
+  std?: readonly number[];
+  /** per-layer checkpoints go here (layer-NNN.json) and are resumed from it; absent: none */
+  checkpointDir?: string;
+  /** ignore existing checkpoints (they are still written) */
+  fresh?: boolean;
+  /**
+   * identity of the model in checkpoint keys (e.g. the ONNX file's sha256); default: sha256 of the
+   * graph and every weight, so an edited in-memory model never resumes another model's layers
+   */
+  modelKey?: string;
+  /** entropy backend (default 'auto') */
+  backend?: 'auto' | 'ts' | 'native';
+  /** after each layer, resumed or computed, in network order of completion */
+  onLayer?: (e: { layer: LayerRanking; done: number; total: number }) => void;
+  /** label of the stderr progress bar (default 'rank') */
+  progressLabel?: string;
+}
+
+export interface RankModelOptions extends RankSettings {
   model: string;
   data: 'cifar10';
   /** number of training images in the class-balanced sample (the reference uses 256) */
@@ -24,8 +63,6 @@ export interface RankModelOptions {
   /** 'all', a conv node name, or a 0-based conv index */
   layer: string;
   alpha: number;
-  log2?: boolean;
-  maxSelect?: number;
   threads: number;
   mean?: number[];
   std?: number[];
@@ -33,7 +70,7 @@ export interface RankModelOptions {
   checkpointDir?: string;
   /** ignore existing checkpoints */
   fresh?: boolean;
-  greedyTail?: boolean;
+  onLayer?: RankUnitsOptions['onLayer'];
 }
 
 export interface LayerRanking extends Omit<OrderResult, 'ownMI'> {
@@ -43,6 +80,18 @@ export interface LayerRanking extends Omit<OrderResult, 'ownMI'> {
   channels: number;
   mapShape: [number, number];
   resumed: boolean;
+}
+
+export interface UnitsRanking {
+  /** one per unit, in the order given */
+  layers: LayerRanking[];
+  /** checkpoint key of this run's inputs and settings */
+  key: string;
+  checkpointDir: string | null;
+  mean: number[];
+  std: number[];
+  orderAlgorithmVersion: string;
+  seconds: number;
 }
 
 export interface ModelRanking {
@@ -55,58 +104,128 @@ export interface ModelRanking {
   alpha: number;
   logBaseName: string;
   formulation: 'per-layer';
+  sigma: 'reference' | 'median';
+  permutationTest: Required<PermutationTestOptions> | null;
+  orderAlgorithmVersion: string;
   checkpointDir: string;
   layers: LayerRanking[];
   seconds: number;
 }
 
-function selectUnits(units: ConvUnit[], layer: string, modelPath: string): ConvUnit[] {
-  if (layer === 'all') return units;
-  const byName = units.find((u) => u.name === layer);
-  if (byName) return [byName];
-  if (/^\d+$/.test(layer) && Number(layer) < units.length) return [units[Number(layer)]!];
-  throw new UserError(
-    `${modelPath}: --layer '${layer}' is not a conv layer; use 'all', an index 0-${units.length - 1}, or one of: ${units.map((u) => u.name).join(', ')}`,
-  );
+/** Everything a layer's result depends on; hashed into the checkpoint key and stored beside it. */
+export interface CheckpointKeyParts {
+  /** ORDER_ALGORITHM_VERSION of the code that wrote the checkpoint */
+  version: string;
+  model: string;
+  sample: string;
+  alpha: number;
+  log2: boolean;
+  maxSelect: number | null;
+  greedyTail: boolean;
+  sigma: 'reference' | 'median';
+  permutationTest: Required<PermutationTestOptions> | null;
+  mean: readonly number[];
+  std: readonly number[];
 }
 
-/** Ranks every selected layer; results go to stdout as JSON by the caller. */
-export async function rankModel(opts: RankModelOptions): Promise<ModelRanking> {
-  const t0 = performance.now();
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(opts.model);
-  } catch (e) {
-    throw new UserError(`${opts.model}: cannot read model file (${(e as NodeJS.ErrnoException).code ?? e})`);
+/** 16 hex digits of sha256 over the parts, in a fixed field order. */
+export function checkpointKey(p: CheckpointKeyParts): string {
+  const fields = [
+    p.version,
+    p.model,
+    p.sample,
+    p.alpha,
+    p.log2,
+    p.maxSelect,
+    p.greedyTail,
+    p.sigma,
+    p.permutationTest && [p.permutationTest.permutations, p.permutationTest.eta, p.permutationTest.seed],
+    [...p.mean],
+    [...p.std],
+  ];
+  return createHash('sha256').update(JSON.stringify(fields)).digest('hex').slice(0, 16);
+}
+
+/** sha256 of a model's graph (nodes, inputs, outputs) and every tensor's name, shape and bytes. */
+export function modelFingerprint(model: Model): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify([model.inputs, model.outputs, model.nodes]));
+  for (const name of Object.keys(model.tensors).sort()) {
+    const t = model.tensors[name]!;
+    h.update(JSON.stringify([name, t.shape]));
+    h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   }
-  const modelSha256 = createHash('sha256').update(bytes).digest('hex');
-  const model = importOnnx(bytes, { fileName: opts.model });
-  const units = selectUnits(convUnits(model), opts.layer, opts.model);
-  if (units.length === 0) throw new UserError(`${opts.model}: the model has no conv layers to rank`);
-  setThreads(opts.threads);
-  const train = await loadCifar10('train');
-  const sample = classBalancedSample(train, opts.samples, opts.seed);
-  const norm = resolveNormalization(model, opts.model, opts, train.channels);
+  return h.digest('hex');
+}
 
-  // a checkpoint is valid only for the same model bytes, sample and estimator settings
-  const key = createHash('sha256')
-    .update(JSON.stringify([modelSha256, opts.data, opts.samples, opts.seed, opts.alpha, !!opts.log2, opts.maxSelect ?? null, !!opts.greedyTail, norm.mean, norm.std]))
-    .digest('hex')
-    .slice(0, 16);
-  const checkpointDir = opts.checkpointDir ?? join(cacheDir(), 'rank', key);
-  const ckptPath = (u: ConvUnit) => join(checkpointDir, `layer-${String(u.index).padStart(3, '0')}.json`);
+/** sha256 of a sample's images, labels and class count. */
+export function sampleFingerprint(ds: ImageDataset): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify([ds.n, ds.channels, ds.height, ds.width, ds.classes]));
+  h.update(ds.images);
+  h.update(ds.labels);
+  return h.digest('hex');
+}
 
+function keyParts(model: Model, sample: ImageDataset, opts: RankUnitsOptions, norm: { mean: readonly number[]; std: readonly number[] }): CheckpointKeyParts {
+  return {
+    version: ORDER_ALGORITHM_VERSION,
+    model: opts.modelKey ?? modelFingerprint(model),
+    sample: sampleFingerprint(sample),
+    alpha: opts.alpha ?? 1.01,
+    log2: !!opts.log2,
+    maxSelect: opts.maxSelect ?? null,
+    greedyTail: !!opts.greedyTail,
+    sigma: opts.sigma ?? 'reference',
+    permutationTest: opts.permutationTest ? checkPermutationTest(opts.permutationTest) : null,
+    mean: [...norm.mean],
+    std: [...norm.std],
+  };
+}
+
+/** Path of a unit's checkpoint in a checkpoint directory. */
+export function checkpointPath(dir: string, u: ConvUnit): string {
+  return join(dir, `layer-${String(u.index).padStart(3, '0')}.json`);
+}
+
+/** A checkpoint file: the key it was written under, the key's parts (for diagnosis), the result. */
+export interface Checkpoint {
+  key: string;
+  parts: CheckpointKeyParts;
+  result: LayerRanking;
+}
+
+/**
+ * The core: activations of `units` on `sample` through the engine, orderLayer per layer, per-layer
+ * checkpoints (when checkpointDir is given) and progress. The model is not modified.
+ */
+export async function rankConvUnits(model: Model, units: ConvUnit[], sample: ImageDataset, opts: RankUnitsOptions = {}): Promise<UnitsRanking> {
+  const t0 = performance.now();
+  const norm =
+    opts.mean && opts.std
+      ? { mean: [...opts.mean], std: [...opts.std] }
+      : resolveNormalization(model, model.name, { mean: opts.mean ? [...opts.mean] : undefined, std: opts.std ? [...opts.std] : undefined }, sample.channels);
+  // a checkpoint is valid only for the same algorithm version, model, sample and settings
+  const parts = keyParts(model, sample, opts, norm);
+  const key = checkpointKey(parts);
+  const dir = opts.checkpointDir ?? null;
+  const total = units.length;
   const done = new Map<number, LayerRanking>();
-  if (!opts.fresh) {
+  const finished = (layer: LayerRanking) => {
+    done.set(layer.index, layer);
+    opts.onLayer?.({ layer, done: done.size, total });
+  };
+
+  if (dir && !opts.fresh) {
     for (const u of units) {
       try {
-        const saved = JSON.parse(await readFile(ckptPath(u), 'utf8')) as { key: string; result: LayerRanking };
-        if (saved.key === key && saved.result.layer === u.name) done.set(u.index, { ...saved.result, resumed: true });
+        const saved = JSON.parse(await readFile(checkpointPath(dir, u), 'utf8')) as Checkpoint;
+        if (saved.key === key && saved.result.layer === u.name) finished({ ...saved.result, resumed: true });
       } catch {
         // no checkpoint (or unreadable): compute the layer
       }
     }
-    if (done.size > 0) process.stderr.write(`rank: resuming, ${done.size} of ${units.length} layers already done (${checkpointDir})\n`);
+    if (done.size > 0) process.stderr.write(`rank: resuming, ${done.size} of ${units.length} layers already done (${dir})\n`);
   }
 
   const todo = units.filter((u) => !done.has(u.index));
@@ -127,8 +246,7 @@ export async function rankModel(opts: RankModelOptions): Promise<ModelRanking> {
     return s;
   };
   const stepsOf = (c: number) => Math.min(c - 1, opts.maxSelect ?? c - 1);
-  const total = todo.reduce((s, u) => s + cost(u.channels, stepsOf(u.channels)), 0);
-  const bar = progress('rank', total);
+  const bar = progress(opts.progressLabel ?? 'rank', todo.reduce((s, u) => s + cost(u.channels, stepsOf(u.channels)), 0));
   try {
     for (const a of acts) {
       const u = a.unit;
@@ -136,13 +254,16 @@ export async function rankModel(opts: RankModelOptions): Promise<ModelRanking> {
       const r = await orderLayer(
         { maps: { data: a.maps, n: a.n, c: a.channels, hw: a.spatial }, labels: sample.labels, classes: sample.classes },
         {
-          alpha: opts.alpha,
-          logBase: opts.log2 ? '2' : 'e',
+          alpha: parts.alpha,
+          logBase: parts.log2 ? '2' : 'e',
           maxSelect: opts.maxSelect,
-          threads: opts.threads,
-          tail: opts.greedyTail ? 'greedy' : 'secondary',
+          threads: opts.threads ?? 2,
+          backend: opts.backend ?? 'auto',
+          tail: parts.greedyTail ? 'greedy' : 'secondary',
+          sigma: parts.sigma,
+          ...(parts.permutationTest ? { permutationTest: parts.permutationTest } : {}),
           onProgress: (p) => {
-            bar.tick(p.evaluated - last, { layer: `${u.index + 1}/${units.length} ${u.name}`, step: `${p.step}/${p.steps}` });
+            bar.tick(p.evaluated - last, { layer: `${u.index + 1} ${u.name}`, step: `${p.step}/${p.steps}` });
             last = p.evaluated;
           },
         },
@@ -159,13 +280,54 @@ export async function rankModel(opts: RankModelOptions): Promise<ModelRanking> {
         resumed: false,
         ...rest,
       };
-      await writeFileAtomic(ckptPath(u), JSON.stringify({ key, result: layer }));
-      done.set(u.index, layer);
+      if (dir) await writeFileAtomic(checkpointPath(dir, u), JSON.stringify({ key, parts, result: layer } satisfies Checkpoint));
+      finished(layer);
     }
   } finally {
     bar.done();
   }
 
+  return {
+    layers: units.map((u) => done.get(u.index)!),
+    key,
+    checkpointDir: dir,
+    mean: [...norm.mean],
+    std: [...norm.std],
+    orderAlgorithmVersion: ORDER_ALGORITHM_VERSION,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+function selectUnits(units: ConvUnit[], layer: string, modelPath: string): ConvUnit[] {
+  if (layer === 'all') return units;
+  const byName = units.find((u) => u.name === layer);
+  if (byName) return [byName];
+  if (/^\d+$/.test(layer) && Number(layer) < units.length) return [units[Number(layer)]!];
+  throw new UserError(
+    `${modelPath}: --layer '${layer}' is not a conv layer; use 'all', an index 0-${units.length - 1}, or one of: ${units.map((u) => u.name).join(', ')}`,
+  );
+}
+
+/** Reads the model and the data, then ranks every selected layer; the caller prints the result. */
+export async function rankModel(opts: RankModelOptions): Promise<ModelRanking> {
+  const t0 = performance.now();
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(opts.model);
+  } catch (e) {
+    throw new UserError(`${opts.model}: cannot read model file (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  const modelSha256 = createHash('sha256').update(bytes).digest('hex');
+  const model = importOnnx(bytes, { fileName: opts.model });
+  const units = selectUnits(convUnits(model), opts.layer, opts.model);
+  if (units.length === 0) throw new UserError(`${opts.model}: the model has no conv layers to rank`);
+  setThreads(opts.threads);
+  const train = await loadCifar10('train');
+  const sample = classBalancedSample(train, opts.samples, opts.seed);
+  const norm = resolveNormalization(model, opts.model, opts, train.channels);
+  const core: RankUnitsOptions = { ...opts, mean: norm.mean, std: norm.std, modelKey: modelSha256 };
+  const checkpointDir = opts.checkpointDir ?? join(cacheDir(), 'rank', checkpointKey(keyParts(model, sample, core, norm)));
+  const r = await rankConvUnits(model, units, sample, { ...core, checkpointDir });
   return {
     model: opts.model,
     modelSha256,
@@ -176,8 +338,11 @@ export async function rankModel(opts: RankModelOptions): Promise<ModelRanking> {
     alpha: opts.alpha,
     logBaseName: opts.log2 ? 'log2 (bits)' : 'natural log (nats)',
     formulation: 'per-layer',
+    sigma: opts.sigma ?? 'reference',
+    permutationTest: opts.permutationTest ? checkPermutationTest(opts.permutationTest) : null,
+    orderAlgorithmVersion: r.orderAlgorithmVersion,
     checkpointDir,
-    layers: units.map((u) => done.get(u.index)!),
+    layers: r.layers,
     seconds: (performance.now() - t0) / 1000,
   };
 }
