@@ -10,7 +10,7 @@ function cutoffOption(v: string): string {
     parseCutoff(v);
   } catch (e) {
     // commander already names the option and the value: keep only what is wrong with it
-    throw new InvalidArgumentError((e as Error).message.replace(/^--cutoff '[^']*'(: )?/, '').replace(/^is not one of/, 'expected one of').trim());
+    throw new InvalidArgumentError((e as Error).message.replace(/^--cutoff '[^']*':? */, '').replace(/^is not one of/, 'expected one of'));
   }
   return v;
 }
