@@ -2,6 +2,7 @@
 // forward/trainStep on libuv's thread pool so the event loop keeps going.
 #include <napi.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 
@@ -374,11 +375,16 @@ class ForwardWork : public ModelWork {
 class TrainWork : public ModelWork {
  public:
   TrainWork(Napi::Env env, Napi::Object self, ModelWrap* w, std::shared_ptr<Engine> e, torch::Tensor x,
-            torch::Tensor labels, double lr, double momentum)
-      : ModelWork(env, self, w, std::move(e)), x_(std::move(x)), labels_(std::move(labels)), lr_(lr), momentum_(momentum) {}
+            torch::Tensor labels, double lr, double momentum, std::unique_ptr<cmi::DistillTarget> distill)
+      : ModelWork(env, self, w, std::move(e)),
+        x_(std::move(x)),
+        labels_(std::move(labels)),
+        lr_(lr),
+        momentum_(momentum),
+        distill_(std::move(distill)) {}
 
  protected:
-  void Run(Engine& e) override { res_ = e.trainStep(x_, labels_, lr_, momentum_); }
+  void Run(Engine& e) override { res_ = e.trainStep(x_, labels_, lr_, momentum_, distill_.get()); }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
     o.Set("loss", Napi::Number::New(env, res_.loss));
@@ -389,6 +395,7 @@ class TrainWork : public ModelWork {
  private:
   torch::Tensor x_, labels_;
   double lr_, momentum_;
+  std::unique_ptr<cmi::DistillTarget> distill_;  // null: plain cross-entropy
   cmi::TrainResult res_{};
 };
 
@@ -406,8 +413,35 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
   return work->Promise();
 }
 
-// trainStep(data: Float32Array, shape: number[], labels: Int32Array, lr: number, momentum?: number)
-//   -> Promise<{loss, correct}>; momentum, when given, replaces the optimizer's from this step on
+// Optional soft targets of trainStep: {teacher: Float32Array [batch * classes], temperature > 0,
+// weight in [0, 1]}; the teacher logits are copied now, like the input.
+std::unique_ptr<cmi::DistillTarget> parseDistill(Napi::Env env, Napi::Value v, int64_t batch) {
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+    throwJs(env, "trainStep: distill must be an object {teacher: Float32Array, temperature: number, weight: number}");
+  auto o = v.As<Napi::Object>();
+  auto teacher = f32(env, o.Get("teacher"), "trainStep: distill.teacher");
+  Napi::Value tv = o.Get("temperature"), wv = o.Get("weight");
+  if (!tv.IsNumber()) throwJs(env, "trainStep: distill.temperature must be a number");
+  if (!wv.IsNumber()) throwJs(env, "trainStep: distill.weight must be a number");
+  auto d = std::make_unique<cmi::DistillTarget>();
+  d->temperature = tv.As<Napi::Number>().DoubleValue();
+  d->weight = wv.As<Napi::Number>().DoubleValue();
+  if (!(d->temperature > 0) || !std::isfinite(d->temperature))
+    throwJs(env, "trainStep: distill.temperature must be a finite number > 0, got " + std::to_string(d->temperature));
+  if (!(d->weight >= 0 && d->weight <= 1))
+    throwJs(env, "trainStep: distill.weight must be in [0, 1], got " + std::to_string(d->weight));
+  const int64_t n = static_cast<int64_t>(teacher.ElementLength());
+  if (batch < 1 || n == 0 || n % batch != 0)
+    throwJs(env, "trainStep: distill.teacher has " + std::to_string(n) + " values, need batch (" +
+                     std::to_string(batch) + ") x classes");
+  d->teacher = torch::empty({batch, n / batch}, torch::kFloat32);
+  std::memcpy(d->teacher.data_ptr<float>(), teacher.Data(), n * sizeof(float));
+  return d;
+}
+
+// trainStep(data: Float32Array, shape: number[], labels: Int32Array, lr: number, momentum?: number,
+//           distill?: {teacher, temperature, weight}) -> Promise<{loss, correct}>; momentum, when given,
+//   replaces the optimizer's from this step on; distill mixes in a teacher's soft targets (engine.h)
 Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Engine& e = use(env, "trainStep");
@@ -426,10 +460,12 @@ Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
     momentum = info[4].As<Napi::Number>().DoubleValue();
     if (!(momentum >= 0 && momentum < 1)) throwJs(env, "trainStep: momentum must be in [0, 1), got " + std::to_string(momentum));
   }
+  std::unique_ptr<cmi::DistillTarget> distill;
+  if (info.Length() > 5 && !info[5].IsUndefined()) distill = parseDistill(env, info[5], x.size(0));
   auto lab = torch::from_blob(labels.Data(), {static_cast<int64_t>(labels.ElementLength())}, torch::kInt32)
                  .to(torch::kLong);  // a copy, owned by torch
   auto* work = new TrainWork(env, info.This().As<Napi::Object>(), this, engine_, std::move(x), std::move(lab),
-                             info[3].As<Napi::Number>().DoubleValue(), momentum);
+                             info[3].As<Napi::Number>().DoubleValue(), momentum, std::move(distill));
   busy_ = true;
   work->Queue();
   return work->Promise();

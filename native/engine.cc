@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -469,8 +470,28 @@ void Engine::configureOptimizer(double momentum, bool nesterov, double weightDec
   optimizer_ = std::make_unique<torch::optim::SGD>(trainable_, opts);
 }
 
-TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr, double momentum) {
+TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr, double momentum,
+                              const DistillTarget* distill) {
   if (!optimizer_ && !sgd_) throw std::logic_error("configureOptimizer must be called before trainStep");
+  // Soft targets are checked before the forward pass, which already updates BN running statistics.
+  if (distill) {
+    const auto& t = distill->teacher;
+    if (!(distill->temperature > 0) || !std::isfinite(distill->temperature))
+      throw std::invalid_argument("distillation temperature must be a finite number > 0, got " +
+                                  std::to_string(distill->temperature));
+    if (!(distill->weight >= 0 && distill->weight <= 1))
+      throw std::invalid_argument("distillation weight must be in [0, 1], got " + std::to_string(distill->weight));
+    if (!t.defined() || t.dim() != 2 || x.dim() < 1 || t.size(0) != x.size(0))
+      throw std::invalid_argument("distillation needs teacher logits [" + std::to_string(x.dim() ? x.size(0) : 0) +
+                                  ", classes], got " + (t.defined() ? c10::str(t.sizes()) : std::string("none")));
+    if (!outputValues_.empty()) {
+      int p = producer_[outputValues_[0]];
+      if (p >= 0 && steps_[p].spec->op == Op::Linear && t.size(1) != steps_[p].w.size(0))
+        throw std::invalid_argument("distillation: teacher logits have " + std::to_string(t.size(1)) +
+                                    " classes, the model's output '" + spec_.outputs[0] + "' has " +
+                                    std::to_string(steps_[p].w.size(0)));
+    }
+  }
   if (momentum >= 0) {
     if (momentum >= 1) throw std::invalid_argument("momentum must be in [0, 1), got " + std::to_string(momentum));
     if (nesterov_ && momentum <= 0) throw std::invalid_argument("nesterov needs momentum > 0");
@@ -489,11 +510,33 @@ TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& label
     throw std::invalid_argument("trainStep needs a [N, classes] output, got " + std::to_string(logits.dim()) +
                                 "-d output '" + spec_.outputs[0] + "'");
   auto target = labels.to(engineDevice(), torch::kLong);
+  namespace F = torch::nn::functional;
+  // a term with weight 0 is left out rather than multiplied by 0 (which would not cancel a NaN/inf)
+  const double w = distill ? distill->weight : 0;
   torch::Tensor loss;
-  try {
-    loss = torch::nn::functional::cross_entropy(logits, target);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("cross-entropy: " + torchMessage(e));
+  if (w < 1) {
+    try {
+      loss = F::cross_entropy(logits, target);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("cross-entropy: " + torchMessage(e));
+    }
+  }
+  if (w > 0) {
+    const double T = distill->temperature;
+    if (distill->teacher.sizes() != logits.sizes())
+      throw std::invalid_argument("distillation: teacher logits " + c10::str(distill->teacher.sizes()) +
+                                  " do not match the model's output " + c10::str(logits.sizes()));
+    torch::Tensor soft;
+    try {
+      // KL(p_teacher || p_student) on temperature-softened distributions, both given as log-probabilities
+      auto logStudent = torch::log_softmax(logits / T, 1);
+      auto logTeacher = torch::log_softmax(distill->teacher.to(engineDevice(), torch::kFloat32) / T, 1);
+      soft = F::kl_div(logStudent, logTeacher, F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true)) *
+             (T * T);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("distillation loss: " + torchMessage(e));
+    }
+    loss = w == 1 ? soft : loss * (1 - w) + soft * w;
   }
   // Dropping the gradients lets backward write fresh ones instead of zero-fill + accumulate.
   for (auto& t : trainable_) t.mutable_grad() = torch::Tensor();

@@ -82,6 +82,15 @@ struct TrainResult {
   int64_t correct;
 };
 
+// Knowledge distillation's soft targets for one training step (Hinton et al. 2015):
+// loss = (1 - weight) * CE(logits, labels) + weight * T^2 * KL(softmax(teacher / T) || softmax(logits / T)),
+// the KL averaged over the batch (torch's kl_div(reduction='batchmean')).
+struct DistillTarget {
+  torch::Tensor teacher;  // [N, classes] teacher logits, float32
+  double temperature = 1;  // T > 0
+  double weight = 0;       // in [0, 1]
+};
+
 class Engine {
  public:
   explicit Engine(ModelSpec spec);
@@ -92,8 +101,11 @@ class Engine {
 
   void configureOptimizer(double momentum, bool nesterov, double weightDecay);
   // Train mode (BN batch stats, running stats updated), cross-entropy on outputs[0], one SGD step.
-  // `momentum` >= 0 replaces the optimizer's momentum from this step on (one-cycle schedules); < 0 keeps it
-  TrainResult trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr, double momentum = -1);
+  // `momentum` >= 0 replaces the optimizer's momentum from this step on (one-cycle schedules); < 0 keeps it.
+  // `distill` (optional): the loss mixes in the teacher's soft targets (DistillTarget); the reported
+  // loss is the mixed one, `correct` stays top-1 against `labels`.
+  TrainResult trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr, double momentum = -1,
+                        const DistillTarget* distill = nullptr);
 
   std::vector<std::string> tensorNames() const;
   // Contiguous copy in standard layout.
