@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 import { numel, type Model, type Node, type Tensor } from '../ir/model.js';
-import type { OptimizerConfig, TrainableEngine } from '../train/engine.js';
+import type { DistillTarget, OptimizerConfig, TrainableEngine } from '../train/engine.js';
 import { UserError } from '../util/errors.js';
 
 /** What the addon's Model constructor takes: the IR's graph plus every tensor. */
@@ -116,8 +116,8 @@ export function releaseCachedMemory(): void {
   loadEngine().emptyCache();
 }
 
-// defined with the training contract that takes it; re-exported for callers of TorchModel
-export type { OptimizerConfig };
+// defined with the training contract that takes them; re-exported for callers of TorchModel
+export type { DistillTarget, OptimizerConfig };
 
 export interface CreateOptions {
   /**
@@ -392,13 +392,18 @@ export class TorchModel implements TrainableEngine {
     this.optimizerReady = true;
   }
 
-  /** One SGD step; `momentum`, when given, replaces the optimizer's momentum from this step on. */
+  /**
+   * One SGD step; `momentum`, when given, replaces the optimizer's momentum from this step on.
+   * `distill`, when given, mixes a teacher's soft targets into the loss (DistillTarget in
+   * src/train/engine.ts); its teacher logits must hold batch x classes values.
+   */
   async trainStep(
     x: Float32Array,
     shape: number[],
     labels: Int32Array,
     lr: number,
     momentum?: number,
+    distill?: DistillTarget,
   ): Promise<{ loss: number; correct: number }> {
     const native = this.use('trainStep');
     if (!this.optimizerReady) throw new Error('TorchModel.trainStep: call configureOptimizer first');
@@ -414,12 +419,33 @@ export class TorchModel implements TrainableEngine {
       const bad = labels.findIndex((l) => l < 0 || l >= k);
       if (bad >= 0) throw new UserError(`trainStep: label ${labels[bad]} at index ${bad} is outside [0, ${k})`);
     }
+    let soft: DistillTarget | undefined;
+    if (distill !== undefined) {
+      const { teacher, temperature, weight } = distill;
+      const b = shape[0];
+      const k = head?.op === 'Linear' ? head.attrs.outFeatures : undefined;
+      if (!(teacher instanceof Float32Array))
+        throw new UserError('trainStep: distill.teacher must be a Float32Array of teacher logits');
+      if (k !== undefined ? teacher.length !== b * k : b === 0 || teacher.length === 0 || teacher.length % b !== 0)
+        throw new UserError(
+          `trainStep: distill.teacher has ${teacher.length} values, need batch x classes = ${b} x ${k ?? 'classes'}`,
+        );
+      if (!(Number.isFinite(temperature) && temperature > 0))
+        throw new UserError(`trainStep: distill.temperature must be a finite number > 0, got ${temperature}`);
+      if (!(weight >= 0 && weight <= 1)) throw new UserError(`trainStep: distill.weight must be in [0, 1], got ${weight}`);
+      soft = { teacher: this.pending > 0 ? teacher.slice() : teacher, temperature, weight };
+    }
     const lab = this.pending > 0 ? labels.slice() : labels;
-    return this.enqueue(x, (input) => native.trainStep(input, shape, lab, lr, momentum));
+    return this.enqueue(x, (input) => native.trainStep(input, shape, lab, lr, momentum, soft));
   }
 
-  readTensors(): Record<string, Tensor> {
-    return this.useIdle('readTensors').readTensors();
+  /** Copies of the model's tensors: those named in `names` (in any order), or all of them. */
+  readTensors(names?: string[]): Record<string, Tensor> {
+    const native = this.useIdle('readTensors');
+    if (names === undefined) return native.readTensors();
+    for (const k of names)
+      if (!this.shapes.has(k)) throw new UserError(`readTensors: model '${this.model.name}' has no tensor '${k}'`);
+    return native.readTensors(names);
   }
 
   /** Partial updates allowed; every tensor is checked before any is written. */
