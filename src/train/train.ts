@@ -3,11 +3,22 @@ import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
 import { augmentBatch, padFillForBlack } from './augment.js';
-import type { TrainableEngine } from './engine.js';
+import type { DistillTarget, ForwardEngine, TrainableEngine } from './engine.js';
 import { scheduleLr, scheduleMomentum, type ScheduleName } from './schedule.js';
 
 export interface TrainOptions {
+  /** epochs to run in this call */
   epochs: number;
+  /**
+   * Resuming a longer run: this call runs epochs startEpoch .. startEpoch + epochs - 1 of a
+   * schedule laid out over `totalEpochs` (default startEpoch + epochs), so the learning rate (and
+   * one-cycle momentum) of every step is that of the uninterrupted run. Default 0. The sample order
+   * and augmentation draws come from `seed` alone: pass the seed the interrupted run used for the
+   * same epochs (e.g. one derived per epoch) to reproduce them too. Reported epochs, StepInfo.epoch
+   * and globalStep count from startEpoch.
+   */
+  startEpoch?: number;
+  totalEpochs?: number;
   batch: number;
   /** base (cosine) or peak (one-cycle) learning rate */
   lr: number;
@@ -35,6 +46,13 @@ export interface TrainOptions {
   onStep?: (s: StepInfo) => void;
   /** progress-bar label prefix */
   label?: string;
+  /**
+   * Knowledge distillation: before each step the teacher's inference forward runs on the same
+   * (augmented, normalised) batch the student gets, and its first output's logits go to trainStep
+   * as soft targets with `distill`'s temperature and weight (DistillTarget). Both or neither.
+   */
+  teacher?: ForwardEngine;
+  distill?: { temperature: number; weight: number };
 }
 
 export interface StepInfo {
@@ -72,13 +90,36 @@ function checkOpts(o: TrainOptions): void {
   if (!(o.momentum >= 0 && o.momentum < 1)) throw new UserError(`train: momentum must be in [0, 1), got ${o.momentum}`);
   if (!(o.weightDecay >= 0)) throw new UserError(`train: weightDecay must be >= 0, got ${o.weightDecay}`);
   if (o.nesterov && o.momentum === 0) throw new UserError('train: nesterov needs momentum > 0');
+  const start = o.startEpoch ?? 0;
+  if (!Number.isInteger(start) || start < 0) throw new UserError(`train: startEpoch must be an integer >= 0, got ${start}`);
+  if (o.totalEpochs !== undefined && !(Number.isInteger(o.totalEpochs) && o.totalEpochs >= start + o.epochs))
+    throw new UserError(`train: totalEpochs must be an integer >= startEpoch + epochs = ${start + o.epochs}, got ${o.totalEpochs}`);
+  if ((o.teacher === undefined) !== (o.distill === undefined))
+    throw new UserError('train: distillation needs both teacher and distill {temperature, weight}');
+  if (o.distill) {
+    const { temperature, weight } = o.distill;
+    if (!(Number.isFinite(temperature) && temperature > 0))
+      throw new UserError(`train: distill.temperature must be a finite number > 0, got ${temperature}`);
+    if (!(weight >= 0 && weight <= 1)) throw new UserError(`train: distill.weight must be in [0, 1], got ${weight}`);
+  }
+}
+
+/** The teacher's logits (its first output) for a batch, checked to be [b, classes]. */
+async function teacherLogits(teacher: ForwardEngine, x: Float32Array, shape: number[]): Promise<Float32Array> {
+  const { outputs } = await teacher.forward(x, shape);
+  const key = Object.keys(outputs)[0];
+  const t = key === undefined ? undefined : outputs[key];
+  if (!t || t.shape.length !== 2 || t.shape[0] !== shape[0])
+    throw new UserError(`train: the teacher's output ${key ?? '(none)'} has shape [${t?.shape ?? ''}], expected [${shape[0]}, classes]`);
+  return t.data;
 }
 
 /**
  * SGD training on `ds` through the engine's trainStep. Each epoch visits every sample once in a
  * seeded random order; a final batch of one sample is skipped (BatchNorm cannot train on it).
  * While the engine runs step k, step k+1's batch is gathered, normalised and augmented in two
- * alternating buffers, so data preparation overlaps the native computation.
+ * alternating buffers, so data preparation overlaps the native computation. With a teacher, its
+ * forward on the batch runs (and is awaited) before the student's step.
  */
 export async function train(engine: TrainableEngine, ds: ImageDataset, opts: TrainOptions): Promise<EpochStats[]> {
   checkOpts(opts);
@@ -89,7 +130,12 @@ export async function train(engine: TrainableEngine, ds: ImageDataset, opts: Tra
   const n = ds.n;
   const size = ds.channels * ds.height * ds.width;
   const stepsPerEpoch = n % B === 1 ? Math.floor(n / B) : Math.ceil(n / B);
+  const startEpoch = opts.startEpoch ?? 0;
+  const totalEpochs = opts.totalEpochs ?? startEpoch + opts.epochs;
+  // steps of this call (k) and of the whole schedule (startStep + k)
   const totalSteps = stepsPerEpoch * opts.epochs;
+  const startStep = stepsPerEpoch * startEpoch;
+  const scheduleSteps = stepsPerEpoch * totalEpochs;
   // independent streams: switching augmentation off does not change the sample order
   const orderRng = new Rng(opts.seed);
   const augRng = new Rng(opts.seed + 0x632be5ab);
@@ -126,7 +172,7 @@ export async function train(engine: TrainableEngine, ds: ImageDataset, opts: Tra
   let next = prepare(0);
   for (let epoch = 0; epoch < opts.epochs; epoch++) {
     const t0 = performance.now();
-    const bar = progress(`${opts.label ?? 'train'} epoch ${epoch + 1}/${opts.epochs}`, stepsPerEpoch);
+    const bar = progress(`${opts.label ?? 'train'} epoch ${startEpoch + epoch + 1}/${totalEpochs}`, stepsPerEpoch);
     let lossSum = 0;
     let correct = 0;
     let images = 0;
@@ -135,9 +181,13 @@ export async function train(engine: TrainableEngine, ds: ImageDataset, opts: Tra
       for (let step = 0; step < stepsPerEpoch; step++) {
         const k = epoch * stepsPerEpoch + step;
         const cur = next;
-        lr = scheduleLr(opts.schedule, k, totalSteps, opts.lr);
-        const momentum = scheduleMomentum(opts.schedule, k, totalSteps, opts.momentum, cycle);
-        const pending = engine.trainStep(cur.x, cur.shape, cur.labels, lr, momentum);
+        lr = scheduleLr(opts.schedule, startStep + k, scheduleSteps, opts.lr);
+        const momentum = scheduleMomentum(opts.schedule, startStep + k, scheduleSteps, opts.momentum, cycle);
+        let soft: DistillTarget | undefined;
+        if (opts.teacher && opts.distill) soft = { ...opts.distill, teacher: await teacherLogits(opts.teacher, cur.x, cur.shape) };
+        const pending = soft
+          ? engine.trainStep(cur.x, cur.shape, cur.labels, lr, momentum, soft)
+          : engine.trainStep(cur.x, cur.shape, cur.labels, lr, momentum);
         if (k + 1 < totalSteps) next = prepare(k + 1);
         const r = await pending;
         if (!Number.isFinite(r.loss))
@@ -147,13 +197,23 @@ export async function train(engine: TrainableEngine, ds: ImageDataset, opts: Tra
         lossSum += r.loss * cur.b;
         correct += r.correct;
         images += cur.b;
-        opts.onStep?.({ epoch, step, globalStep: k, totalSteps, lr, momentum, loss: r.loss, correct: r.correct, batch: cur.b });
+        opts.onStep?.({
+          epoch: startEpoch + epoch,
+          step,
+          globalStep: startStep + k,
+          totalSteps: scheduleSteps,
+          lr,
+          momentum,
+          loss: r.loss,
+          correct: r.correct,
+          batch: cur.b,
+        });
         bar.tick(1, { loss: (lossSum / images).toFixed(3), acc: ((100 * correct) / images).toFixed(1) + '%' });
       }
     } finally {
       bar.done();
     }
-    stats.push({ epoch, loss: lossSum / images, accuracy: correct / images, images, seconds: (performance.now() - t0) / 1000, lr });
+    stats.push({ epoch: startEpoch + epoch, loss: lossSum / images, accuracy: correct / images, images, seconds: (performance.now() - t0) / 1000, lr });
   }
   return stats;
 }
