@@ -3,15 +3,10 @@ import { test } from 'node:test';
 import { SequentialBuilder, vgg16bn } from '../src/ir/builder.js';
 import { cloneModel } from '../src/ir/model.js';
 import { inferShapes, modelCost, ShapeError } from '../src/ir/shapes.js';
-import { Rng } from '../src/util/rng.js';
-
-const lcg = (seed: number) => {
-  const r = new Rng(seed);
-  return () => r.next();
-};
+import { randomSource } from './support/random.js';
 
 test('VGG16-BN shapes, parameters and multiply-adds match the architecture', () => {
-  const m = vgg16bn({ random: lcg(1) });
+  const m = vgg16bn({ random: randomSource(1) });
   const shapes = inferShapes(m, 7);
   assert.deepEqual(shapes.get(m.outputs[0]!), [7, 10]);
   const widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512];
@@ -38,7 +33,7 @@ test('VGG16-BN shapes, parameters and multiply-adds match the architecture', () 
 });
 
 test('grouped, strided conv and pooling shapes follow PyTorch', () => {
-  const m = new SequentialBuilder('t', [4, 9, 9], { random: lcg(2) })
+  const m = new SequentialBuilder('t', [4, 9, 9], { random: randomSource(2) })
     .conv(8, 3, { stride: 2, padding: 1, groups: 2 })
     .maxpool(3, 2, 1)
     .globalAvgPool()
@@ -53,7 +48,7 @@ test('grouped, strided conv and pooling shapes follow PyTorch', () => {
 });
 
 test('shape errors name the node', () => {
-  const base = new SequentialBuilder('t', [3, 8, 8], { random: lcg(3) }).conv(4, 3).relu().conv(6, 3).build();
+  const base = new SequentialBuilder('t', [3, 8, 8], { random: randomSource(3) }).conv(4, 3).relu().conv(6, 3).build();
   const bad = cloneModel(base);
   const conv2 = bad.nodes[2]!;
   assert.equal(conv2.op, 'Conv2d');
@@ -80,7 +75,7 @@ test('shape errors name the node', () => {
 
 test('conv units absorb the BN and ReLU that follow a conv, in network order', async () => {
   const { convUnits } = await import('../src/ir/graph.js');
-  const m = vgg16bn({ random: lcg(4) });
+  const m = vgg16bn({ random: randomSource(4) });
   const units = convUnits(m);
   assert.equal(units.length, 13);
   assert.deepEqual(units.map((u) => u.channels), [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]);
@@ -90,7 +85,7 @@ test('conv units absorb the BN and ReLU that follow a conv, in network order', a
     assert.equal(u.tap, u.relu?.outputs[0]);
   }
   // a conv whose output also feeds a residual Add keeps its raw output as the tap
-  const r = new SequentialBuilder('r', [3, 8, 8], { random: lcg(5) }).conv(3, 3, { padding: 1 }).build();
+  const r = new SequentialBuilder('r', [3, 8, 8], { random: randomSource(5) }).conv(3, 3, { padding: 1 }).build();
   r.nodes.push({ name: 'add', op: 'Add', inputs: ['input', r.nodes[0]!.outputs[0]], outputs: ['sum'], attrs: {}, params: {} });
   r.nodes.push({ name: 'act', op: 'Relu', inputs: [r.nodes[0]!.outputs[0]], outputs: ['y'], attrs: {}, params: {} });
   r.outputs = ['sum', 'y'];

@@ -8,7 +8,8 @@ import { cosine, oneCycle, oneCycleMomentum } from '../src/train/schedule.js';
 import { smallCnn } from '../src/train/smallcnn.js';
 import { train } from '../src/train/train.js';
 import { Rng } from '../src/util/rng.js';
-import { VGG16_ONNX } from './shared.js';
+import { addonSkip } from './support/addon.js';
+import { VGG16_ONNX } from './support/shared.js';
 
 const close = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
 
@@ -203,7 +204,7 @@ test('train + evaluate drive the engine in order and aggregate its results (fake
   );
 });
 
-test('one epoch on 5,000 balanced CIFAR-10 images beats chance clearly', async () => {
+test('one epoch on 5,000 balanced CIFAR-10 images beats chance clearly', { skip: addonSkip }, async () => {
   const { loadCifar10 } = await import('../src/data/cifar10.js');
   const { TorchModel, setThreads } = await import('../src/engine/index.js');
   setThreads(2);
@@ -227,7 +228,7 @@ test('one epoch on 5,000 balanced CIFAR-10 images beats chance clearly', async (
   }
 });
 
-test('evaluate: the shared VGG16-BN scores its documented ~94% on decoded CIFAR-10 test images', async () => {
+test('evaluate: the shared VGG16-BN scores its documented ~94% on decoded CIFAR-10 test images', { skip: addonSkip }, async () => {
   // end-to-end check of decoding, channel order and normalisation: the README gives 94.04% on all
   // 10,000 in ONNX Runtime (this engine reproduced exactly 9404 once); 256 images keep the test fast
   const { loadCifar10, CIFAR10_MEAN, CIFAR10_STD } = await import('../src/data/cifar10.js');

@@ -18,3 +18,9 @@ export function uniformTensor(rng: Rng, shape: number[], lo = -1, hi = 1): Tenso
   for (let i = 0; i < data.length; i++) data[i] = rng.uniform(lo, hi);
   return { shape: [...shape], data };
 }
+
+/** A seeded uniform [0, 1) source, for APIs that take `random: () => number` (SequentialBuilder, vgg16bn). */
+export function randomSource(seed: number): () => number {
+  const r = new Rng(seed);
+  return () => r.next();
+}
