@@ -9,6 +9,11 @@
 //                                                the same on real activations of the shared
 //                                                VGG16-BN (256 class-balanced CIFAR-10 train images;
 //                                                the --steps estimate scales setup time too: use K >= 4)
+//   node dist/bench/cmi.js --ptest P [--eta E] [--sigma reference|median] [--steps K]
+//                                                the synthetic layer ordered plainly and with the
+//                                                permutation test (P permutations, stop at the first
+//                                                p >= E; E > 1 tests every selection): the test's cost
+//                                                relative to plain ordering, in total and per step
 // Prints one JSON object on stdout.
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +37,9 @@ const { values } = parseArgs({
     side: { type: 'string', default: '8' },
     seed: { type: 'string', default: '1' },
     real: { type: 'boolean', default: false },
+    ptest: { type: 'string' },
+    eta: { type: 'string', default: '0.05' },
+    sigma: { type: 'string', default: 'reference' },
     // ../shared beside the checkout (dist/bench/cmi.js is two levels below the repo root)
     model: {
       type: 'string',
@@ -199,4 +207,57 @@ async function vgg16Real(): Promise<void> {
   );
 }
 
-await (values.vgg16 ? (values.real ? vgg16Real() : vgg16()) : compareWithBaseline());
+/** The permutation test's cost on the synthetic bench layer, against the same ordering without it. */
+async function permutationTestCost(): Promise<void> {
+  const n = Number(values.n);
+  const c = Number(values.c);
+  const side = Number(values.side);
+  const permutations = Number(values.ptest);
+  const eta = Number(values.eta);
+  const sigma = values.sigma === 'median' ? 'median' : 'reference';
+  const maxSelect = values.steps === undefined ? undefined : Number(values.steps);
+  const layer = syntheticLayer(new Rng(Number(values.seed)), n, c, side * side, 10, 0.1);
+  const common = { alpha, threads, backend: 'native' as const, tail: 'greedy' as const, sigma, maxSelect } as const;
+  // per-step times from the progress callback
+  const timed = async (extra: object) => {
+    const at: number[] = [];
+    const r = await orderLayer(layer, { ...common, ...extra, onProgress: (p) => at.push(p.seconds) });
+    return { r, at };
+  };
+  const plain = await timed({});
+  const tested = await timed({ permutationTest: { permutations, eta, seed: 0 } });
+  if (JSON.stringify(plain.r.order) !== JSON.stringify(tested.r.order)) {
+    process.stderr.write('bench: the permutation test changed the order\n');
+    process.exitCode = 1;
+  }
+  const pt = tested.r.permutationTest!;
+  const testedSteps = tested.r.pValues!.length;
+  const stepTime = (at: number[], i: number) => at[i] - (i === 0 ? 0 : at[i - 1]);
+  let plainTested = 0;
+  let withTest = 0;
+  for (let i = 0; i < testedSteps; i++) {
+    plainTested += stepTime(plain.at, i);
+    withTest += stepTime(tested.at, i);
+  }
+  process.stdout.write(
+    JSON.stringify({
+      case: { n, c, hw: side * side, alpha, threads, seed: Number(values.seed), sigma, steps: plain.r.order.length },
+      permutations,
+      eta,
+      stopIndex: pt.stopIndex,
+      pValues: tested.r.pValues,
+      testedSteps,
+      plainSeconds: plain.r.seconds,
+      withTestSeconds: tested.r.seconds,
+      totalRatio: tested.r.seconds / plain.r.seconds,
+      // over the selections that were tested: ordering + test vs ordering alone
+      testedStepsPlainSeconds: plainTested,
+      testedStepsWithTestSeconds: withTest,
+      testSecondsPerTestedStep: (withTest - plainTested) / Math.max(1, testedSteps),
+      plainSecondsPerStep: plain.r.seconds / Math.max(1, plain.r.order.length),
+      entropyPairs: { ordering: plain.r.evaluated, test: pt.evaluated },
+    }) + '\n',
+  );
+}
+
+await (values.ptest !== undefined ? permutationTestCost() : values.vgg16 ? (values.real ? vgg16Real() : vgg16()) : compareWithBaseline());
