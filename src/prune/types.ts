@@ -68,6 +68,8 @@ export interface GroupRanking {
    * keep = i+1), non-increasing where it exists; CMI: I(Y; rest | kept)
    */
   curve?: number[];
+  /** the curve's value with nothing kept (CMI: I(Y; all filters)); curves / curveTotal are comparable across layers */
+  curveTotal?: number;
   /** what the curve measures, for reports */
   curveName?: string;
   /** per-selection permutation-test p-values (p[i] after the (i+1)-th selection), where computed */
