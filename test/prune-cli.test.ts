@@ -107,6 +107,35 @@ test('prune --criterion cmi --cutoff scree on a small CNN: per-layer decisions f
   }
   assert.equal(report.settings.seed, 0);
   assert.equal(report.data.heldout, 100);
+  // a rerun resumes every layer's ranking from the checkpoints and makes the same plan
+  const out2 = join(dir, 'small-cmi-again');
+  const r2 = cli(['prune', '--model', small, '--criterion', 'cmi', '--cutoff', 'scree', '--samples', '60', '--heldout', '100', '--bn-images', '128', '--test-limit', '200', '--out', out2, '--checkpoint', join(dir, 'ckpt')]);
+  assert.equal(r2.status, 0, r2.stderr);
+  const again = JSON.parse(await readFile(join(out2, 'report.json'), 'utf8'));
+  for (let i = 0; i < 3; i++) {
+    assert.equal(report.layers[i].criterion.resumed, false);
+    assert.equal(again.layers[i].criterion.resumed, true);
+    assert.deepEqual(again.layers[i].keepIndices, report.layers[i].keepIndices);
+  }
+});
+
+test('prune --formulation compact --order bidirectional on a small CNN: both chains in the report, each layer conditioned on its chain neighbour', { skip: addonSkip }, async () => {
+  const out = join(dir, 'small-compact');
+  const r = cli(['prune', '--model', small, '--criterion', 'cmi', '--formulation', 'compact', '--order', 'bidirectional', '--cutoff', 'keep:0.5', '--samples', '60', '--heldout', '100', '--bn-images', '128', '--test-limit', '200', '--out', out, '--fresh', '--checkpoint', join(dir, 'ckpt-compact')]);
+  assert.equal(r.status, 0, r.stderr);
+  const { report } = await checkOutputs(out);
+  assert.equal(report.method.formulation, 'compact');
+  assert.equal(report.method.order, 'bidirectional');
+  const start = report.method.startLayer;
+  const layers = report.layers as { name: string; chain: string; conditionedOn: string[]; kept: number; channels: number }[];
+  const si = layers.findIndex((l) => l.name === start);
+  assert.ok(si >= 0, `start layer ${start}`);
+  layers.forEach((l, i) => {
+    assert.equal(l.kept, Math.round(l.channels / 2));
+    if (i === si) assert.deepEqual([l.chain, l.conditionedOn], ['start', []]);
+    else assert.deepEqual([l.chain, l.conditionedOn], [i > si ? 'forward' : 'backward', [layers[i > si ? i - 1 : i + 1]!.name]]);
+  });
+  assert.ok(report.method.chains.length >= 1 && report.method.chains.every((c: { seconds: number }) => c.seconds >= 0));
 });
 
 test('prune: bad input gives one error line, a non-zero exit, no stdout and nothing in --out', { skip: addonSkip }, async () => {

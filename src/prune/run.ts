@@ -23,7 +23,9 @@ import { UserError } from '../util/errors.js';
 import { cacheDir, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 import { allocateByCurve, allocateBySensitivity, allocateUniform, type Allocation, type AllocationRule, type Budget } from './allocate.js';
-import { cmiCriterion, type CmiSettings } from './cmi-criterion.js';
+import { cmiCriterion, cmiRankOptions, type CmiSettings, toGroupRanking } from './cmi-criterion.js';
+import { convUnits } from '../ir/graph.js';
+import { type ChainsResult, type Formulation, type PruneOrder, rankChains } from '../ordering/chains.js';
 import { costModel } from './cost.js';
 import { l1Criterion, randomCriterion, requireCurve } from './criteria.js';
 import { type CutoffSpec, cutoffName, parseCutoff } from './cutoff-spec.js';
@@ -53,6 +55,10 @@ export interface PruneOptions {
   /** ptest: permutations and significance level */
   permutations?: number;
   eta?: number;
+  /** CMI across layers: per-layer (default), compact (conditioned on the chain's previous layer's kept maps), full (on every earlier layer of the chain) */
+  formulation?: Formulation;
+  /** the order in which layers are pruned with compact/full: forward or bidirectional (default forward) */
+  order?: PruneOrder;
   /** global budgets' allocation across layers (default sensitivity) */
   allocation?: AllocationRule;
   /** channels every prunable layer keeps at least (default 1) */
@@ -128,6 +134,11 @@ function validate(o: PruneOptions): void {
   if (o.criterion === 'random' && (c.kind === 'scree' || c.kind === 'xmeans' || c.kind === 'ptest'))
     throw new UserError(`--cutoff ${c.kind} needs a curve, and criterion 'random' gives none: use a budget (keep:F, filters:F, params:F, flops:F)`);
   if (c.kind === 'ptest' && o.criterion !== 'cmi') throw new UserError(`--cutoff ptest is a test on the CMI ordering: use --criterion cmi`);
+  if (o.formulation !== undefined && o.formulation !== 'per-layer' && o.criterion !== 'cmi')
+    throw new UserError(`--formulation ${o.formulation} conditions CMI on other layers: use --criterion cmi`);
+  if (o.formulation !== undefined && !['per-layer', 'compact', 'full'].includes(o.formulation))
+    throw new UserError(`--formulation '${o.formulation}' is not one of: per-layer, compact, full`);
+  if (o.order !== undefined && !['forward', 'bidirectional'].includes(o.order)) throw new UserError(`--order '${o.order}' is not one of: forward, bidirectional`);
   if (o.allocation === 'curve' && o.criterion === 'random') throw new UserError(`--allocation curve needs a curve; criterion 'random' gives none`);
   if (o.distill !== undefined && !(o.distill > 0)) throw new UserError(`--distill must be a temperature > 0, got ${o.distill}`);
   if (o.distill !== undefined && !(o.finetuneEpochs! > 0)) throw new UserError(`--distill needs --finetune-epochs >= 1`);
@@ -142,32 +153,40 @@ async function evalAcc(model: Model, ds: ImageDataset, norm: { mean: number[]; s
   }
 }
 
+/** The first `keep` channels of an order, sorted (a plan's keep list). */
+function sortedPrefix(order: number[], keep: number): number[] {
+  return order.slice(0, keep).sort((a, b) => a - b);
+}
+
 /**
- * Held-out accuracy of the unpruned model with one layer's filters outside the first `keep` of
- * its order zeroed (= pruning that layer alone, up to padded borders), on one engine whose weight
- * is swapped in and restored. Cached per (layer, keep).
+ * Held-out accuracy of the unpruned model with one layer's filters outside `keepIndices` zeroed
+ * (= pruning that layer alone, up to padded borders), on one engine whose weight is swapped in and
+ * restored. Calls are serialised (two pruning chains may ask at once) and cached.
  */
-function heldoutProbe(model: Model, heldout: ImageDataset, norm: { mean: number[]; std: number[] }, rankings: Map<string, GroupRanking>) {
+function heldoutProbe(model: Model, heldout: ImageDataset, norm: { mean: number[]; std: number[] }) {
   const engine = TorchModel.create(model);
   const cache = new Map<string, number>();
-  let base: number | undefined;
+  let queue: Promise<unknown> = Promise.resolve();
+  const serial = <T>(f: () => Promise<T>): Promise<T> => {
+    const p = queue.then(f);
+    queue = p.catch(() => undefined);
+    return p;
+  };
   const acc = async () => (await evaluate(engine, heldout, { batch: 250, mean: norm.mean, std: norm.std, label: 'held-out' })).accuracy;
+  let base: number | undefined;
   return {
-    async baseline(): Promise<number> {
-      base ??= await acc();
-      return base;
-    },
-    async withLayer(g: ChannelGroup, keep: number): Promise<number> {
-      const key = `${g.name}/${keep}`;
-      if (cache.has(key)) return cache.get(key)!;
-      const plan: PruningPlan = { keep: { [g.name]: [...rankings.get(g.name)!.order.slice(0, keep)].sort((a, b) => a - b) } };
-      const wKey = (model.nodes.find((n) => n.name === g.name)!.params as Record<string, string>).weight!;
-      if (keep < g.channels) engine.writeTensors({ [wKey]: maskPlan(model, plan).tensors[wKey]! });
-      const a = await acc();
-      engine.writeTensors({ [wKey]: model.tensors[wKey]! });
-      cache.set(key, a);
-      return a;
-    },
+    baseline: () => serial(async () => (base ??= await acc())),
+    withLayer: (g: ChannelGroup, keepIndices: number[]) =>
+      serial(async () => {
+        const key = `${g.name}/${keepIndices.join(',')}`;
+        if (cache.has(key)) return cache.get(key)!;
+        const wKey = (model.nodes.find((n) => n.name === g.name)!.params as Record<string, string>).weight!;
+        if (keepIndices.length < g.channels) engine.writeTensors({ [wKey]: maskPlan(model, { keep: { [g.name]: keepIndices } }).tensors[wKey]! });
+        const a = await acc();
+        engine.writeTensors({ [wKey]: model.tensors[wKey]! });
+        cache.set(key, a);
+        return a;
+      }),
     dispose: () => engine.dispose(),
   };
 }
@@ -201,6 +220,8 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     permutations: 100,
     eta: 0.05,
     allocation: 'sensitivity',
+    formulation: 'per-layer',
+    order: 'forward',
     minKeep: 1,
     heldout: 500,
     tolerance: 0.005,
@@ -255,9 +276,11 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
   const ckptDir = o.checkpointDir ?? join(cacheDir(), 'prune', runKey);
   stage('load');
 
-  // --- rank
-  log(`ranking ${prunable.length} layers by ${o.criterion}`);
-  const criterion = makeCriterion(o, {
+  // --- rank and cut-offs. Per-layer rankings come first whenever something needs all of them
+  // (the per-layer formulation, a global budget's allocation, the bidirectional order's start);
+  // the cross-layer formulations then re-rank layer by layer, each cut when it is reached.
+  const chained = o.formulation !== 'per-layer';
+  const cmiSettings: CmiSettings = {
     alpha: o.alpha,
     sigma: o.sigma,
     samples: o.samples,
@@ -267,85 +290,99 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     eta: o.eta,
     checkpointDir: join(ckptDir, 'rank'),
     fresh: o.fresh,
-  });
-  const rankingList = await criterion.rank(model, prunable, { data: calibration, mean: norm.mean, std: norm.std, seed: o.seed, threads: o.threads });
-  const rankings = new Map(rankingList.map((r) => [r.group, r]));
+  };
+  const criterion = makeCriterion(o, cmiSettings);
+  const budget = 'fraction' in cutoff && cutoff.kind !== 'keep' ? (cutoff as Budget) : undefined;
+  const rankings = new Map<string, GroupRanking>();
+  if (!chained || budget || o.order === 'bidirectional') {
+    log(`ranking ${prunable.length} layers by ${o.criterion}`);
+    const list = await criterion.rank(model, prunable, { data: calibration, mean: norm.mean, std: norm.std, seed: o.seed, threads: o.threads });
+    for (const r of list) rankings.set(r.group, r);
+  }
   stage('rank');
 
-  // --- cut-offs
   const cost = costModel(model, groups);
   const decisions = new Map<string, CutoffDecision>();
   let allocation: Allocation | undefined;
-  const probe = heldoutProbe(model, heldout, norm, rankings);
+  const probe = heldoutProbe(model, heldout, norm);
   let heldoutBaseline: number | null = null;
+  let chains: ChainsResult | undefined;
   try {
-    if (cutoff.kind === 'keep') {
-      for (const g of prunable) decisions.set(g.name, fractionCutoff(g.channels, cutoff.fraction, o.minKeep));
-    } else if (cutoff.kind === 'scree' || cutoff.kind === 'xmeans' || cutoff.kind === 'ptest') {
-      for (const g of prunable) {
-        const r = rankings.get(g.name)!;
-        const d =
-          cutoff.kind === 'ptest'
-            ? ptestCutoff(r.pValues ?? [], { eta: o.eta, minKeep: o.minKeep, channels: g.channels })
-            : cutoff.kind === 'scree'
-              ? screeCutoff(requireCurve(r, o.criterion, 'scree'), { minKeep: o.minKeep })
-              : xmeansCutoff(requireCurve(r, o.criterion, 'xmeans'), { seed: o.seed, minKeep: o.minKeep });
-        decisions.set(g.name, d);
-      }
-      if (cutoff.kind !== 'ptest') {
-        // among each layer's candidates: the fewest channels whose held-out accuracy, that layer
-        // pruned alone, stays within `tolerance` of the unpruned model; else the most channels
-        heldoutBaseline = await probe.baseline();
-        const total = prunable.reduce((s, g) => s + ((decisions.get(g.name)!.evidence.candidates as unknown[]) ?? []).length, 0);
-        const bar = progress('cut-off candidates (held-out)', total);
-        for (const g of prunable) {
-          const d = decisions.get(g.name)!;
-          const cands = [...new Set(((d.evidence.candidates as { keep: number }[]) ?? []).map((c) => c.keep))].sort((a, b) => a - b);
-          if (cands.length === 0) continue;
-          const accs: Record<number, number> = {};
-          let pick: number | undefined;
-          for (const k of cands) {
-            accs[k] = await probe.withLayer(g, k);
-            bar.tick(1, { layer: g.name });
-            if (pick === undefined && heldoutBaseline - accs[k]! <= o.tolerance) pick = k;
-          }
-          const chosen = pick ?? cands[cands.length - 1]!;
-          const why = pick !== undefined
-            ? `fewest channels among the candidates whose held-out accuracy (layer pruned alone) is within ${o.tolerance} of the unpruned ${heldoutBaseline.toFixed(4)}`
-            : `no candidate within ${o.tolerance} of the unpruned held-out accuracy: the candidate keeping most channels`;
-          const nd = chosen === d.keep ? { ...d, rule: `${d.rule}; ${why}` } : withCandidate(d, chosen, why);
-          decisions.set(g.name, { ...nd, evidence: { ...nd.evidence, heldoutAccuracy: accs, heldoutBaseline } });
-        }
-        bar.done();
-      }
-    } else {
-      const budget = cutoff as Budget;
+    if (budget) {
       if (o.allocation === 'uniform') allocation = allocateUniform(budget, prunable, cost, o.minKeep);
       else if (o.allocation === 'curve') allocation = allocateByCurve(budget, prunable, rankings, cost, o.minKeep);
       else {
         heldoutBaseline = await probe.baseline();
         const bar = progress('sensitivity (held-out)', prunable.length * 9);
         allocation = await allocateBySensitivity(budget, prunable, cost, async (g, k) => {
-          const a = await probe.withLayer(g, k);
+          const a = await probe.withLayer(g, sortedPrefix(rankings.get(g.name)!.order, k));
           bar.tick(1, { layer: g.name });
           return heldoutBaseline! - a;
         }, o.minKeep);
         bar.done();
       }
-      for (const g of prunable) {
-        decisions.set(g.name, {
-          keep: allocation.keep[g.name]!,
-          rule: `${cutoffName(cutoff)} by ${allocation.rule} allocation`,
-          evidence: { reached: allocation.reached },
-        });
+    }
+    if (cutoff.kind === 'scree' || cutoff.kind === 'xmeans') heldoutBaseline = await probe.baseline();
+
+    /** One layer's cut-off from its ranking: the per-layer rules, or the budget's allocated count. */
+    const decide = async (g: ChannelGroup, r: GroupRanking): Promise<CutoffDecision> => {
+      if (allocation) return { keep: allocation.keep[g.name]!, rule: `${cutoffName(cutoff)} by ${allocation.rule} allocation`, evidence: { reached: allocation.reached } };
+      if (cutoff.kind === 'keep') return fractionCutoff(g.channels, cutoff.fraction, o.minKeep);
+      if (cutoff.kind === 'ptest') return ptestCutoff(r.pValues ?? [], { eta: o.eta, minKeep: o.minKeep, channels: g.channels });
+      const d =
+        cutoff.kind === 'scree'
+          ? screeCutoff(requireCurve(r, o.criterion, 'scree'), { minKeep: o.minKeep })
+          : xmeansCutoff(requireCurve(r, o.criterion, 'xmeans'), { seed: o.seed, minKeep: o.minKeep });
+      // among the layer's candidates: the fewest channels whose held-out accuracy, that layer
+      // pruned alone, stays within `tolerance` of the unpruned model; else the most channels
+      const cands = [...new Set(((d.evidence.candidates as { keep: number }[]) ?? []).map((c) => c.keep))].sort((a, b) => a - b);
+      if (cands.length === 0) return d;
+      const accs: Record<number, number> = {};
+      let pick: number | undefined;
+      for (const k of cands) {
+        accs[k] = await probe.withLayer(g, sortedPrefix(r.order, k));
+        if (pick === undefined && heldoutBaseline! - accs[k]! <= o.tolerance) pick = k;
       }
+      const chosen = pick ?? cands[cands.length - 1]!;
+      const why =
+        pick !== undefined
+          ? `fewest channels among the candidates whose held-out accuracy (layer pruned alone) is within ${o.tolerance} of the unpruned ${heldoutBaseline!.toFixed(4)}`
+          : `no candidate within ${o.tolerance} of the unpruned held-out accuracy: the candidate keeping most channels`;
+      const nd = chosen === d.keep ? { ...d, rule: `${d.rule}; ${why}` } : withCandidate(d, chosen, why);
+      return { ...nd, evidence: { ...nd.evidence, heldoutAccuracy: accs, heldoutBaseline } };
+    };
+
+    const byName = new Map(prunable.map((g) => [g.name, g]));
+    if (!chained) {
+      const bar = progress('cut-offs', prunable.length);
+      for (const g of prunable) {
+        decisions.set(g.name, await decide(g, rankings.get(g.name)!));
+        bar.tick(1, { layer: g.name });
+      }
+      bar.done();
+    } else {
+      log(`${o.formulation} CMI, ${o.order} order`);
+      const units = convUnits(model).filter((u) => byName.has(u.name));
+      chains = await rankChains(model, units, calibration, {
+        ...cmiRankOptions(cmiSettings, norm),
+        formulation: o.formulation,
+        order: o.order,
+        decide: async (u, layer) => {
+          const g = byName.get(u.name)!;
+          // the bidirectional start keeps its per-layer decision; every other layer is cut on its chain ranking
+          const d = await decide(g, toGroupRanking(layer));
+          decisions.set(g.name, d);
+          return d.keep;
+        },
+      });
+      for (const l of chains.layers) rankings.set(l.layer, { ...toGroupRanking(l), evidence: { ...toGroupRanking(l).evidence, chain: l.chain, conditionedOn: l.conditionedOn } });
     }
   } finally {
     probe.dispose();
   }
   const plan: PruningPlan = {
-    keep: Object.fromEntries(prunable.map((g) => [g.name, rankings.get(g.name)!.order.slice(0, decisions.get(g.name)!.keep).sort((a, b) => a - b)])),
-    provenance: { tool: 'cmiprune', version: PRUNE_ALGORITHM_VERSION, criterion: criterion.key, cutoff: cutoffName(cutoff), allocation: allocation?.rule ?? null, seed: o.seed },
+    keep: Object.fromEntries(prunable.map((g) => [g.name, sortedPrefix(rankings.get(g.name)!.order, decisions.get(g.name)!.keep)])),
+    provenance: { tool: 'cmiprune', version: PRUNE_ALGORITHM_VERSION, criterion: criterion.key, formulation: o.formulation, order: o.order, cutoff: cutoffName(cutoff), allocation: allocation?.rule ?? null, seed: o.seed },
   };
   stage('cutoff');
 
@@ -453,10 +490,17 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
         ...(g.reason ? { reason: g.reason } : {}),
         ...(r ? { order: r.order, curve: r.curve ?? null, curveTotal: r.curveTotal ?? null, curveName: r.curveName ?? null, pValues: r.pValues ?? null, criterion: r.evidence ?? {} } : {}),
         ...(d ? { cutoff: d } : {}),
+        ...(chains ? { chain: chains.layers.find((l) => l.layer === g.name)?.chain ?? null, conditionedOn: chains.layers.find((l) => l.layer === g.name)?.conditionedOn ?? [] } : {}),
         keepIndices: plan.keep[g.name] ?? null,
       };
     }),
     allocation: allocation ?? null,
+    method: {
+      formulation: o.formulation,
+      order: o.formulation === 'per-layer' ? 'independent' : o.order,
+      startLayer: chains?.startLayer ?? null,
+      chains: chains?.chains ?? [],
+    },
     cost: {
       before: { filters: filtersBefore, params: costBefore.params, macs: costBefore.macs },
       after: { filters: filtersAfter, params: costAfter.params, macs: costAfter.macs },
