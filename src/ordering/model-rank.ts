@@ -6,7 +6,15 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { collectActivations, type LayerActivations } from '../activations/collect.js';
-import { checkPermutationTest, ORDER_ALGORITHM_VERSION, orderLayer, type OrderResult, type PermutationTestOptions } from '../cmi/order.js';
+import {
+  checkPermutationTest,
+  ORDER_ALGORITHM_VERSION,
+  orderLayer,
+  type MapsTensor,
+  type OrderProgress,
+  type OrderResult,
+  type PermutationTestOptions,
+} from '../cmi/order.js';
 import { loadCifar10 } from '../data/cifar10.js';
 import { classBalancedSample, type ImageDataset } from '../data/dataset.js';
 import { setThreads, TorchModel } from '../engine/index.js';
@@ -167,7 +175,8 @@ export function sampleFingerprint(ds: ImageDataset): string {
   return h.digest('hex');
 }
 
-function keyParts(model: Model, sample: ImageDataset, opts: RankUnitsOptions, norm: { mean: readonly number[]; std: readonly number[] }): CheckpointKeyParts {
+/** The checkpoint key parts of a run of `units` of `model` on `sample` (everything but the layer). */
+export function keyParts(model: Model, sample: ImageDataset, opts: RankUnitsOptions, norm: { mean: readonly number[]; std: readonly number[] }): CheckpointKeyParts {
   return {
     version: ORDER_ALGORITHM_VERSION,
     model: opts.modelKey ?? modelFingerprint(model),
@@ -196,15 +205,75 @@ export interface Checkpoint {
 }
 
 /**
+ * The layer of a checkpoint file when it exists, is readable, was written under `key` and is of
+ * unit `u` (marked resumed); null otherwise (then the layer is computed).
+ */
+export async function readCheckpoint(path: string, key: string, u: ConvUnit): Promise<LayerRanking | null> {
+  try {
+    const saved = JSON.parse(await readFile(path, 'utf8')) as Checkpoint;
+    if (saved.key === key && saved.result.layer === u.name) return { ...saved.result, resumed: true };
+  } catch {
+    // no checkpoint (or unreadable): compute the layer
+  }
+  return null;
+}
+
+/** The input normalisation of a run: opts.mean/std when both are given, else the model's metadata. */
+export function rankNormalization(model: Model, sample: ImageDataset, opts: Pick<RankUnitsOptions, 'mean' | 'std'>): { mean: number[]; std: number[] } {
+  return opts.mean && opts.std
+    ? { mean: [...opts.mean], std: [...opts.std] }
+    : resolveNormalization(model, model.name, { mean: opts.mean ? [...opts.mean] : undefined, std: opts.std ? [...opts.std] : undefined }, sample.channels);
+}
+
+/**
+ * Orders one unit's filters from its activations with the run's settings (`parts` of keyParts and
+ * the options the key does not hold), conditioned on `before` (empty: the per-layer formulation).
+ */
+export async function orderUnit(
+  a: LayerActivations,
+  sample: ImageDataset,
+  parts: CheckpointKeyParts,
+  opts: Pick<RankUnitsOptions, 'maxSelect' | 'threads' | 'backend'> & { before?: MapsTensor[]; onProgress?: (p: OrderProgress) => void },
+): Promise<LayerRanking> {
+  const u = a.unit;
+  const r = await orderLayer(
+    {
+      maps: { data: a.maps, n: a.n, c: a.channels, hw: a.spatial },
+      labels: sample.labels,
+      classes: sample.classes,
+      ...(opts.before && opts.before.length > 0 ? { before: opts.before } : {}),
+    },
+    {
+      alpha: parts.alpha,
+      logBase: parts.log2 ? '2' : 'e',
+      maxSelect: opts.maxSelect,
+      threads: opts.threads ?? 2,
+      backend: opts.backend ?? 'auto',
+      tail: parts.greedyTail ? 'greedy' : 'secondary',
+      sigma: parts.sigma,
+      ...(parts.permutationTest ? { permutationTest: parts.permutationTest } : {}),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    },
+  );
+  const { ownMI: _ownMI, ...rest } = r;
+  return {
+    layer: u.name,
+    index: u.index,
+    tap: u.tap,
+    channels: u.channels,
+    mapShape: [a.height, a.width],
+    resumed: false,
+    ...rest,
+  };
+}
+
+/**
  * The core: activations of `units` on `sample` through the engine, orderLayer per layer, per-layer
  * checkpoints (when checkpointDir is given) and progress. The model is not modified.
  */
 export async function rankConvUnits(model: Model, units: ConvUnit[], sample: ImageDataset, opts: RankUnitsOptions = {}): Promise<UnitsRanking> {
   const t0 = performance.now();
-  const norm =
-    opts.mean && opts.std
-      ? { mean: [...opts.mean], std: [...opts.std] }
-      : resolveNormalization(model, model.name, { mean: opts.mean ? [...opts.mean] : undefined, std: opts.std ? [...opts.std] : undefined }, sample.channels);
+  const norm = rankNormalization(model, sample, opts);
   // a checkpoint is valid only for the same algorithm version, model, sample and settings
   const parts = keyParts(model, sample, opts, norm);
   const key = checkpointKey(parts);
@@ -218,12 +287,8 @@ export async function rankConvUnits(model: Model, units: ConvUnit[], sample: Ima
 
   if (dir && !opts.fresh) {
     for (const u of units) {
-      try {
-        const saved = JSON.parse(await readFile(checkpointPath(dir, u), 'utf8')) as Checkpoint;
-        if (saved.key === key && saved.result.layer === u.name) finished({ ...saved.result, resumed: true });
-      } catch {
-        // no checkpoint (or unreadable): compute the layer
-      }
+      const saved = await readCheckpoint(checkpointPath(dir, u), key, u);
+      if (saved) finished(saved);
     }
     if (done.size > 0) process.stderr.write(`rank: resuming, ${done.size} of ${units.length} layers already done (${dir})\n`);
   }
@@ -251,35 +316,17 @@ export async function rankConvUnits(model: Model, units: ConvUnit[], sample: Ima
     for (const a of acts) {
       const u = a.unit;
       let last = 0;
-      const r = await orderLayer(
-        { maps: { data: a.maps, n: a.n, c: a.channels, hw: a.spatial }, labels: sample.labels, classes: sample.classes },
-        {
-          alpha: parts.alpha,
-          logBase: parts.log2 ? '2' : 'e',
-          maxSelect: opts.maxSelect,
-          threads: opts.threads ?? 2,
-          backend: opts.backend ?? 'auto',
-          tail: parts.greedyTail ? 'greedy' : 'secondary',
-          sigma: parts.sigma,
-          ...(parts.permutationTest ? { permutationTest: parts.permutationTest } : {}),
-          onProgress: (p) => {
-            bar.tick(p.evaluated - last, { layer: `${u.index + 1} ${u.name}`, step: `${p.step}/${p.steps}` });
-            last = p.evaluated;
-          },
+      const layer = await orderUnit(a, sample, parts, {
+        maxSelect: opts.maxSelect,
+        threads: opts.threads,
+        backend: opts.backend,
+        onProgress: (p) => {
+          bar.tick(p.evaluated - last, { layer: `${u.index + 1} ${u.name}`, step: `${p.step}/${p.steps}` });
+          last = p.evaluated;
         },
-      );
+      });
       // the bar's unit is the greedy cost; a layer that ended early (tie-break tail) jumps ahead
       bar.tick(cost(u.channels, stepsOf(u.channels)) - last);
-      const { ownMI: _ownMI, ...rest } = r;
-      const layer: LayerRanking = {
-        layer: u.name,
-        index: u.index,
-        tap: u.tap,
-        channels: u.channels,
-        mapShape: [a.height, a.width],
-        resumed: false,
-        ...rest,
-      };
       if (dir) await writeFileAtomic(checkpointPath(dir, u), JSON.stringify({ key, parts, result: layer } satisfies Checkpoint));
       finished(layer);
     }
