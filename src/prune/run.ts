@@ -103,7 +103,7 @@ const log = (s: string) => {
 };
 
 /** Fails before any work when --out cannot be written; nothing is created there yet. */
-async function checkOutDir(out: string): Promise<void> {
+export async function checkOutDir(out: string): Promise<void> {
   let dir = resolve(out);
   try {
     const s = await stat(dir);
@@ -294,7 +294,8 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
   const criterion = makeCriterion(o, cmiSettings);
   const budget = 'fraction' in cutoff && cutoff.kind !== 'keep' ? (cutoff as Budget) : undefined;
   const rankings = new Map<string, GroupRanking>();
-  if (!chained || budget || o.order === 'bidirectional') {
+  // (the bidirectional order's own per-layer pre-pass runs inside rankChains, on the same checkpoints)
+  if (!chained || budget) {
     log(`ranking ${prunable.length} layers by ${o.criterion}`);
     const list = await criterion.rank(model, prunable, { data: calibration, mean: norm.mean, std: norm.std, seed: o.seed, threads: o.threads });
     for (const r of list) rankings.set(r.group, r);
