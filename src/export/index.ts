@@ -8,3 +8,4 @@ export {
   ortSessionOptions,
   verifyWithOnnxRuntime,
 } from './verify.js';
+export { DEFAULT_TFJS_SHARD_BYTES, type TfjsExportOptions, type TfjsExportResult, type TfjsNormalization, type TfjsOutputInfo, exportTfjs } from './tfjs.js';
