@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { loadCifar10 } from '../data/cifar10.js';
 import { limit as limitDataset } from '../data/dataset.js';
+import { checkModelInput, describeDataSpec, loadDataset } from '../data/source.js';
 import { setThreads, TorchModel } from '../engine/index.js';
 import { inferShapes } from '../ir/shapes.js';
 import { loadOnnxFile } from '../onnx/index.js';
@@ -11,7 +11,8 @@ import { resolveNormalization } from '../data/normalization.js';
 
 export interface EvalOptions {
   model: string;
-  data: 'cifar10';
+  /** 'cifar10', an image folder DIR, or x.npy,y.npy[,xtest.npy,ytest.npy] (src/data/source.ts) */
+  data: string;
   split: 'test' | 'train';
   limit?: number;
   batch: number;
@@ -23,15 +24,15 @@ export interface EvalOptions {
 export async function runEval(opts: EvalOptions): Promise<Record<string, unknown>> {
   setThreads(opts.threads);
   const model = await loadOnnxFile(opts.model);
-  inferShapes(model);
-  let ds = await loadCifar10(opts.split);
+  const shapes = inferShapes(model);
+  const source = describeDataSpec(opts.data);
+  let ds = await loadDataset(opts.data, opts.split);
   if (opts.limit !== undefined) ds = limitDataset(ds, Math.min(opts.limit, ds.n));
-  const input = model.inputs[0];
-  if (!input || input.shape.length !== 4 || input.shape[1] !== ds.channels || input.shape[2] !== ds.height || input.shape[3] !== ds.width) {
-    throw new UserError(
-      `${opts.model}: input '${input?.name}' has shape [${input?.shape}], ${ds.name} images are [N,${ds.channels},${ds.height},${ds.width}]`,
-    );
-  }
+  checkModelInput(model, ds, opts.model);
+  // labels the model cannot output would silently count as errors
+  const out = shapes.get(model.outputs[0]!);
+  if (out && out.length === 2 && out[1]! < ds.classes)
+    throw new UserError(`${opts.model}: the model outputs ${out[1]} classes, ${ds.name} has ${ds.classes}`);
   const norm = resolveNormalization(model, opts.model, opts, ds.channels);
   const engine = TorchModel.create(model);
   try {
@@ -39,6 +40,7 @@ export async function runEval(opts: EvalOptions): Promise<Record<string, unknown
     return {
       model: opts.model,
       data: opts.data,
+      dataSource: { ...source, ...('classNames' in ds ? { classNames: ds.classNames } : {}) },
       split: opts.split,
       accuracy: r.accuracy,
       correct: r.correct,
@@ -59,13 +61,13 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description('Top-1 accuracy of an ONNX model on a data set, computed by the libtorch engine')
     .requiredOption('--model <file>', 'ONNX model file')
-    .option('--data <name>', 'data set', choiceOption(['cifar10'] as const), 'cifar10')
+    .option('--data <spec>', "data set: 'cifar10', an image folder DIR (DIR/train|test/<class>/*.png|jpg), or x.npy,y.npy[,xtest.npy,ytest.npy]", 'cifar10')
     .option('--split <split>', 'data split', choiceOption(['test', 'train'] as const), 'test')
     .option('--limit <n>', 'evaluate only the first n images', intOption(1))
     .option('--batch <b>', 'batch size', intOption(1, 65536), 256)
     .option('--threads <t>', 'compute threads', intOption(1, 1024), 2)
-    .option('--mean <m>', 'per-channel mean (comma list) when the model has no metadata', floatListOption)
-    .option('--std <s>', 'per-channel std (comma list) when the model has no metadata', floatListOption)
+    .option('--mean <m>', "per-channel mean (comma list, with --std); overrides the model's metadata", floatListOption)
+    .option('--std <s>', "per-channel std (comma list, with --mean); overrides the model's metadata", floatListOption)
     .action(async (opts: EvalOptions) => {
       const result = await runEval(opts);
       process.stdout.write(`${JSON.stringify(result)}\n`);

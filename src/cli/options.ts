@@ -22,8 +22,10 @@ export function floatOption(min = -Infinity, exclusiveMin = false): (v: string) 
 }
 
 export function floatListOption(v: string): number[] {
-  const parts = v.split(',').map((s) => Number(s.trim()));
-  if (parts.length === 0 || parts.some((n) => !Number.isFinite(n))) {
+  const raw = v.split(',').map((s) => s.trim());
+  const parts = raw.map((s) => Number(s));
+  // Number('') is 0: an empty entry ('1,,2', '') must not become a silent zero
+  if (raw.some((s) => s === '') || parts.some((n) => !Number.isFinite(n))) {
     throw new InvalidArgumentError('expected comma-separated numbers, e.g. 0.49,0.48,0.45');
   }
   return parts;

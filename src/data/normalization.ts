@@ -1,16 +1,47 @@
 import type { Model } from '../ir/model.js';
 import { UserError } from '../util/errors.js';
 
+/** The mean/std used for the input, and where they came from. */
+export interface Normalization {
+  mean: number[];
+  std: number[];
+  /** 'options': --mean/--std; 'metadata': the model's metadata_props */
+  source: 'metadata' | 'options';
+  /** set when --mean/--std were given although the model has mean/std metadata (which they replaced) */
+  overrode?: 'metadata';
+}
+
 /**
- * Input normalisation: the model's metadata_props (`mean`, `std` as JSON arrays) win when present,
- * else the --mean/--std options; one value per input channel.
+ * Input normalisation, one value per input channel. The rules:
+ * - --mean and --std come together: one without the other is an error;
+ * - when given they win, also over the model's metadata_props (`mean`, `std` as JSON arrays):
+ *   source 'options', and `overrode: 'metadata'` when the model has such metadata (the caller
+ *   decides whether to say so; nothing is printed here);
+ * - otherwise the metadata is used (source 'metadata'); a model without it is an error asking for
+ *   --mean and --std;
+ * - a wrong number of values is an error naming the option (or metadata key) and the channel
+ *   count; std values must be > 0.
  */
 export function resolveNormalization(
   model: Model,
   modelPath: string,
-  opts: { mean?: number[]; std?: number[] },
+  opts: { mean?: readonly number[]; std?: readonly number[] },
   channels: number,
-): { mean: number[]; std: number[]; source: 'metadata' | 'options' } {
+): Normalization {
+  const hasMeta = model.metadata.mean !== undefined || model.metadata.std !== undefined;
+  if ((opts.mean === undefined) !== (opts.std === undefined)) {
+    const [given, missing] = opts.mean !== undefined ? ['--mean', '--std'] : ['--std', '--mean'];
+    throw new UserError(`${given} needs ${missing} as well (one value per channel each)`);
+  }
+  if (opts.mean !== undefined && opts.std !== undefined) {
+    for (const [name, v] of [['--mean', opts.mean], ['--std', opts.std]] as const) {
+      if (v.length !== channels)
+        throw new UserError(`${name} has ${v.length} value(s), the data has ${channels} channel(s): give one value per channel`);
+      if (!v.every((x) => Number.isFinite(x))) throw new UserError(`${name} values must be finite numbers, got [${v}]`);
+    }
+    if (opts.std.some((s) => !(s > 0))) throw new UserError(`--std values must be > 0, got [${opts.std}]`);
+    return { mean: [...opts.mean], std: [...opts.std], source: 'options', ...(hasMeta ? { overrode: 'metadata' as const } : {}) };
+  }
   const parse = (key: 'mean' | 'std'): number[] | undefined => {
     const raw = model.metadata[key];
     if (raw === undefined) return undefined;
@@ -25,20 +56,18 @@ export function resolveNormalization(
     }
     return v as number[];
   };
-  let mean = parse('mean');
-  let std = parse('std');
-  let source: 'metadata' | 'options' = 'metadata';
+  const mean = parse('mean');
+  const std = parse('std');
   if (!mean || !std) {
-    if (!opts.mean || !opts.std) {
-      throw new UserError(`${modelPath}: the model has no mean/std metadata; pass --mean and --std (one value per channel)`);
-    }
-    mean = opts.mean;
-    std = opts.std;
-    source = 'options';
+    const what = hasMeta ? `has metadata '${mean ? 'mean' : 'std'}' but not '${mean ? 'std' : 'mean'}'` : 'has no mean/std metadata';
+    throw new UserError(`${modelPath}: the model ${what}; pass --mean and --std (one value per channel)`);
   }
   for (const [name, v] of [['mean', mean], ['std', std]] as const) {
-    if (v.length !== channels) throw new UserError(`${name} has ${v.length} values, the data has ${channels} channels`);
+    if (v.length !== channels)
+      throw new UserError(
+        `${modelPath}: metadata '${name}' has ${v.length} value(s), the data has ${channels} channel(s); pass --mean and --std to override it`,
+      );
   }
-  if (std.some((s) => s <= 0)) throw new UserError('std values must be > 0');
-  return { mean, std, source };
+  if (std.some((s) => !(s > 0))) throw new UserError(`${modelPath}: metadata 'std' values must be > 0, got [${std}]`);
+  return { mean, std, source: 'metadata' };
 }

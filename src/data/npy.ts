@@ -132,3 +132,9 @@ export function encodeNpy(shape: number[], data: NpyData): Buffer {
 export async function writeNpy(path: string, shape: number[], data: NpyData): Promise<void> {
   await writeFileAtomic(path, encodeNpy(shape, data));
 }
+
+/** Element i as a JS number (int64 goes through Number(): exact up to 2^53). */
+export function npyNumberAt(data: NpyData, i: number): number {
+  const v = data[i]!;
+  return typeof v === 'bigint' ? Number(v) : v;
+}
