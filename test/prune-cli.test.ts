@@ -55,7 +55,9 @@ async function checkOutputs(out: string) {
   assert.equal(report.cost.after.macs, counted.macs);
   assert.ok(report.verification.onnxruntime.ok);
   assert.ok(report.verification.onnxruntime.maxAbsDiff <= 1e-4);
-  assert.deepEqual(await readdir(out).then((f) => f.sort()), ['pruned.onnx', 'report.json']);
+  assert.deepEqual(await readdir(out).then((f) => f.sort()), ['pruned.onnx', 'pruned_tfjs', 'report.json']);
+  assert.equal(report.tfjs.exported, true);
+  assert.ok((await readdir(join(out, 'pruned_tfjs'))).includes('model.json'));
   return { bytes, report, counted };
 }
 

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { fetchDataCommand } from '../data/cifar10.js';
+import { registerDemo } from './demo.js';
 import { registerEval } from './eval.js';
 import { registerPrune } from './prune.js';
 import { registerRank } from './rank.js';
@@ -14,4 +15,5 @@ export function registerCommands(program: Command): void {
   registerEval(program);
   registerRank(program);
   registerPrune(program);
+  registerDemo(program);
 }

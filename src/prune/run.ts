@@ -4,12 +4,13 @@
 // fine-tuning epochs are checkpointed under the cache (keyed by every input and an algorithm
 // version), so a killed run resumes; --out receives its files only at the end, each atomically.
 import { createHash } from 'node:crypto';
-import { access, constants as fsConstants, mkdir, readFile, stat } from 'node:fs/promises';
+import { access, constants as fsConstants, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { loadCifar10 } from '../data/cifar10.js';
 import { classBalancedIndices, type ImageDataset, limit, normalizeBatch, subset } from '../data/dataset.js';
-import { resolveNormalization } from '../data/normalization.js';
+import { type Normalization, resolveNormalization } from '../data/normalization.js';
+import { checkModelInput, describeDataSpec, loadDataset } from '../data/source.js';
 import { setThreads, TorchModel } from '../engine/index.js';
+import { exportTfjs } from '../export/tfjs.js';
 import { assertVerified, ortLatency, verifyWithOnnxRuntime } from '../export/verify.js';
 import type { Model } from '../ir/model.js';
 import { modelCost } from '../ir/shapes.js';
@@ -42,7 +43,8 @@ export type CriterionName = (typeof CRITERIA)[number];
 
 export interface PruneOptions {
   model: string;
-  data: 'cifar10';
+  /** cifar10, an image folder (DIR/train/<class>/*.png|jpg, DIR/test/...) or x.npy,y.npy[,xtest.npy,ytest.npy] */
+  data: string;
   criterion: CriterionName;
   /** scree | xmeans | ptest | keep:F | filters:F | params:F | flops:F */
   cutoff: string;
@@ -197,6 +199,79 @@ function makeCriterion(o: PruneOptions, settings: CmiSettings): Criterion {
   return cmiCriterion(settings);
 }
 
+/** What every pruning run reads first: the model, its groups, the data and the samples drawn from it. */
+export interface RunInputs {
+  bytes: Uint8Array;
+  modelSha256: string;
+  model: Model;
+  groups: ChannelGroup[];
+  prunable: ChannelGroup[];
+  train: ImageDataset;
+  test: ImageDataset;
+  norm: Normalization;
+  /** the criterion's class-balanced training sample */
+  calibration: ImageDataset;
+  /** training images outside the calibration sample, and a class-balanced held-out slice of them */
+  rest: ImageDataset;
+  heldout: ImageDataset;
+  /** key of the inputs and the ranking settings, and where this run's checkpoints live */
+  runKey: string;
+  ckptDir: string;
+}
+
+export async function loadInputs(o: {
+  model: string;
+  data: string;
+  criterion: string;
+  samples: number;
+  heldout: number;
+  seed: number;
+  alpha: number;
+  sigma: string;
+  permutations: number;
+  eta: number;
+  threads: number;
+  testLimit?: number;
+  mean?: number[];
+  std?: number[];
+  checkpointDir?: string;
+}): Promise<RunInputs> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(o.model);
+  } catch (e) {
+    throw new UserError(`${o.model}: cannot read model file (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  const modelSha256 = createHash('sha256').update(bytes).digest('hex');
+  const model = importOnnx(bytes, { fileName: o.model });
+  const groups = channelGroups(model);
+  const prunable = groups.filter((g) => g.prunable);
+  if (prunable.length === 0) {
+    const why = groups.map((g) => `${g.name}: ${g.reason}`).join('; ');
+    throw new UserError(`${o.model}: no conv layer can be pruned${why ? ` (${why})` : ''}`);
+  }
+  setThreads(o.threads);
+  const train = await loadDataset(o.data, 'train');
+  const testFull = await loadDataset(o.data, 'test');
+  const test = o.testLimit !== undefined ? limit(testFull, o.testLimit) : testFull;
+  checkModelInput(model, train, o.model);
+  const norm = resolveNormalization(model, o.model, o, train.channels);
+  // calibration sample for the criterion, and a disjoint held-out slice for the tool's choices
+  const calibIdx = classBalancedIndices(train.labels, train.classes, o.samples, o.seed);
+  const inCalib = new Set(calibIdx);
+  const restIdx = Int32Array.from({ length: train.n }, (_, i) => i).filter((i) => !inCalib.has(i));
+  const rest = subset(train, restIdx, `${train.name} minus calibration`);
+  const heldIdx = classBalancedIndices(rest.labels, rest.classes, o.heldout, o.seed + 1);
+  const heldout = subset(rest, heldIdx, `${train.name} held-out ${o.heldout}`);
+  const calibration = subset(train, calibIdx, `${train.name} calibration ${o.samples}`);
+  const runKey = createHash('sha256')
+    .update(JSON.stringify([PRUNE_ALGORITHM_VERSION, modelSha256, o.data, o.criterion, o.samples, o.seed, o.alpha, o.sigma, o.permutations, o.eta, norm.mean, norm.std]))
+    .digest('hex')
+    .slice(0, 16);
+  const ckptDir = o.checkpointDir ?? join(cacheDir(), 'prune', runKey);
+  return { bytes, modelSha256, model, groups, prunable, train, test, norm, calibration, heldout, rest, runKey, ckptDir };
+}
+
 function sourceOpset(bytes: Uint8Array): number {
   const m = onnx.ModelProto.decode(bytes);
   const def = (m.opsetImport ?? []).find((x) => !x.domain || x.domain === 'ai.onnx');
@@ -239,41 +314,8 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
   await checkOutDir(o.out);
 
   // --- load
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(o.model);
-  } catch (e) {
-    throw new UserError(`${o.model}: cannot read model file (${(e as NodeJS.ErrnoException).code ?? e})`);
-  }
-  const modelSha256 = createHash('sha256').update(bytes).digest('hex');
-  const model = importOnnx(bytes, { fileName: o.model });
-  const groups = channelGroups(model);
-  const prunable = groups.filter((g) => g.prunable);
-  if (prunable.length === 0) {
-    const why = groups.map((g) => `${g.name}: ${g.reason}`).join('; ');
-    throw new UserError(`${o.model}: no conv layer can be pruned${why ? ` (${why})` : ''}`);
-  }
-  setThreads(o.threads);
-  const train = await loadCifar10('train');
-  const testFull = await loadCifar10('test');
-  const test = o.testLimit !== undefined ? limit(testFull, o.testLimit) : testFull;
-  const inShape = model.inputs[0]!.shape;
-  if (inShape.length !== 4 || inShape[1] !== train.channels || inShape[2] !== train.height || inShape[3] !== train.width)
-    throw new UserError(`${o.model}: input '${model.inputs[0]!.name}' has shape [${inShape}], ${train.name} images are [N,${train.channels},${train.height},${train.width}]`);
-  const norm = resolveNormalization(model, o.model, o, train.channels);
-  // calibration sample for the criterion, and a disjoint held-out slice for the tool's choices
-  const calibIdx = classBalancedIndices(train.labels, train.classes, o.samples, o.seed);
-  const inCalib = new Set(calibIdx);
-  const restIdx = Int32Array.from({ length: train.n }, (_, i) => i).filter((i) => !inCalib.has(i));
-  const rest = subset(train, restIdx, 'train minus calibration');
-  const heldIdx = classBalancedIndices(rest.labels, rest.classes, o.heldout, o.seed + 1);
-  const heldout = subset(rest, heldIdx, `train held-out ${o.heldout}`);
-  const calibration = subset(train, calibIdx, `train calibration ${o.samples}`);
-  const runKey = createHash('sha256')
-    .update(JSON.stringify([PRUNE_ALGORITHM_VERSION, modelSha256, o.data, o.criterion, o.samples, o.seed, o.alpha, o.sigma, o.permutations, o.eta, norm.mean, norm.std]))
-    .digest('hex')
-    .slice(0, 16);
-  const ckptDir = o.checkpointDir ?? join(cacheDir(), 'prune', runKey);
+  const inputs = await loadInputs(o);
+  const { bytes, modelSha256, model, groups, prunable, train, test, norm, calibration, heldout, rest, runKey, ckptDir } = inputs;
   stage('load');
 
   // --- rank and cut-offs. Per-layer rankings come first whenever something needs all of them
@@ -473,7 +515,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     tool: { name: 'cmiprune', algorithm: PRUNE_ALGORITHM_VERSION },
     settings: { ...o, criterionKey: criterion.key, normalization: norm },
     model: { path: o.model, sha256: modelSha256, input: model.inputs[0], outputs: model.outputs },
-    data: { name: o.data, calibration: calibration.n, heldout: heldout.n, test: test.n, heldoutFrom: 'training images outside the calibration sample' },
+    data: { name: o.data, source: describeDataSpec(o.data), calibration: calibration.n, heldout: heldout.n, test: test.n, heldoutFrom: 'training images outside the calibration sample' },
     cutoffRules: {
       offByOne: 'curve[i] is measured after i+1 channels are kept, so curve index i means keep = i + 1',
       candidates: 'scree/X-Means: among the candidates, the fewest channels whose held-out accuracy with that layer pruned alone is within the tolerance; else the most',
@@ -515,14 +557,31 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     finetune: { epochs },
     verification: { onnxruntime: verification },
     latency,
+    tfjs: null as Record<string, unknown> | null,
     checkpoints: ckptDir,
     seconds: { ...seconds, total: (performance.now() - t0) / 1000 },
   };
 
-  await mkdir(o.out, { recursive: true });
-  const files = { model: join(o.out, 'pruned.onnx'), report: join(o.out, 'report.json') };
-  await writeFileAtomic(files.model, outBytes);
-  await writeFileAtomic(files.report, JSON.stringify(report, null, 1));
+  // --out gets its files only now; a failure while writing removes what this run created
+  const existed = await stat(o.out).then(() => true, () => false);
+  const files: Record<string, string> = { model: join(o.out, 'pruned.onnx'), tfjs: join(o.out, 'pruned_tfjs'), report: join(o.out, 'report.json') };
+  try {
+    await mkdir(o.out, { recursive: true });
+    await writeFileAtomic(files.model!, outBytes);
+    try {
+      const t = await exportTfjs(current, files.tfjs!);
+      report.tfjs = { exported: true, dir: t.dir, inputLayout: t.inputLayout, inputShape: t.inputShape, normalization: t.normalization, files: t.files.length };
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+      // ONNX is the primary output: a model TF.js cannot express is reported, not fatal
+      report.tfjs = { exported: false, reason: e.message };
+      delete files.tfjs;
+    }
+    await writeFileAtomic(files.report!, JSON.stringify(report, null, 1));
+  } catch (e) {
+    if (!existed) await rm(o.out, { recursive: true, force: true });
+    throw e;
+  }
   return {
     out: o.out,
     files,
