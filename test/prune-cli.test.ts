@@ -55,7 +55,7 @@ async function checkOutputs(out: string) {
   assert.equal(report.cost.after.macs, counted.macs);
   assert.ok(report.verification.onnxruntime.ok);
   assert.ok(report.verification.onnxruntime.maxAbsDiff <= 1e-4);
-  assert.deepEqual(await readdir(out).then((f) => f.sort()), ['pruned.onnx', 'pruned_tfjs', 'report.json']);
+  assert.deepEqual(await readdir(out).then((f) => f.sort()), ['pruned.onnx', 'pruned_tfjs', 'report.html', 'report.json']);
   assert.equal(report.tfjs.exported, true);
   assert.ok((await readdir(join(out, 'pruned_tfjs'))).includes('model.json'));
   return { bytes, report, counted };
@@ -138,6 +138,26 @@ test('prune --formulation compact --order bidirectional on a small CNN: both cha
     else assert.deepEqual([l.chain, l.conditionedOn], [i > si ? 'forward' : 'backward', [layers[i > si ? i - 1 : i + 1]!.name]]);
   });
   assert.ok(report.method.chains.length >= 1 && report.method.chains.every((c: { seconds: number }) => c.seconds >= 0));
+});
+
+test('sweep: l1 and random at two global budgets and per layer; sweep.json and sweep.html agree', { skip: addonSkip }, async () => {
+  const out = join(dir, 'sweep');
+  const r = cli(['sweep', '--model', small, '--criteria', 'l1,random', '--budgets', 'filters:0.2,filters:0.5', '--per-layer', '--test-limit', '200', '--bn-images', '128', '--out', out]);
+  assert.equal(r.status, 0, r.stderr);
+  const s = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8'));
+  assert.equal(s.points.length, 4);
+  for (const p of s.points) {
+    const f = Number(p.budget.split(':')[1]);
+    // the uniform allocation removes at least the budget, and less than one more filter per layer
+    assert.ok(p.removed.filters >= f && p.removed.filters < f + 3 / (13 + 21 + 37), JSON.stringify(p));
+    assert.ok(p.accuracy.afterSurgery >= 0 && p.accuracy.afterBnReestimation >= 0);
+  }
+  // per layer: 2 criteria x 3 layers x 2 fractions, each layer alone keeping 1 - F of its filters
+  assert.equal(s.perLayer.length, 2 * 3 * 2);
+  assert.deepEqual(s.perLayer.slice(0, 2).map((x: { kept: number }) => x.kept), [Math.round(0.8 * 13), Math.round(0.5 * 13)]);
+  const html = await readFile(join(out, 'sweep.html'), 'utf8');
+  assert.match(html, /id="plot-sweep"/);
+  assert.equal((html.match(/<svg/g) ?? []).length >= 2, true);
 });
 
 test('prune: bad input gives one error line, a non-zero exit, no stdout and nothing in --out', { skip: addonSkip }, async () => {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { fetchDataCommand } from '../data/cifar10.js';
 import { registerDemo } from './demo.js';
 import { registerEval } from './eval.js';
-import { registerPrune } from './prune.js';
+import { registerPrune, registerSweep } from './prune.js';
 import { registerRank } from './rank.js';
 
 export function registerCommands(program: Command): void {
@@ -15,5 +15,6 @@ export function registerCommands(program: Command): void {
   registerEval(program);
   registerRank(program);
   registerPrune(program);
+  registerSweep(program);
   registerDemo(program);
 }

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { CRITERIA, prune, type PruneOptions } from '../prune/run.js';
 import { CUTOFF_FORMS, parseCutoff } from '../prune/cutoff-spec.js';
+import { sweep, type SweepOptions } from '../prune/sweep.js';
 import { choiceOption, floatListOption, floatOption, intOption } from './options.js';
 import { InvalidArgumentError } from 'commander';
 
@@ -53,5 +54,32 @@ export function registerPrune(program: Command): void {
       const { bnReestimate, checkpoint, ...rest } = opts;
       const summary = await prune({ ...rest, bnImages: bnReestimate === false ? 0 : rest.bnImages, checkpointDir: checkpoint });
       process.stdout.write(`${JSON.stringify(summary)}\n`);
+    });
+}
+
+export function registerSweep(program: Command): void {
+  program
+    .command('sweep')
+    .description('Accuracy against budget for one or several criteria (no fine-tuning; after surgery and after BN re-estimation), one ranking per criterion; --per-layer: each layer pruned alone at each fraction')
+    .requiredOption('--model <file>', 'ONNX model file')
+    .requiredOption('--out <dir>', 'output directory (sweep.json, sweep.html)')
+    .option('--data <spec>', 'cifar10, an image folder or x.npy,y.npy,xtest.npy,ytest.npy', 'cifar10')
+    .option('--criteria <list>', `comma list of: ${CRITERIA.join(', ')}`, (v: string) => v.split(',').map((s) => s.trim()), ['cmi', 'l1'])
+    .option('--budgets <list>', 'comma list of budgets: keep:F, filters:F, params:F, flops:F', (v: string) => v.split(',').map((s) => s.trim()), ['filters:0.1', 'filters:0.2', 'filters:0.3', 'filters:0.4', 'filters:0.5', 'filters:0.6', 'filters:0.7'])
+    .option('--allocation <rule>', 'global budgets across layers: uniform (isolates the criterion) or curve', choiceOption(['uniform', 'curve'] as const), 'uniform')
+    .option('--per-layer', 'also prune each layer alone at each fraction (sensitivity analysis)')
+    .option('--alpha <a>', 'CMI: Renyi order', floatOption(0, true), 2)
+    .option('--sigma <rule>', 'CMI: kernel width of the maps', choiceOption(['median', 'reference'] as const), 'median')
+    .option('--samples <n>', 'CMI: class-balanced training images', intOption(10), 256)
+    .option('--bn-images <n>', 'BatchNorm re-estimation images (0: off)', intOption(0), 2000)
+    .option('--test-limit <n>', 'evaluate on the first n test images only', intOption(1))
+    .option('--seed <s>', 'seed of every random choice', intOption(0), 0)
+    .option('--threads <t>', 'compute threads', intOption(1, 1024), 2)
+    .option('--mean <m>', 'per-channel mean (comma list); overrides the model\'s metadata', floatListOption)
+    .option('--std <s>', 'per-channel std (comma list); overrides the model\'s metadata', floatListOption)
+    .option('--fresh', 'ignore ranking checkpoints')
+    .action(async (opts: SweepOptions) => {
+      const s = await sweep(opts);
+      process.stdout.write(`${JSON.stringify(s)}\n`);
     });
 }

@@ -11,6 +11,7 @@ import { type Normalization, resolveNormalization } from '../data/normalization.
 import { checkModelInput, describeDataSpec, loadDataset } from '../data/source.js';
 import { setThreads, TorchModel } from '../engine/index.js';
 import { exportTfjs } from '../export/tfjs.js';
+import { renderReportHtml, writeReportHtml } from '../report/html.js';
 import { assertVerified, ortLatency, verifyWithOnnxRuntime } from '../export/verify.js';
 import type { Model } from '../ir/model.js';
 import { modelCost } from '../ir/shapes.js';
@@ -577,6 +578,8 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
       report.tfjs = { exported: false, reason: e.message };
       delete files.tfjs;
     }
+    files.html = join(o.out, 'report.html');
+    await writeReportHtml(files.html, await renderReportHtml(report));
     await writeFileAtomic(files.report!, JSON.stringify(report, null, 1));
   } catch (e) {
     if (!existed) await rm(o.out, { recursive: true, force: true });

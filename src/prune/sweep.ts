@@ -1,0 +1,164 @@
+// `cmiprune sweep`: accuracy against budget for one or several criteria, without fine-tuning, each
+// criterion ranked once and reused at every budget. With perLayer, the sensitivity analysis NNI and
+// Distiller offer: every layer pruned alone at every fraction. Writes sweep.json and sweep.html.
+import { join } from 'node:path';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { TorchModel } from '../engine/index.js';
+import type { Model } from '../ir/model.js';
+import { modelCost } from '../ir/shapes.js';
+import { reestimateBatchNorm } from '../recover/bn.js';
+import { renderReportHtml, type SweepPoint, writeReportHtml } from '../report/html.js';
+import { evaluate } from '../train/evaluate.js';
+import { UserError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { progress } from '../util/progress.js';
+import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } from './allocate.js';
+import { cmiCriterion } from './cmi-criterion.js';
+import { costModel } from './cost.js';
+import { l1Criterion, randomCriterion } from './criteria.js';
+import { cutoffName, parseCutoff } from './cutoff-spec.js';
+import { checkOutDir, CRITERIA, type CriterionName, loadInputs } from './run.js';
+import { applyPlan } from './surgery.js';
+import type { ChannelGroup, Criterion, GroupRanking, PruningPlan } from './types.js';
+
+export interface SweepOptions {
+  model: string;
+  data: string;
+  criteria: CriterionName[];
+  /** keep:F (per layer) or filters:F / params:F / flops:F (global), e.g. filters:0.1 ... filters:0.7 */
+  budgets: string[];
+  /** global budgets across layers: uniform (default, isolates the criterion) or curve */
+  allocation?: Exclude<AllocationRule, 'sensitivity'>;
+  /** prune one layer at a time at each keep fraction 1 - F of the budgets (sensitivity analysis) */
+  perLayer?: boolean;
+  out: string;
+  seed?: number;
+  samples?: number;
+  alpha?: number;
+  sigma?: 'reference' | 'median';
+  bnImages?: number;
+  testLimit?: number;
+  threads?: number;
+  mean?: number[];
+  std?: number[];
+  fresh?: boolean;
+}
+
+export interface SweepSummary {
+  out: string;
+  files: Record<string, string>;
+  points: SweepPoint[];
+  perLayer: { criterion: string; layer: string; fraction: number; kept: number; accuracy: number }[];
+  accuracyBefore: number;
+  seconds: number;
+}
+
+async function accuracyOf(model: Model, ds: Parameters<typeof evaluate>[1], norm: { mean: number[]; std: number[] }, label: string): Promise<number> {
+  const e = TorchModel.create(model);
+  try {
+    return (await evaluate(e, ds, { batch: 256, mean: norm.mean, std: norm.std, label })).accuracy;
+  } finally {
+    e.dispose();
+  }
+}
+
+const planOf = (rankings: Map<string, GroupRanking>, keep: Record<string, number>): PruningPlan => ({
+  keep: Object.fromEntries(Object.entries(keep).map(([g, k]) => [g, rankings.get(g)!.order.slice(0, k).sort((a, b) => a - b)])),
+});
+
+export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
+  const t0 = performance.now();
+  const o = { seed: 0, samples: 256, alpha: 2, sigma: 'median' as const, bnImages: 2000, threads: 2, allocation: 'uniform' as const, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as Required<Omit<SweepOptions, 'testLimit' | 'mean' | 'std' | 'fresh' | 'perLayer'>> & SweepOptions;
+  if (o.criteria.length === 0) throw new UserError('--criteria: name at least one of: ' + CRITERIA.join(', '));
+  for (const c of o.criteria) if (!(CRITERIA as readonly string[]).includes(c)) throw new UserError(`--criteria: '${c}' is not one of: ${CRITERIA.join(', ')}`);
+  const budgets = o.budgets.map((b) => {
+    const c = parseCutoff(b);
+    if (!('fraction' in c)) throw new UserError(`--budgets: '${b}' is not a budget (keep:F, filters:F, params:F, flops:F)`);
+    return c;
+  });
+  if (budgets.length === 0) throw new UserError('--budgets: give at least one, e.g. filters:0.1,0.3,0.5');
+  if (o.allocation === 'curve' && o.criteria.includes('random')) throw new UserError(`--allocation curve needs a curve; criterion 'random' gives none`);
+  await checkOutDir(o.out);
+  const inputs = await loadInputs({ ...o, criterion: o.criteria.join('+'), heldout: 10, permutations: 0, eta: 0.05 });
+  const { model, groups, prunable, test, norm, rest, calibration, ckptDir } = inputs;
+  const cost = costModel(model, groups);
+  const before = modelCost(model);
+  const filtersBefore = groups.reduce((s, g) => s + g.channels, 0);
+  const accuracyBefore = await accuracyOf(model, test, norm, 'test: unpruned');
+
+  const points: SweepPoint[] = [];
+  const perLayer: SweepSummary['perLayer'] = [];
+  const bar = progress('sweep', o.criteria.length * (budgets.length + (o.perLayer ? prunable.length * budgets.length : 0)));
+  for (const name of o.criteria) {
+    const criterion: Criterion =
+      name === 'l1' ? l1Criterion : name === 'random' ? randomCriterion(o.seed) : cmiCriterion({ alpha: o.alpha, sigma: o.sigma, samples: o.samples, seed: o.seed, threads: o.threads, checkpointDir: join(ckptDir, 'rank'), fresh: o.fresh });
+    const rankings = new Map((await criterion.rank(model, prunable, { data: calibration, mean: norm.mean, std: norm.std, seed: o.seed, threads: o.threads })).map((r) => [r.group, r]));
+    for (const b of budgets) {
+      const keep: Record<string, number> =
+        b.kind === 'keep'
+          ? Object.fromEntries(prunable.map((g) => [g.name, Math.max(1, Math.round(b.fraction * g.channels))]))
+          : o.allocation === 'curve'
+            ? allocateByCurve(b as Budget, prunable, rankings, cost).keep
+            : allocateUniform(b as Budget, prunable, cost).keep;
+      const pruned = applyPlan(model, planOf(rankings, keep));
+      const after = modelCost(pruned);
+      const afterSurgery = await accuracyOf(pruned, test, norm, `test: ${name} ${cutoffName(b)} after surgery`);
+      let afterBn: number | null = null;
+      if (o.bnImages > 0) {
+        const r = await reestimateBatchNorm(pruned, rest, { mean: norm.mean, std: norm.std, images: Math.min(o.bnImages, rest.n), seed: o.seed, threads: o.threads });
+        afterBn = await accuracyOf(r.model, test, norm, `test: ${name} ${cutoffName(b)} after BN`);
+      }
+      const filtersAfter = groups.reduce((s, g) => s + (keep[g.name] ?? g.channels), 0);
+      points.push({
+        criterion: name,
+        budget: cutoffName(b),
+        removed: { filters: 1 - filtersAfter / filtersBefore, params: 1 - after.params / before.params, macs: 1 - after.macs / before.macs },
+        accuracy: { afterSurgery, afterBnReestimation: afterBn },
+      });
+      bar.tick(1, { criterion: name, budget: cutoffName(b) });
+    }
+    if (o.perLayer) {
+      // each layer alone at keep = 1 - F (F from the budgets' fractions), after surgery only
+      for (const g of prunable as ChannelGroup[]) {
+        for (const b of budgets) {
+          const kept = Math.max(1, Math.round((b.kind === 'keep' ? b.fraction : 1 - b.fraction) * g.channels));
+          const pruned = applyPlan(model, planOf(rankings, { [g.name]: kept }));
+          perLayer.push({ criterion: name, layer: g.name, fraction: 1 - kept / g.channels, kept, accuracy: await accuracyOf(pruned, test, norm, `test: ${name} ${g.name} keep ${kept}`) });
+          bar.tick(1, { criterion: name, layer: g.name });
+        }
+      }
+    }
+  }
+  bar.done();
+
+  const result = {
+    model: o.model,
+    data: o.data,
+    settings: o,
+    accuracyBefore,
+    test: test.n,
+    points,
+    perLayer,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  const existed = await stat(o.out).then(() => true, () => false);
+  const files = { json: join(o.out, 'sweep.json'), html: join(o.out, 'sweep.html') };
+  try {
+    await mkdir(o.out, { recursive: true });
+    const page = await renderReportHtml(
+      {
+        model: { path: o.model },
+        layers: groups.map((g) => ({ name: g.name, channels: g.channels, kept: g.channels, prunable: g.prunable })),
+        cost: { before: { filters: filtersBefore, params: before.params, macs: before.macs }, after: { filters: filtersBefore, params: before.params, macs: before.macs } },
+        accuracy: { before: accuracyBefore, afterSurgery: null, afterBnReestimation: null, afterFinetune: null },
+      },
+      { sweep: { points, accuracyBefore }, title: `cmiprune sweep: ${o.model.split('/').pop()}` },
+    );
+    await writeReportHtml(files.html, page);
+    await writeFileAtomic(files.json, JSON.stringify(result, null, 1));
+  } catch (e) {
+    if (!existed) await rm(o.out, { recursive: true, force: true });
+    throw e;
+  }
+  return { out: o.out, files, points, perLayer, accuracyBefore, seconds: result.seconds };
+}
