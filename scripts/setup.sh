@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# libtorch (PyTorch's C++ library) is the compute engine; OpenBLAS makes its LAPACK calls ~4x faster.
+# libtorch (PyTorch's C++ library) is the compute engine; OpenBLAS makes its LAPACK calls ~4x faster;
+# chromium opens report.html headless in the test suite (the report itself needs no browser).
 need=()
-for pkg in libtorch-dev libopenblas0-pthread; do
+for pkg in libtorch-dev libopenblas0-pthread chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
