@@ -4,7 +4,7 @@
 // exit, nothing on stdout, nothing in --out).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ import { exportOnnx, loadOnnxFile } from '../src/onnx/index.js';
 import { PLAN_METADATA_KEY } from '../src/prune/surgery.js';
 import { addonSkip } from './support/addon.js';
 import { runOrt } from './support/ort.js';
+import { writeImageFolder } from './support/images.js';
 import { Rng } from './support/random.js';
 import { maxAbsDiff } from './support/reference.js';
 import { CLI, VGG16_ONNX } from './support/shared.js';
@@ -158,6 +159,41 @@ test('sweep: l1 and random at two global budgets and per layer; sweep.json and s
   const html = await readFile(join(out, 'sweep.html'), 'utf8');
   assert.match(html, /id="plot-sweep"/);
   assert.equal((html.match(/<svg/g) ?? []).length >= 2, true);
+});
+
+test('prune --data DIR: an image folder written on the fly prunes and evaluates; a wrong image size or no classes is one clear error', { skip: addonSkip }, async () => {
+  const folder = join(dir, 'images');
+  writeImageFolder(folder, { classes: ['cat', 'ant', 'bee'], perClass: { train: 14, test: 5 }, width: 8, height: 8, seed: 4 });
+  const rng = new Rng(9);
+  const b = new SequentialBuilder('tiny', [3, 8, 8], { random: () => rng.next() });
+  b.conv(6, 3, { padding: 1, bias: false }).bn().relu().conv(9, 3, { padding: 1 }).bn().relu().maxpool(2).flatten().linear(3);
+  const m = b.build();
+  m.metadata = { mean: '[0.5,0.5,0.5]', std: '[0.25,0.25,0.25]' };
+  const tiny = join(dir, 'tiny.onnx');
+  await writeFile(tiny, exportOnnx(m));
+  const out = join(dir, 'folder-out');
+  const common = ['--criterion', 'l1', '--cutoff', 'keep:0.5', '--samples', '12', '--heldout', '12', '--no-bn-reestimate'];
+  const r = cli(['prune', '--model', tiny, '--data', folder, ...common, '--out', out]);
+  assert.equal(r.status, 0, r.stderr);
+  const { report } = await checkOutputs(out);
+  assert.equal(report.data.test, 15);
+  assert.equal(report.data.source.kind, 'folder');
+  assert.deepEqual(report.layers.map((l: { kept: number }) => l.kept), [3, 5]);
+  assert.ok(report.accuracy.before >= 0 && report.accuracy.afterSurgery >= 0);
+  // 16x16 images for an 8x8 model, and a folder without class folders
+  const big = join(dir, 'images16');
+  writeImageFolder(big, { classes: ['a', 'b'], perClass: { train: 8, test: 2 }, width: 16, height: 16 });
+  const empty = join(dir, 'noclasses');
+  await mkdir(join(empty, 'train'), { recursive: true });
+  await mkdir(join(empty, 'test'), { recursive: true });
+  for (const [data, re] of [[big, /16/], [empty, /class/]] as const) {
+    const bad = cli(['prune', '--model', tiny, '--data', data, ...common, '--out', join(dir, 'bad-folder-out')]);
+    assert.notEqual(bad.status, 0);
+    assert.equal(bad.stdout, '');
+    assert.match(bad.stderr, re);
+    assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
+    assert.equal(existsSync(join(dir, 'bad-folder-out')), false);
+  }
 });
 
 test('prune: bad input gives one error line, a non-zero exit, no stdout and nothing in --out', { skip: addonSkip }, async () => {
