@@ -4,12 +4,13 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
 import { registerCommands } from './commands.js';
+import { packageVersion } from '../util/version.js';
 
 const program = new Command();
 program
   .name('cmiprune')
   .description('Prune whole conv filters of trained CNNs by conditional mutual information')
-  .version('0.1.0')
+  .version(packageVersion())
   .showHelpAfterError()
   .exitOverride();
 registerCommands(program);

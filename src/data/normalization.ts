@@ -12,6 +12,25 @@ export interface Normalization {
 }
 
 /**
+ * The model's metadata_props `key` (`mean` or `std`) as a JSON array of finite numbers, undefined
+ * when absent; `where` (a file name or a function) prefixes the error for anything else.
+ */
+export function metadataArray(model: Model, key: 'mean' | 'std', where: string): number[] | undefined {
+  const raw = model.metadata[key];
+  if (raw === undefined) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    throw new UserError(`${where}: metadata '${key}' is not a JSON array: ${raw}`);
+  }
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+    throw new UserError(`${where}: metadata '${key}' must be a JSON array of numbers, got ${raw}`);
+  }
+  return v as number[];
+}
+
+/**
  * Input normalisation, one value per input channel. The rules:
  * - --mean and --std come together: one without the other is an error;
  * - when given they win, also over the model's metadata_props (`mean`, `std` as JSON arrays):
@@ -42,20 +61,7 @@ export function resolveNormalization(
     if (opts.std.some((s) => !(s > 0))) throw new UserError(`--std values must be > 0, got [${opts.std}]`);
     return { mean: [...opts.mean], std: [...opts.std], source: 'options', ...(hasMeta ? { overrode: 'metadata' as const } : {}) };
   }
-  const parse = (key: 'mean' | 'std'): number[] | undefined => {
-    const raw = model.metadata[key];
-    if (raw === undefined) return undefined;
-    let v: unknown;
-    try {
-      v = JSON.parse(raw);
-    } catch {
-      throw new UserError(`${modelPath}: metadata '${key}' is not a JSON array: ${raw}`);
-    }
-    if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-      throw new UserError(`${modelPath}: metadata '${key}' must be a JSON array of numbers, got ${raw}`);
-    }
-    return v as number[];
-  };
+  const parse = (key: 'mean' | 'std') => metadataArray(model, key, modelPath);
   const mean = parse('mean');
   const std = parse('std');
   if (!mean || !std) {

@@ -12,11 +12,12 @@
 // order itself is needed (a model output, an Add with a differently ordered operand) is an explicit
 // Reshape -> Permute -> Flatten emitted.
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { AvgPoolNode, Conv2dNode, MaxPoolNode, Model, Node, Tensor } from '../ir/model.js';
 import { inferShapes } from '../ir/shapes.js';
 import { UserError } from '../util/errors.js';
+import { metadataArray } from '../data/normalization.js';
+import { packageVersion } from '../util/version.js';
 
 export interface TfjsExportOptions {
   /** bytes per weight shard file; default 4 MiB (as tensorflowjs_converter) */
@@ -63,15 +64,6 @@ export const DEFAULT_TFJS_SHARD_BYTES = 4 * 1024 * 1024;
 const MODEL_JSON = 'model.json';
 const SHARD_RE = /^group\d+-shard\d+of\d+\.bin$/;
 
-function producerVersion(): string {
-  try {
-    // dist/src/export/tfjs.js -> package root
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string };
-    return pkg.version ?? '';
-  } catch {
-    return '';
-  }
-}
 
 // ---------- value representation ----------
 
@@ -165,19 +157,9 @@ function param(model: Model, node: Node, slot: string): Tensor | undefined {
 /** parses metadata mean/std (JSON arrays); both or neither */
 function normalization(model: Model, channels: number): TfjsNormalization | null {
   const parse = (key: 'mean' | 'std'): number[] | undefined => {
-    const raw = model.metadata[key];
-    if (raw === undefined) return undefined;
-    let v: unknown;
-    try {
-      v = JSON.parse(raw);
-    } catch {
-      throw new UserError(`exportTfjs: metadata '${key}' is not a JSON array: ${raw}`);
-    }
-    if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-      throw new UserError(`exportTfjs: metadata '${key}' must be a JSON array of numbers, got ${raw}`);
-    }
-    if (v.length !== channels) throw new UserError(`exportTfjs: metadata '${key}' has ${v.length} values, the input has ${channels} channels`);
-    return v as number[];
+    const v = metadataArray(model, key, 'exportTfjs');
+    if (v && v.length !== channels) throw new UserError(`exportTfjs: metadata '${key}' has ${v.length} values, the input has ${channels} channels`);
+    return v;
   };
   const mean = parse('mean');
   const std = parse('std');
@@ -554,7 +536,7 @@ export async function exportTfjs(model: Model, dir: string, opts: TfjsExportOpti
   };
   const modelJson = {
     format: 'layers-model',
-    generatedBy: `cmiprune ${producerVersion()}`.trim(),
+    generatedBy: `cmiprune ${packageVersion()}`.trim(),
     convertedBy: 'cmiprune exportTfjs',
     modelTopology: conv.topology,
     weightsManifest: [{ paths: shardNames, weights: conv.weights.map((w) => ({ name: w.name, shape: w.shape, dtype: 'float32' })) }],

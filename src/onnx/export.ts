@@ -1,5 +1,5 @@
 // IR -> ONNX (default opset 13), loadable by ONNX Runtime, PyTorch-style node/tensor names kept.
-import { readFileSync } from 'node:fs';
+import { packageVersion } from '../util/version.js';
 import type { Model, Node } from '../ir/model.js';
 import { inferShapes } from '../ir/shapes.js';
 import { UserError } from '../util/errors.js';
@@ -16,15 +16,6 @@ export interface ExportOptions {
 export const DEFAULT_OPSET = 13;
 export const MAX_OPSET = 22;
 
-function producerVersion(): string {
-  try {
-    // dist/src/onnx/export.js -> package root
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string };
-    return pkg.version ?? '';
-  } catch {
-    return '';
-  }
-}
 
 const ints = (name: string, v: number[]): pb.IAttributeProto => ({ name, type: AttrType.INTS, ints: v });
 const int = (name: string, v: number): pb.IAttributeProto => ({ name, type: AttrType.INT, i: v });
@@ -137,7 +128,7 @@ export function exportOnnx(model: Model, opts: ExportOptions = {}): Uint8Array {
     irVersion: irVersionForOpset(opset),
     opsetImport: [{ domain: '', version: opset }],
     producerName: opts.producerName ?? 'cmiprune',
-    producerVersion: producerVersion(),
+    producerVersion: packageVersion(),
     docString: opts.docString ?? '',
     graph,
     metadataProps: Object.entries(model.metadata).map(([key, value]) => ({ key, value })),

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 // ONNX -> IR. Accepts both PyTorch exporters' styles (TorchScript: module-path names, BN kept or
 // folded; dynamo: node_Conv_N names, ReduceMean + Reshape for global pooling, constant shapes/axes).
 // Everything the IR cannot express is refused with one message naming the file, node and op.
@@ -912,4 +913,15 @@ export async function loadOnnxFile(path: string): Promise<Model> {
     throw new OnnxImportError(`${path}: cannot read the ONNX file: ${(e as Error).message}`, { cause: e });
   }
   return importOnnx(bytes, { fileName: path });
+}
+
+/** The file's bytes, their SHA-256 (checkpoint keys, reports) and the imported model. */
+export async function readOnnxModel(path: string): Promise<{ bytes: Uint8Array; sha256: string; model: Model }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(path);
+  } catch (e) {
+    throw new UserError(`${path}: cannot read model file (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  return { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), model: importOnnx(bytes, { fileName: path }) };
 }

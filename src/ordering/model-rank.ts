@@ -20,7 +20,7 @@ import { classBalancedSample, type ImageDataset } from '../data/dataset.js';
 import { setThreads, TorchModel } from '../engine/index.js';
 import { convUnits, type ConvUnit } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
-import { importOnnx } from '../onnx/index.js';
+import { readOnnxModel } from '../onnx/index.js';
 import { resolveNormalization } from '../data/normalization.js';
 import { UserError } from '../util/errors.js';
 import { cacheDir, writeFileAtomic } from '../util/fs.js';
@@ -358,14 +358,7 @@ function selectUnits(units: ConvUnit[], layer: string, modelPath: string): ConvU
 /** Reads the model and the data, then ranks every selected layer; the caller prints the result. */
 export async function rankModel(opts: RankModelOptions): Promise<ModelRanking> {
   const t0 = performance.now();
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(opts.model);
-  } catch (e) {
-    throw new UserError(`${opts.model}: cannot read model file (${(e as NodeJS.ErrnoException).code ?? e})`);
-  }
-  const modelSha256 = createHash('sha256').update(bytes).digest('hex');
-  const model = importOnnx(bytes, { fileName: opts.model });
+  const { sha256: modelSha256, model } = await readOnnxModel(opts.model);
   const units = selectUnits(convUnits(model), opts.layer, opts.model);
   if (units.length === 0) throw new UserError(`${opts.model}: the model has no conv layers to rank`);
   setThreads(opts.threads);

@@ -16,7 +16,7 @@ import { assertVerified, ortLatency, verifyWithOnnxRuntime } from '../export/ver
 import type { Model } from '../ir/model.js';
 import { modelCost } from '../ir/shapes.js';
 import { DEFAULT_OPSET, exportOnnx, MAX_OPSET } from '../onnx/export.js';
-import { importOnnx } from '../onnx/index.js';
+import { readOnnxModel } from '../onnx/index.js';
 import { onnx } from '../onnx/proto.js';
 import { finetune } from '../recover/finetune.js';
 import { reestimateBatchNorm } from '../recover/bn.js';
@@ -237,14 +237,7 @@ export async function loadInputs(o: {
   std?: number[];
   checkpointDir?: string;
 }): Promise<RunInputs> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(o.model);
-  } catch (e) {
-    throw new UserError(`${o.model}: cannot read model file (${(e as NodeJS.ErrnoException).code ?? e})`);
-  }
-  const modelSha256 = createHash('sha256').update(bytes).digest('hex');
-  const model = importOnnx(bytes, { fileName: o.model });
+  const { bytes, sha256: modelSha256, model } = await readOnnxModel(o.model);
   const groups = channelGroups(model);
   const prunable = groups.filter((g) => g.prunable);
   if (prunable.length === 0) {
