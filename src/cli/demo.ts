@@ -1,7 +1,5 @@
 // `cmiprune demo` (npm start): train a small CNN on CIFAR-10, prune it, show before/after.
 import type { Command } from 'commander';
-import { copyFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { runDemo } from '../demo/demo.js';
 import { intOption } from './options.js';
 
@@ -18,8 +16,7 @@ export function registerDemo(program: Command): void {
     .option('--json', 'print the summary as one JSON line instead of the table')
     .action(async (o: { out: string; epochs: number; finetuneEpochs: number; seed: number; threads: number; fresh?: boolean; json?: boolean }) => {
       const s = await runDemo({ out: o.out, epochs: o.epochs, finetuneEpochs: o.finetuneEpochs, seed: o.seed, threads: o.threads, fresh: o.fresh });
-      await copyFile(s.files.unpruned!, join(o.out, 'unpruned.onnx'));
-      if (o.json) process.stdout.write(`${JSON.stringify({ ...s, files: { ...s.files, unpruned: join(o.out, 'unpruned.onnx') } })}\n`);
+      if (o.json) process.stdout.write(`${JSON.stringify(s)}\n`);
       else process.stdout.write(`${s.table}\n\nfiles in ${s.out}: ${Object.values(s.files).map((f) => f.split('/').pop()).join(', ')}\n`);
     });
 }

@@ -3,7 +3,7 @@
 // CMI with an automatic cut-off, re-estimate BN, fine-tune briefly, export ONNX + TF.js, write
 // report.json / report.html, and print a before/after table taken from report.json.
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { copyFile, readFile, rename } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { CIFAR10_MEAN, CIFAR10_STD, loadCifar10 } from '../data/cifar10.js';
 import { setThreads } from '../engine/index.js';
@@ -128,11 +128,15 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     ...opts.prune,
     out: opts.out,
   });
+  // the unpruned model beside the pruned one, for comparison
+  const unpruned = join(opts.out, 'unpruned.onnx');
+  await copyFile(modelPath, `${unpruned}.tmp`);
+  await rename(`${unpruned}.tmp`, unpruned);
   const report = JSON.parse(await readFile(summary.files.report!, 'utf8'));
   const table = demoTable(report);
   return {
     out: resolve(opts.out),
-    files: { ...summary.files, unpruned: modelPath },
+    files: { ...summary.files, unpruned },
     table,
     trainedAccuracy: report.accuracy.before,
     seconds: (performance.now() - t0) / 1000,
