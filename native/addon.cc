@@ -54,7 +54,8 @@ cmi::Op parseOp(Napi::Env env, const std::string& s, const std::string& node) {
       {"Relu", cmi::Op::Relu},       {"MaxPool", cmi::Op::MaxPool},
       {"AvgPool", cmi::Op::AvgPool}, {"GlobalAvgPool", cmi::Op::GlobalAvgPool},
       {"Flatten", cmi::Op::Flatten}, {"Linear", cmi::Op::Linear},
-      {"Add", cmi::Op::Add}};
+      {"Add", cmi::Op::Add},         {"Slice", cmi::Op::Slice},
+      {"Pad", cmi::Op::Pad}};
   auto it = ops.find(s);
   if (it == ops.end()) throwJs(env, "node '" + node + "': unsupported op '" + s + "'");
   return it->second;
@@ -94,6 +95,24 @@ cmi::NodeSpec parseNode(Napi::Env env, const Napi::Object& o) {
     n.stride = ints("stride", n.kernel);
     n.padding = ints("padding", {0, 0});
     n.dilation = ints("dilation", {1, 1});
+  }
+  auto list = [&](const char* key) {
+    Napi::Value v = attrs.Get(key);
+    if (v.IsUndefined()) throwJs(env, "node '" + n.name + "': attr " + key + " is required");
+    return intList(env, v, "node '" + n.name + "': attr " + key);
+  };
+  if (n.op == cmi::Op::Slice) {
+    n.axes = list("axes");
+    n.starts = list("starts");
+    n.ends = list("ends");
+    n.steps = list("steps");
+  }
+  if (n.op == cmi::Op::Pad) {
+    n.pads = list("pads");
+    Napi::Value mode = attrs.Get("mode");
+    if (!mode.IsUndefined() && (!mode.IsString() || mode.As<Napi::String>().Utf8Value() != "constant"))
+      throwJs(env, "node '" + n.name + "': attr mode must be 'constant'");
+    n.padValue = num("value", 0);
   }
   n.groups = static_cast<int64_t>(num("groups", 1));
   n.axis = static_cast<int64_t>(num("axis", 1));

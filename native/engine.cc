@@ -36,6 +36,8 @@ const char* opName(Op op) {
     case Op::Flatten: return "Flatten";
     case Op::Linear: return "Linear";
     case Op::Add: return "Add";
+    case Op::Slice: return "Slice";
+    case Op::Pad: return "Pad";
   }
   return "?";
 }
@@ -203,6 +205,24 @@ Engine::Engine(ModelSpec spec) : spec_(std::move(spec)) {
         st.mean = param("runningMean", true);
         st.var = param("runningVar", true);
         break;
+      case Op::Slice: {
+        size_t k = n.axes.size();
+        if (k == 0 || n.starts.size() != k || n.ends.size() != k || n.steps.size() != k)
+          throw std::invalid_argument(nodeLabel(n) + ": axes, starts, ends and steps must have one length >= 1");
+        for (size_t i = 0; i < k; ++i)
+          if (n.axes[i] < 1 || n.steps[i] < 1 || n.starts[i] < 0 || n.ends[i] <= n.starts[i])
+            throw std::invalid_argument(nodeLabel(n) + ": entry " + std::to_string(i) +
+                                        " needs axis >= 1, step >= 1 and 0 <= start < end");
+        break;
+      }
+      case Op::Pad:
+        if (n.pads.size() != 8)
+          throw std::invalid_argument(nodeLabel(n) + ": pads must have 8 entries (4-d input), got " +
+                                      std::to_string(n.pads.size()));
+        for (auto p : n.pads)
+          if (p < 0) throw std::invalid_argument(nodeLabel(n) + ": pads must be >= 0");
+        if (!std::isfinite(n.padValue)) throw std::invalid_argument(nodeLabel(n) + ": value must be finite");
+        break;
       default:
         break;
     }
@@ -326,7 +346,8 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
       // Blocked: 4-d ops take either layout, so a value stays in the one its producer gave it;
       // convolutions pick theirs below. PyTorch's include-pad divisor differs from oneDNN's where
       // a ceil-mode window overhangs.
-      if (blocked && (x.dim() != 4 || n.op == Op::Flatten || n.op == Op::Linear ||
+      if (blocked && (x.dim() != 4 || n.op == Op::Flatten || n.op == Op::Linear || n.op == Op::Slice ||
+                      n.op == Op::Pad ||
                       (n.op == Op::AvgPool && n.ceilMode && n.countIncludePad)))
         x = toDense(x);
       switch (n.op) {
@@ -384,10 +405,10 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
             break;
           }
           // In place only when nothing else sees the input: a single consumer, not returned, not
-          // the caller's input, not a view (Flatten) and not a Relu output (its backward needs it).
+          // the caller's input, not a view (Flatten, Slice) and not a Relu output (its backward needs it).
           int v = st.in[0], p = producer_[v];
           bool inplace = uses[v] == 1 && !wanted[v] && p >= 0 && steps_[p].spec->op != Op::Flatten &&
-                         steps_[p].spec->op != Op::Relu;
+                         steps_[p].spec->op != Op::Slice && steps_[p].spec->op != Op::Relu;
           y = inplace && x.is_same(vals[v]) ? torch::relu_(vals[v]) : torch::relu(x);
           break;
         }
@@ -416,6 +437,25 @@ std::vector<torch::Tensor> Engine::run(const torch::Tensor& xIn, const std::vect
           if (!x2.defined()) throw std::logic_error("second input value was released early");
           if (blocked) x2 = x.is_mkldnn() ? toBlocked(x2) : toDense(x2);
           y = torch::add(x, x2);
+          break;
+        }
+        case Op::Slice: {
+          // strided views, then one dense copy in the input's memory format (no aliasing of the input)
+          y = x;
+          for (size_t i = 0; i < n.axes.size(); ++i) y = y.slice(n.axes[i], n.starts[i], n.ends[i], n.steps[i]);
+          y = y.contiguous(x.suggest_memory_format());
+          break;
+        }
+        case Op::Pad: {
+          // libtorch lists pads last dim first: [W_begin, W_end, H_begin, H_end, C_begin, C_end, ...]
+          const int64_t r = static_cast<int64_t>(n.pads.size() / 2);
+          if (x.dim() != r)
+            throw std::invalid_argument("expects a " + std::to_string(r) + "-d input, got " + std::to_string(x.dim()) + "-d");
+          std::vector<int64_t> pad;
+          for (int64_t d = r - 1; d >= 0; --d) pad.push_back(n.pads[d]), pad.push_back(n.pads[d + r]);
+          y = torch::constant_pad_nd(x, pad, n.padValue);
+          if (x.suggest_memory_format() == torch::MemoryFormat::ChannelsLast)
+            y = y.contiguous(torch::MemoryFormat::ChannelsLast);
           break;
         }
       }

@@ -16,7 +16,7 @@
 
 namespace cmi {
 
-enum class Op { Conv2d, BatchNorm, Relu, MaxPool, AvgPool, GlobalAvgPool, Flatten, Linear, Add };
+enum class Op { Conv2d, BatchNorm, Relu, MaxPool, AvgPool, GlobalAvgPool, Flatten, Linear, Add, Slice, Pad };
 
 // The parsed IR, independent of how the front end delivered it.
 struct NodeSpec {
@@ -29,6 +29,11 @@ struct NodeSpec {
   int64_t axis = 1;
   double eps = 1e-5, momentum = 0.1;
   bool ceilMode = false, countIncludePad = true;
+  // Slice: per entry, x.slice(axes[i], starts[i], ends[i], steps[i]) (steps >= 1, 0 <= start < end)
+  std::vector<int64_t> axes, starts, ends, steps;
+  // Pad (constant mode): ONNX order [x1_begin, x2_begin, ..., x1_end, x2_end, ...], all >= 0
+  std::vector<int64_t> pads;
+  double padValue = 0;
   // slot ("weight", "bias", "runningMean", "runningVar") -> tensor name
   std::map<std::string, std::string> params;
 };
