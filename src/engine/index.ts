@@ -175,6 +175,8 @@ const ARITY: Record<Node['op'], number> = {
   Flatten: 1,
   Linear: 1,
   Add: 2,
+  Slice: 1,
+  Pad: 1,
 };
 
 function label(n: Node): string {
@@ -224,6 +226,27 @@ function paramShapes(n: Node): { required: Record<string, number[]>; optional: R
       if (!Number.isInteger(n.attrs.axis) || n.attrs.axis < 0)
         throw new UserError(`${label(n)}: axis must be a non-negative integer, got ${n.attrs.axis}`);
       return { required: {}, optional: {} };
+    case 'Slice': {
+      const { axes, starts, ends, steps } = n.attrs;
+      const ints = (v: unknown, min: number) => Array.isArray(v) && v.every((d) => Number.isInteger(d) && d >= min);
+      const k = Array.isArray(axes) ? axes.length : 0;
+      if (k < 1 || k > 2 || ![starts, ends, steps].every((v) => Array.isArray(v) && v.length === k))
+        throw new UserError(`${label(n)}: attrs axes, starts, ends, steps must be lists of one length (1 or 2), got ${JSON.stringify(n.attrs)}`);
+      if (!ints(axes, 2) || axes.some((a) => a > 3) || (k === 2 && axes[0]! >= axes[1]!))
+        throw new UserError(`${label(n)}: attr axes must be spatial (2, 3) and increasing, got ${JSON.stringify(axes)}`);
+      if (!ints(starts, 0) || !ints(steps, 1) || !ints(ends, 1) || starts.some((s, i) => s >= ends[i]!))
+        throw new UserError(`${label(n)}: needs integers 0 <= start < end and step >= 1, got ${JSON.stringify(n.attrs)}`);
+      return { required: {}, optional: {} };
+    }
+    case 'Pad': {
+      const { pads, mode, value } = n.attrs;
+      if (!Array.isArray(pads) || pads.length !== 8 || !pads.every((d) => Number.isInteger(d) && d >= 0) || pads[0] || pads[4])
+        throw new UserError(`${label(n)}: attr pads must be 8 integers >= 0 with no batch padding, got ${JSON.stringify(pads)}`);
+      if (mode !== 'constant') throw new UserError(`${label(n)}: attr mode must be 'constant', got ${JSON.stringify(mode)}`);
+      if (typeof value !== 'number' || !Number.isFinite(value))
+        throw new UserError(`${label(n)}: attr value must be a finite number, got ${JSON.stringify(value)}`);
+      return { required: {}, optional: {} };
+    }
     default:
       return { required: {}, optional: {} };
   }

@@ -34,6 +34,9 @@ export const COUNTABLE_ONNX_OPS: readonly string[] = [
   'Relu',
   'BatchNormalization',
   'Add',
+  'Slice',
+  'Pad',
+  'Constant',
 ];
 
 const FLOAT_TYPES: ReadonlySet<number> = new Set([DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16]);
@@ -136,6 +139,28 @@ function broadcast(node: pb.INodeProto, a: number[], b: number[]): number[] {
   return out;
 }
 
+/** The integers of an int64/int32 tensor (Slice bounds, Pad pads), or undefined for other types. */
+function tensorInts(t: pb.ITensorProto): number[] | undefined {
+  const n = prod((t.dims ?? []).map((d) => toNum(d as Int64)));
+  const raw = t.rawData && t.rawData.length > 0 ? t.rawData : undefined;
+  const big = (v: bigint): number => Number(v); // INT64_MAX ends become 9.2e18: clamped like any large end
+  if (t.dataType === DataType.INT64) {
+    if (raw) {
+      const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+      return Array.from({ length: raw.length / 8 }, (_, i) => big(dv.getBigInt64(i * 8, true)));
+    }
+    return (t.int64Data ?? []).map((v) => (typeof v === 'number' ? v : Number(BigInt((v as { toString(): string }).toString()))));
+  }
+  if (t.dataType === DataType.INT32) {
+    if (raw) {
+      const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+      return Array.from({ length: raw.length / 4 }, (_, i) => dv.getInt32(i * 4, true));
+    }
+    return [...(t.int32Data ?? [])].slice(0, n);
+  }
+  return undefined;
+}
+
 /**
  * Counts parameters and multiply-adds per image of an ONNX model, from its protobuf alone.
  * Parameters follow PyTorch's convention (BatchNormalization running mean/var are buffers, not
@@ -154,8 +179,12 @@ export function countOnnx(onnxBytes: Uint8Array): OnnxCount {
   if (!graph) throw new CountError('the model has no graph');
 
   const inits = new Map<string, { dims: number[]; dataType: number }>();
+  /** integer constants (initializers and Constant nodes): Slice bounds, Pad pads */
+  const intConsts = new Map<string, number[]>();
   for (const t of graph.initializer ?? []) {
     inits.set(t.name ?? '', { dims: (t.dims ?? []).map((d) => toNum(d as Int64)), dataType: t.dataType ?? 0 });
+    const v = tensorInts(t);
+    if (v) intConsts.set(t.name ?? '', v);
   }
 
   const shapes = new Map<string, number[]>();
@@ -185,6 +214,14 @@ export function countOnnx(onnxBytes: Uint8Array): OnnxCount {
     const s = shapes.get(name);
     if (!s) throw new CountError(`${label(node)}: input '${name}' is not produced by any earlier node, initializer or graph input`);
     return s;
+  };
+  /** input i as a constant integer list; undefined when the input is left out */
+  const intsOf = (node: pb.INodeProto, i: number, role: string): number[] | undefined => {
+    const name = node.input?.[i];
+    if (!name) return undefined;
+    const v = intConsts.get(name);
+    if (!v) throw new CountError(`${label(node)}: ${role} '${name}' is not a constant integer tensor`);
+    return v;
   };
   const countParam = (node: pb.INodeProto, i: number): void => {
     const name = node.input?.[i];
@@ -276,6 +313,71 @@ export function countOnnx(onnxBytes: Uint8Array): OnnxCount {
       case 'Add':
         out = broadcast(node, shapeOf(node, 0), shapeOf(node, 1));
         break;
+      case 'Constant': {
+        const a = (node.attribute ?? [])[0];
+        if (a?.t) {
+          out = (a.t.dims ?? []).map((d) => toNum(d as Int64));
+          const v = tensorInts(a.t);
+          if (v) intConsts.set(node.output?.[0] ?? '', v);
+        } else if (a?.name === 'value_ints') {
+          const v = (a.ints ?? []).map((d) => toNum(d as Int64));
+          out = [v.length];
+          intConsts.set(node.output?.[0] ?? '', v);
+        } else if (a?.name === 'value_int') {
+          out = [];
+          intConsts.set(node.output?.[0] ?? '', [toNum(a.i as Int64)]);
+        } else if (a?.name === 'value_floats') out = [a.floats?.length ?? 0];
+        else out = [];
+        break;
+      }
+      case 'Slice': {
+        // no parameters, no multiply-adds: only the shape changes (ONNX clamping of starts/ends)
+        const x = shapeOf(node, 0);
+        const opsetInputs = (node.input?.length ?? 0) > 1;
+        const starts = opsetInputs ? intsOf(node, 1, 'starts') : attrInts(node, 'starts');
+        const ends = opsetInputs ? intsOf(node, 2, 'ends') : attrInts(node, 'ends');
+        if (!starts || !ends || starts.length !== ends.length) throw new CountError(`${label(node)}: needs starts and ends of one length`);
+        const axes = (opsetInputs ? intsOf(node, 3, 'axes') : attrInts(node, 'axes')) ?? starts.map((_, i) => i);
+        const steps = (opsetInputs ? intsOf(node, 4, 'steps') : undefined) ?? starts.map(() => 1);
+        out = [...x];
+        axes.forEach((ax0, i) => {
+          const ax = ax0 < 0 ? ax0 + x.length : ax0;
+          const d = x[ax];
+          const step = steps[i]!;
+          if (d === undefined || step === 0) throw new CountError(`${label(node)}: axis ${ax0} / step ${step} do not fit [${x}]`);
+          let b = starts[i]! < 0 ? starts[i]! + d : starts[i]!;
+          let e = ends[i]! < 0 ? ends[i]! + d : ends[i]!;
+          if (step > 0) {
+            b = Math.min(Math.max(b, 0), d);
+            e = Math.min(Math.max(e, 0), d);
+            out[ax] = Math.max(0, Math.ceil((e - b) / step));
+          } else {
+            b = Math.min(Math.max(b, 0), d - 1);
+            e = Math.min(Math.max(e, -1), d - 1);
+            out[ax] = Math.max(0, Math.ceil((b - e) / -step));
+          }
+        });
+        break;
+      }
+      case 'Pad': {
+        const x = shapeOf(node, 0);
+        const r = x.length;
+        let pads = (node.input?.length ?? 0) > 1 ? intsOf(node, 1, 'pads') : attrInts(node, 'pads');
+        if (!pads) throw new CountError(`${label(node)}: missing pads`);
+        const axes = intsOf(node, 3, 'axes');
+        if (axes) {
+          const full = new Array<number>(2 * r).fill(0);
+          axes.forEach((ax0, i) => {
+            const ax = ax0 < 0 ? ax0 + r : ax0;
+            full[ax] = pads![i]!;
+            full[ax + r] = pads![i + axes.length]!;
+          });
+          pads = full;
+        }
+        if (pads.length !== 2 * r) throw new CountError(`${label(node)}: ${pads.length} pads for a ${r}-d input`);
+        out = x.map((d, i) => d + pads![i]! + pads![i + r]!);
+        break;
+      }
       default:
         throw new CountError(`${label(node)} is not supported`);
     }

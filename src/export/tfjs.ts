@@ -13,7 +13,7 @@
 // Reshape -> Permute -> Flatten emitted.
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { AvgPoolNode, Conv2dNode, MaxPoolNode, Model, Node, Tensor } from '../ir/model.js';
+import type { AvgPoolNode, Conv2dNode, MaxPoolNode, Model, Node, PadNode, SliceNode, Tensor } from '../ir/model.js';
 import { inferShapes } from '../ir/shapes.js';
 import { UserError } from '../util/errors.js';
 import { metadataArray } from '../data/normalization.js';
@@ -338,6 +338,12 @@ function convert(model: Model): {
         out = { ...a, layer: g.emit('Add', node.name, {}, [a.layer, b.layer]) };
         break;
       }
+      case 'Slice':
+        out = sliceLayer(g, node, asMap(node, get(node, 0)), spatial(node));
+        break;
+      case 'Pad':
+        out = padLayer(g, node, asMap(node, get(node, 0)), spatial(node), fail);
+        break;
     }
     values.set(node.outputs[0], out);
   }
@@ -477,6 +483,66 @@ function poolLayer(g: TfjsGraph, node: MaxPoolNode | AvgPoolNode, x: TfValue, ou
     [src],
   );
   return { layer, kind: 'map', c, h: oh, w: ow };
+}
+
+/**
+ * Strided spatial slice: Cropping2D to [start, end) on each axis, then a 1x1 max pool whose strides
+ * are the steps (it picks every step-th element: ceil((end - start) / step) outputs, as the slice).
+ */
+function sliceLayer(g: TfjsGraph, node: SliceNode, x: TfValue, outShape: [number, number, number]): TfValue {
+  const a = node.attrs;
+  const [c, oh, ow] = outShape;
+  const crop = [[0, 0], [0, 0]];
+  const steps = [1, 1];
+  a.axes.forEach((axis, i) => {
+    const size = axis === 2 ? x.h : x.w;
+    crop[axis - 2] = [a.starts[i]!, size - a.ends[i]!];
+    steps[axis - 2] = a.steps[i]!;
+  });
+  let layer = x.layer;
+  const cropped = crop.some(([b, e]) => b! > 0 || e! > 0);
+  const strided = steps.some((s) => s > 1);
+  if (cropped) layer = g.emit('Cropping2D', strided ? `${node.name}_crop` : node.name, { cropping: crop, data_format: 'channels_last' }, [layer]);
+  if (strided) {
+    layer = g.emit('MaxPooling2D', node.name, { pool_size: [1, 1], strides: steps, padding: 'valid', data_format: 'channels_last' }, [layer]);
+  }
+  if (!cropped && !strided) layer = g.emit('Activation', node.name, { activation: 'linear' }, [layer]);
+  return { layer, kind: 'map', c, h: oh, w: ow };
+}
+
+/**
+ * Constant padding: new channels by a fixed 1x1 Conv2D that copies channel i to cBegin + i (weights
+ * 0/1, so exact) with the pad value as the bias of the new channels; spatial zeros by ZeroPadding2D.
+ */
+function padLayer(g: TfjsGraph, node: PadNode, x: TfValue, outShape: [number, number, number], fail: (n: Node, why: string) => never): TfValue {
+  const [, cb, hb, wb, , ce, he, we] = node.attrs.pads;
+  const value = node.attrs.value;
+  const [co, oh, ow] = outShape;
+  const spatial = hb + he + wb + we > 0;
+  if (spatial && value !== 0) fail(node, `spatial padding with the value ${value} (TF.js ZeroPadding2D pads with zeros only)`);
+  let layer = x.layer;
+  if (cb + ce > 0) {
+    const kernel = new Float32Array(x.c * co);
+    for (let i = 0; i < x.c; i++) kernel[i * co + cb + i] = 1;
+    const ws: Omit<WeightEntry, 'name'>[] = [{ shape: [1, 1, x.c, co], data: kernel }];
+    if (value !== 0) {
+      const bias = new Float32Array(co).fill(value);
+      bias.fill(0, cb, cb + x.c);
+      ws.push({ shape: [co], data: bias });
+    }
+    layer = g.emit(
+      'Conv2D',
+      spatial ? `${node.name}_channels` : node.name,
+      { filters: co, kernel_size: [1, 1], strides: [1, 1], padding: 'valid', data_format: 'channels_last', dilation_rate: [1, 1], activation: 'linear', use_bias: value !== 0 },
+      [layer],
+      ws,
+      ['kernel', 'bias'],
+    );
+  }
+  if (spatial) {
+    layer = g.emit('ZeroPadding2D', node.name, { padding: [[hb, he], [wb, we]], data_format: 'channels_last' }, [layer]);
+  }
+  return { layer, kind: 'map', c: co, h: oh, w: ow };
 }
 
 /** little-endian float32 bytes of the weights, concatenated in manifest order */

@@ -40,6 +40,28 @@ export interface FlattenAttrs {
   /** dims [0, axis) are kept as the batch dim, the rest flattened; the IR supports axis = 1 */
   axis: number;
 }
+/**
+ * Strided spatial slice of [N,C,H,W] (ResNet "option A" shortcuts: x[:, :, ::2, ::2]). Every entry
+ * is explicit and in range: no negative indices, no clamping left to the consumer.
+ */
+export interface SliceAttrs {
+  /** spatial axes only: 2 (H) and/or 3 (W), strictly increasing */
+  axes: number[];
+  /** per axis: first index taken, 0 <= start < end */
+  starts: number[];
+  /** per axis: exclusive end, end <= the input's size on that axis */
+  ends: number[];
+  /** per axis: step >= 1; output size ceil((end - start) / step) */
+  steps: number[];
+}
+/** Constant padding of [N,C,H,W] on channels and/or spatial dims (ResNet "option A" zero channels). */
+export interface PadAttrs {
+  /** ONNX order [N_begin, C_begin, H_begin, W_begin, N_end, C_end, H_end, W_end]; all >= 0, N entries 0 */
+  pads: [number, number, number, number, number, number, number, number];
+  mode: 'constant';
+  /** the value of every padded element (0 for zero padding) */
+  value: number;
+}
 
 interface NodeBase<Op extends string, A, P extends string> {
   /** unique, stable name (ONNX node name or module path) */
@@ -64,6 +86,8 @@ export type FlattenNode = NodeBase<'Flatten', FlattenAttrs, never>;
 export type LinearNode = NodeBase<'Linear', LinearAttrs, 'weight' | 'bias'>;
 /** element-wise sum of two inputs of the same shape */
 export type AddNode = NodeBase<'Add', Record<string, never>, never>;
+export type SliceNode = NodeBase<'Slice', SliceAttrs, never>;
+export type PadNode = NodeBase<'Pad', PadAttrs, never>;
 
 export type Node =
   | Conv2dNode
@@ -74,7 +98,9 @@ export type Node =
   | GlobalAvgPoolNode
   | FlattenNode
   | LinearNode
-  | AddNode;
+  | AddNode
+  | SliceNode
+  | PadNode;
 export type OpType = Node['op'];
 
 export const OP_TYPES: readonly OpType[] = [
@@ -87,6 +113,8 @@ export const OP_TYPES: readonly OpType[] = [
   'Flatten',
   'Linear',
   'Add',
+  'Slice',
+  'Pad',
 ];
 
 /** Which parameter slots are trained by gradient descent; the rest (BN running stats) are buffers. */

@@ -43,6 +43,47 @@ function pooled(node: Node, attrs: PoolAttrs, x: number[]): number[] {
   return [n, c, oh, ow];
 }
 
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
+/** Elements a strided slice [start, end) with step takes: ceil((end - start) / step). */
+export function sliceLength(start: number, end: number, step: number): number {
+  return Math.max(0, Math.ceil((end - start) / step));
+}
+
+function sliced(node: Extract<Node, { op: 'Slice' }>, x: number[]): number[] {
+  if (x.length !== 4) throw new ShapeError(node, `expects a 4-d input [N,C,H,W], got [${x}]`);
+  const { axes, starts, ends, steps } = node.attrs;
+  const k = Array.isArray(axes) ? axes.length : -1;
+  if (k < 1 || k > 2 || ![starts, ends, steps].every((v) => Array.isArray(v) && v.length === k)) {
+    throw new ShapeError(node, `axes, starts, ends and steps must be lists of the same length 1 or 2, got ${JSON.stringify(node.attrs)}`);
+  }
+  const out = [...x];
+  axes.forEach((axis, i) => {
+    if (!isInt(axis) || (axis !== 2 && axis !== 3) || (i > 0 && axis <= axes[i - 1]!)) {
+      throw new ShapeError(node, `axes [${axes}] must be spatial (2 = H, 3 = W) and strictly increasing`);
+    }
+    const [start, end, step] = [starts[i], ends[i], steps[i]];
+    if (!isInt(step) || step < 1) throw new ShapeError(node, `step ${step} on axis ${axis} must be an integer >= 1`);
+    if (!isInt(start) || !isInt(end) || start < 0 || end <= start || end > x[axis]!) {
+      throw new ShapeError(node, `range [${start}, ${end}) on axis ${axis} must satisfy 0 <= start < end <= ${x[axis]} (the input's size)`);
+    }
+    out[axis] = sliceLength(start, end, step);
+  });
+  return out;
+}
+
+function padded(node: Extract<Node, { op: 'Pad' }>, x: number[]): number[] {
+  if (x.length !== 4) throw new ShapeError(node, `expects a 4-d input [N,C,H,W], got [${x}]`);
+  const { pads, mode, value } = node.attrs;
+  if (!Array.isArray(pads) || pads.length !== 8 || !pads.every((p) => isInt(p) && p >= 0)) {
+    throw new ShapeError(node, `pads must be 8 integers >= 0 [N,C,H,W begin, N,C,H,W end], got ${JSON.stringify(pads)}`);
+  }
+  if (pads[0] !== 0 || pads[4] !== 0) throw new ShapeError(node, `pads [${pads}] pad the batch dimension, which is not supported`);
+  if (mode !== 'constant') throw new ShapeError(node, `mode '${mode}' is not supported (only 'constant')`);
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw new ShapeError(node, `value ${value} must be a finite number`);
+  return x.map((d, i) => d + pads[i]! + pads[i + 4]!);
+}
+
 function paramShape(model: Model, node: Node, slot: string): number[] | undefined {
   const key = (node.params as Record<string, string | undefined>)[slot];
   if (key === undefined) return undefined;
@@ -122,6 +163,10 @@ export function nodeOutputShape(model: Model, node: Node, ins: number[][]): numb
       }
       return x;
     }
+    case 'Slice':
+      return sliced(node, x);
+    case 'Pad':
+      return padded(node, x);
   }
 }
 

@@ -30,7 +30,10 @@ function tensorType(shape: number[]): pb.ITypeProto {
   };
 }
 
-function nodeProto(n: Node): pb.INodeProto {
+/** Adds a constant initializer (int64 vector or float32 scalar) under a fresh name derived from `base`. */
+type AddConst = (base: string, t: { int64?: number[]; float?: number }) => string;
+
+function nodeProto(n: Node, addConst: AddConst): pb.INodeProto {
   const base = { name: n.name, input: [...n.inputs], output: [...n.outputs] };
   const p = n.params as Record<string, string | undefined>;
   const withParams = (...slots: string[]): string[] => {
@@ -90,6 +93,19 @@ function nodeProto(n: Node): pb.INodeProto {
       };
     case 'Add':
       return { ...base, opType: 'Add' };
+    case 'Slice': {
+      // opset >= 10: starts/ends/axes/steps are int64 inputs
+      const a = n.attrs;
+      const input = [n.inputs[0]!];
+      for (const k of ['starts', 'ends', 'axes', 'steps'] as const) input.push(addConst(`${n.name}.${k}`, { int64: a[k] }));
+      return { ...base, opType: 'Slice', input };
+    }
+    case 'Pad': {
+      // opset >= 11: pads and constant_value are inputs
+      const a = n.attrs;
+      const input = [n.inputs[0]!, addConst(`${n.name}.pads`, { int64: [...a.pads] }), addConst(`${n.name}.value`, { float: a.value })];
+      return { ...base, opType: 'Pad', input, attribute: [{ name: 'mode', type: AttrType.STRING, s: new TextEncoder().encode(a.mode) }] };
+    }
   }
 }
 
@@ -114,13 +130,24 @@ export function exportOnnx(model: Model, opts: ExportOptions = {}): Uint8Array {
     }
   }
 
+  const initializer: pb.ITensorProto[] = initNames.map((key) => {
+    const t = model.tensors[key]!;
+    return { name: key, dims: [...t.shape], dataType: DataType.FLOAT, rawData: float32ToRaw(t.data) };
+  });
+  // op constants (Slice bounds, Pad pads/value) get names no value, parameter or other constant has
+  const taken = new Set<string>([...values, ...initNames, ...Object.keys(model.tensors)]);
+  const addConst: AddConst = (base, t) => {
+    let name = base;
+    for (let i = 1; taken.has(name); i++) name = `${base}_${i}`;
+    taken.add(name);
+    if (t.int64) initializer.push({ name, dims: [t.int64.length], dataType: DataType.INT64, int64Data: t.int64 });
+    else initializer.push({ name, dims: [], dataType: DataType.FLOAT, rawData: float32ToRaw(Float32Array.of(t.float ?? 0)) });
+    return name;
+  };
   const graph: pb.IGraphProto = {
     name: model.name || 'cmiprune',
-    node: model.nodes.map(nodeProto),
-    initializer: initNames.map((key) => {
-      const t = model.tensors[key]!;
-      return { name: key, dims: [...t.shape], dataType: DataType.FLOAT, rawData: float32ToRaw(t.data) };
-    }),
+    node: model.nodes.map((n) => nodeProto(n, addConst)),
+    initializer,
     input: model.inputs.map((v) => ({ name: v.name, type: tensorType(v.shape) })),
     output: model.outputs.map((o) => ({ name: o, type: tensorType(shapes.get(o)!) })),
   };

@@ -57,6 +57,10 @@ export const OP_RULES: Readonly<Record<OpType, OpRule>> = {
   Flatten: { role: 'flatten' },
   Linear: { role: 'consumer' },
   Add: { role: 'couple' },
+  // a spatial subsample keeps channel c as channel c; a constant map stays that constant
+  Slice: { role: 'passthrough', constant: identity },
+  // padding channels renumbers them (zero channels of a ResNet option-A shortcut): refused for now
+  Pad: { role: 'couple' },
 };
 
 /** One step of a channel walk: a node the group's channels reach and how. */

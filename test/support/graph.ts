@@ -84,6 +84,18 @@ export class GraphBuilder {
     return name;
   }
 
+  /** strided spatial slice, e.g. slice('sub', x, [2, 3], [0, 0], [32, 32], [2, 2]) for x[:, :, ::2, ::2] */
+  slice(name: string, x: string, axes: number[], starts: number[], ends: number[], steps: number[]): string {
+    this.nodes.push({ name, op: 'Slice', inputs: [x], outputs: [name], attrs: { axes, starts, ends, steps }, params: {} });
+    return name;
+  }
+
+  /** constant padding; pads in ONNX order [N,C,H,W begin, N,C,H,W end] */
+  pad(name: string, x: string, pads: [number, number, number, number, number, number, number, number], value = 0): string {
+    this.nodes.push({ name, op: 'Pad', inputs: [x], outputs: [name], attrs: { pads, mode: 'constant', value }, params: {} });
+    return name;
+  }
+
   /** the model so far; inShape without the batch dim */
   model(name: string, inShape: number[], out: string, metadata: Record<string, string> = {}): Model {
     return { name, inputs: [{ name: this.inputName, shape: [-1, ...inShape] }], outputs: [out], nodes: this.nodes, tensors: this.tensors, metadata };

@@ -1,7 +1,7 @@
 // The tests' one reference interpreter of the IR: plain TypeScript in float64, NCHW, PyTorch
 // semantics, independent of the engine and of onnxruntime. Every op of src/ir/model.ts, with
 // BatchNorm in eval mode (running statistics) or train mode (batch statistics).
-import type { BatchNormAttrs, Conv2dAttrs, Model, Node, PoolAttrs, Tensor } from '../../src/ir/model.js';
+import type { BatchNormAttrs, Conv2dAttrs, Model, Node, PadAttrs, PoolAttrs, SliceAttrs, Tensor } from '../../src/ir/model.js';
 
 /** A dense float64 tensor, row-major. */
 export interface RefTensor {
@@ -135,6 +135,51 @@ function pool(x: RefTensor, a: PoolAttrs, max: boolean): RefTensor {
   return { shape: [N, C, OH, OW], data: y };
 }
 
+/** x[..., start:end:step, ...] on each listed axis (any rank), by explicit index arithmetic. */
+function slice(x: RefTensor, a: SliceAttrs): RefTensor {
+  const shape = [...x.shape];
+  const pick: number[][] = shape.map((d) => Array.from({ length: d }, (_, i) => i));
+  a.axes.forEach((axis, i) => {
+    const idx: number[] = [];
+    for (let k = a.starts[i]!; k < Math.min(a.ends[i]!, x.shape[axis]!); k += a.steps[i]!) idx.push(k);
+    pick[axis] = idx;
+    shape[axis] = idx.length;
+  });
+  const inStride = x.shape.map((_, d) => numel(x.shape.slice(d + 1)));
+  const y = new Float64Array(numel(shape));
+  const pos = new Array<number>(shape.length).fill(0);
+  for (let o = 0; o < y.length; o++) {
+    let off = 0;
+    for (let d = 0; d < shape.length; d++) off += pick[d]![pos[d]!]! * inStride[d]!;
+    y[o] = x.data[off]!;
+    for (let d = shape.length - 1; d >= 0; d--) {
+      if (++pos[d]! < shape[d]!) break;
+      pos[d] = 0;
+    }
+  }
+  return { shape, data: y };
+}
+
+/** Constant padding, pads in ONNX order [x1_begin, ..., xr_begin, x1_end, ..., xr_end]. */
+function pad(x: RefTensor, a: PadAttrs): RefTensor {
+  const r = x.shape.length;
+  if (a.pads.length !== 2 * r) throw new Error(`reference Pad: ${a.pads.length} pads for a ${r}-d input`);
+  const shape = x.shape.map((d, i) => d + a.pads[i]! + a.pads[i + r]!);
+  const y = new Float64Array(numel(shape)).fill(a.value);
+  const outStride = shape.map((_, d) => numel(shape.slice(d + 1)));
+  const pos = new Array<number>(r).fill(0);
+  for (let k = 0; k < x.data.length; k++) {
+    let off = 0;
+    for (let d = 0; d < r; d++) off += (pos[d]! + a.pads[d]!) * outStride[d]!;
+    y[off] = x.data[k]!;
+    for (let d = r - 1; d >= 0; d--) {
+      if (++pos[d]! < x.shape[d]!) break;
+      pos[d] = 0;
+    }
+  }
+  return { shape, data: y };
+}
+
 function linear(x: RefTensor, w: RefTensor, b: RefTensor | undefined): RefTensor {
   const [N, I] = x.shape as [number, number];
   const O = w.shape[0]!;
@@ -222,6 +267,12 @@ export function referenceForward(model: Model, x: Float32Array | Float64Array, s
         y = { shape: [...a.shape], data: a.data.map((v, i) => v + b.data[i]!) };
         break;
       }
+      case 'Slice':
+        y = slice(a, n.attrs);
+        break;
+      case 'Pad':
+        y = pad(a, n.attrs);
+        break;
     }
     vals.set(n.outputs[0], y);
   }
