@@ -328,6 +328,8 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     fresh: o.fresh,
   };
   const criterion = makeCriterion(o, cmiSettings);
+  // what ranked the filters, in words: the cross-layer formulations replace the per-layer ordering
+  const criterionLabel = chained ? criterion.key.replace('/per-layer/', `/${o.formulation}/${o.order}/`) : criterion.key;
   const budget = 'fraction' in cutoff && cutoff.kind !== 'keep' ? (cutoff as Budget) : undefined;
   const rankings = new Map<string, GroupRanking>();
   // (the bidirectional order's own per-layer pre-pass runs inside rankChains, on the same checkpoints)
@@ -419,7 +421,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
   }
   const plan: PruningPlan = {
     keep: Object.fromEntries(prunable.map((g) => [g.name, sortedPrefix(rankings.get(g.name)!.order, decisions.get(g.name)!.keep)])),
-    provenance: { tool: 'cmiprune', version: PRUNE_ALGORITHM_VERSION, criterion: criterion.key, formulation: o.formulation, order: o.order, cutoff: cutoffName(cutoff), allocation: allocation?.rule ?? null, seed: o.seed },
+    provenance: { tool: 'cmiprune', version: PRUNE_ALGORITHM_VERSION, criterion: criterionLabel, formulation: o.formulation, order: o.order, cutoff: cutoffName(cutoff), allocation: allocation?.rule ?? null, seed: o.seed },
   };
   stage('cutoff');
 
@@ -507,7 +509,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
   const filtersAfter = groups.reduce((s, g) => s + (plan.keep[g.name]?.length ?? g.channels), 0);
   const report = {
     tool: { name: 'cmiprune', algorithm: PRUNE_ALGORITHM_VERSION },
-    settings: { ...o, criterionKey: criterion.key, normalization: norm },
+    settings: { ...o, criterionKey: criterionLabel, normalization: norm },
     model: { path: o.model, sha256: modelSha256, input: model.inputs[0], outputs: model.outputs },
     data: { name: o.data, source: describeDataSpec(o.data), calibration: calibration.n, heldout: heldout.n, test: test.n, heldoutFrom: 'training images outside the calibration sample' },
     cutoffRules: {
@@ -581,7 +583,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
   return {
     out: o.out,
     files,
-    criterion: criterion.key,
+    criterion: criterionLabel,
     cutoff: cutoffName(cutoff),
     filters: { before: filtersBefore, after: filtersAfter },
     params: { before: costBefore.params, after: costAfter.params },
