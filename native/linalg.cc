@@ -111,19 +111,59 @@ struct Workspace {
   }
 };
 
+// Neumaier's compensated sum (Kahan's, also exact when a term outweighs the running sum).
+struct CompensatedSum {
+  double sum = 0, comp = 0;
+  void add(double x) {
+    const double t = sum + x;
+    comp += std::fabs(sum) >= std::fabs(x) ? (sum - t) + x : (x - t) + sum;
+    sum = t;
+  }
+  double value() const { return sum + comp; }
+};
+
+// S_alpha(M / tr) = log(sum_i |x_i|^alpha) / (1 - alpha), x_i = lambda_i / tr, from the eigenvalues
+// lambda_i of M and tr = tr(M) (|x|: round-off makes tiny negatives). Near saturation every x_i is
+// close to 1/N and sum |x|^alpha is close to 1, so the 1/(1 - alpha) = -100 of alpha = 1.01 turns
+// an absolute error of the sum into 100x that error of the entropy; two errors of that size were
+// measured to dominate (~5e-14 at N = 56, alpha = 1.01):
+//  - rounding the ~N terms x^alpha ~ 1/N into a sum ~ 1 (each addition rounds at ulp(1)), and
+//  - the computed eigenvalues' sum drifting from tr(M) by a few ulp (reduction and QL round-off;
+//    the 4-lane path's rational QL drifts ~2x more than dsterf), which enters sum x^alpha with
+//    weight ~alpha x^(alpha-1) ~ 1 and so moves the entropy by ~100 x the drift.
+// Both go away with the exact identity sum_i x_i = tr(M)/tr = 1 (signed x: the trace):
+//   sum_i |x_i|^alpha = 1 + sum_i (|x_i|^alpha - x_i),  |x|^alpha - |x| = |x| expm1((alpha-1) ln|x|),
+// each term computed to a few ulp of itself (no cancellation), summed with compensation, and the
+// entropy finished as log1p(S - 1) / (1 - alpha) from S - 1 directly. The trace drift then enters
+// only with weight alpha x^(alpha-1) - 1 ~ 0.03 instead of ~1.
+// That form is for S >= 1/2 (alpha near 1, and any alpha < 1): for large alpha S is small (~N^(1-alpha)
+// near saturation), S - 1 ~ -1 and log1p would cancel, so there S itself is summed (compensated).
+double renyiFromEigenvalues(const double* lambda, int n, double tr, double alpha) {
+  const double am1 = alpha - 1.0;
+  CompensatedSum sm1;  // S - 1
+  for (int i = 0; i < n; ++i) {
+    const double x = lambda[i] / tr, ax = std::fabs(x);
+    double t = ax > 0 ? ax * std::expm1(am1 * std::log(ax)) : 0.0;  // |x|^alpha - |x|
+    if (x < 0) t += 2 * ax;                                          // |x|^alpha - x
+    sm1.add(t);
+  }
+  if (sm1.value() >= -0.5) return std::log1p(sm1.value()) / (1.0 - alpha);
+  CompensatedSum s;  // S
+  for (int i = 0; i < n; ++i) s.add(std::pow(std::fabs(lambda[i] / tr), alpha));
+  return std::log(s.value()) / (1.0 - alpha);
+}
+
 // S_alpha(K / tr K), natural log, for the symmetric K whose upper triangle (row-major; LAPACK's
 // column-major lower triangle) is in `a`; `a` is destroyed. Eigenvalues only: dsytrd + dsterf.
 double entropyUpper(double* a, Workspace& ws, double alpha) {
   const int n = ws.n;
-  double tr = 0;
-  for (int i = 0; i < n; ++i) tr += a[size_t(i) * n + i];
+  CompensatedSum tr;
+  for (int i = 0; i < n; ++i) tr.add(a[size_t(i) * n + i]);
   int info = 0;
   tridiagonalLower(n, a, ws.d.data(), ws.e.data(), ws.tau.data(), ws.work.data(), int(ws.work.size()));
   dsterf_(&n, ws.d.data(), ws.e.data(), &info);
   if (info != 0) throw std::runtime_error("dsterf did not converge (info " + std::to_string(info) + ")");
-  double s = 0;
-  for (int i = 0; i < n; ++i) s += std::pow(std::fabs(ws.d[i]) / tr, alpha);  // |lambda|: round-off negatives
-  return std::log(s) / (1.0 - alpha);
+  return renyiFromEigenvalues(ws.d.data(), n, tr.value(), alpha);
 }
 
 // Per-filter kernels are packed upper triangles, row by row: entry (i, j), j >= i, of an N x N
@@ -466,9 +506,9 @@ void entropies4(const double* x0, const double* k0, const double* x1, const doub
     else if (x) for (size_t p = 0; p < len; ++p) a[4 * p + l] = x[p];
     else for (size_t p = 0; p < len; ++p) a[4 * p + l] = 1.0;
   }
-  double tr[4] = {0, 0, 0, 0};
+  CompensatedSum tr[4];
   for (int i = 0; i < n; ++i)
-    for (int l = 0; l < 4; ++l) tr[l] += a[4 * packedRow(i, n) + l];
+    for (int l = 0; l < 4; ++l) tr[l].add(a[4 * packedRow(i, n) + l]);
   tridiagonal4(a, n, ws.laneD.data(), ws.laneE.data(), ws.laneWork.data());
   for (int l = 0; l < 4; ++l) {
     if (!outs[l]) continue;
@@ -483,9 +523,7 @@ void entropies4(const double* x0, const double* k0, const double* x1, const doub
       dsterf_(&n, ws.d.data(), ws.e.data(), &info);
       if (info != 0) throw std::runtime_error("dsterf did not converge (info " + std::to_string(info) + ")");
     }
-    double sum = 0;
-    for (int i = 0; i < n; ++i) sum += std::pow(std::fabs(ws.d[i]) / tr[l], alpha);
-    *outs[l] = std::log(sum) / (1.0 - alpha);
+    *outs[l] = renyiFromEigenvalues(ws.d.data(), n, tr[l].value(), alpha);
   }
 }
 
