@@ -29,6 +29,7 @@ import { cmiCriterion, cmiRankOptions, type CmiSettings, toGroupRanking } from '
 import { convUnits } from '../ir/graph.js';
 import { type ChainsResult, type Formulation, type PruneOrder, rankChains } from '../ordering/chains.js';
 import { costModel } from './cost.js';
+import { chipCriterion, hrankCriterion } from './activation-criteria.js';
 import { l1Criterion, randomCriterion, requireCurve } from './criteria.js';
 import { type CutoffSpec, cutoffName, parseCutoff } from './cutoff-spec.js';
 import { fractionCutoff, ptestCutoff, screeCutoff, withCandidate, xmeansCutoff } from './cutoffs.js';
@@ -39,7 +40,7 @@ import type { ChannelGroup, Criterion, CutoffDecision, GroupRanking, PruningPlan
 /** bump when the pipeline's decisions change for the same inputs (part of every checkpoint key) */
 export const PRUNE_ALGORITHM_VERSION = 'prune/1';
 
-export const CRITERIA = ['cmi', 'l1', 'random'] as const;
+export const CRITERIA = ['cmi', 'l1', 'random', 'hrank', 'chip'] as const;
 export type CriterionName = (typeof CRITERIA)[number];
 
 export interface PruneOptions {
@@ -194,10 +195,20 @@ function heldoutProbe(model: Model, heldout: ImageDataset, norm: { mean: number[
   };
 }
 
-function makeCriterion(o: PruneOptions, settings: CmiSettings): Criterion {
-  if (o.criterion === 'l1') return l1Criterion;
-  if (o.criterion === 'random') return randomCriterion(o.seed ?? 0);
-  return cmiCriterion(settings);
+/** Every criterion by name, with the settings the data-driven ones read. */
+export function makeCriterion(name: CriterionName, settings: CmiSettings): Criterion {
+  switch (name) {
+    case 'l1':
+      return l1Criterion;
+    case 'random':
+      return randomCriterion(settings.seed);
+    case 'hrank':
+      return hrankCriterion();
+    case 'chip':
+      return chipCriterion({ samples: settings.samples });
+    case 'cmi':
+      return cmiCriterion(settings);
+  }
 }
 
 /** What every pruning run reads first: the model, its groups, the data and the samples drawn from it. */
@@ -327,7 +338,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     checkpointDir: join(ckptDir, 'rank'),
     fresh: o.fresh,
   };
-  const criterion = makeCriterion(o, cmiSettings);
+  const criterion = makeCriterion(o.criterion, cmiSettings);
   // what ranked the filters, in words: the cross-layer formulations replace the per-layer ordering
   const criterionLabel = chained ? criterion.key.replace('/per-layer/', `/${o.formulation}/${o.order}/`) : criterion.key;
   const budget = 'fraction' in cutoff && cutoff.kind !== 'keep' ? (cutoff as Budget) : undefined;

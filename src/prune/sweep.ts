@@ -13,11 +13,9 @@ import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } from './allocate.js';
-import { cmiCriterion } from './cmi-criterion.js';
 import { costModel } from './cost.js';
-import { l1Criterion, randomCriterion } from './criteria.js';
 import { cutoffName, parseCutoff } from './cutoff-spec.js';
-import { checkOutDir, CRITERIA, type CriterionName, loadInputs } from './run.js';
+import { checkOutDir, CRITERIA, type CriterionName, loadInputs, makeCriterion } from './run.js';
 import { applyPlan } from './surgery.js';
 import type { ChannelGroup, Criterion, GroupRanking, PruningPlan } from './types.js';
 
@@ -90,8 +88,7 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   const perLayer: SweepSummary['perLayer'] = [];
   const bar = progress('sweep', o.criteria.length * (budgets.length + (o.perLayer ? prunable.length * budgets.length : 0)));
   for (const name of o.criteria) {
-    const criterion: Criterion =
-      name === 'l1' ? l1Criterion : name === 'random' ? randomCriterion(o.seed) : cmiCriterion({ alpha: o.alpha, sigma: o.sigma, samples: o.samples, seed: o.seed, threads: o.threads, checkpointDir: join(ckptDir, 'rank'), fresh: o.fresh });
+    const criterion: Criterion = makeCriterion(name, { alpha: o.alpha, sigma: o.sigma, samples: o.samples, seed: o.seed, threads: o.threads, checkpointDir: join(ckptDir, 'rank'), fresh: o.fresh });
     const rankings = new Map((await criterion.rank(model, prunable, { data: calibration, mean: norm.mean, std: norm.std, seed: o.seed, threads: o.threads })).map((r) => [r.group, r]));
     for (const b of budgets) {
       const keep: Record<string, number> =
