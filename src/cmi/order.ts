@@ -13,8 +13,10 @@ import { checkAlpha, inBase, labelGram, medianSigma, referenceSigma, type LogBas
  *   1: greedy selection, chain-rule CMI curve, noise floor with the own-MI tie-break
  *   2: sigma rule ('reference' | 'median') and its record in `sigma.rule`; optional permutation test
  *      (pValues); 'auto' no longer falls back silently to TypeScript for N > 64
+ *   3: native entropies finished as log1p(sum(|x|^alpha - x)) with compensated sums (round-off
+ *      ~30x smaller near saturation, so noise-floor steps and tie-break tails move)
  */
-export const ORDER_ALGORITHM_VERSION = '2';
+export const ORDER_ALGORITHM_VERSION = '3';
 
 /** Largest N that backend 'auto' orders in TypeScript when the native addon cannot be loaded. */
 export const TS_FALLBACK_MAX_N = 64;
