@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 // ONNX -> IR. Accepts both PyTorch exporters' styles (TorchScript: module-path names, BN kept or
 // folded; dynamo: node_Conv_N names, ReduceMean + Reshape for global pooling, constant shapes/axes).
+// ResNet option-A shortcuts (strided spatial Slice, constant Pad) become IR Slice/Pad nodes; shape
+// arithmetic on constants (e.g. PyTorch's unfolded F.pad `pads`) is evaluated here (constant folding).
 // Everything the IR cannot express is refused with one message naming the file, node and op.
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
@@ -54,6 +56,8 @@ export const SUPPORTED_ONNX_OPS: readonly string[] = [
   'Identity',
   'Dropout',
   'Constant',
+  'Slice',
+  'Pad',
 ];
 
 /**
@@ -61,7 +65,33 @@ export const SUPPORTED_ONNX_OPS: readonly string[] = [
  * `Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1]))` flatten that exporters emit for a
  * dynamic batch. On activations they are reported as unsupported.
  */
-export const SHAPE_ONLY_ONNX_OPS: readonly string[] = ['Shape', 'Gather', 'Unsqueeze', 'Concat', 'Slice', 'Cast'];
+export const SHAPE_ONLY_ONNX_OPS: readonly string[] = ['Shape', 'Gather', 'Unsqueeze', 'Concat', 'Slice', 'Cast', 'Size'];
+
+/**
+ * Ops accepted only when every input is a constant (or a static shape value): they are evaluated at
+ * import (constant folding), e.g. the `pads` arithmetic that PyTorch's exporter emits for F.pad
+ * without constant folding: Concat(Cast(pad), ConstantOfShape(Sub(Mul(rank, 2), Size(pad)))) ->
+ * Reshape [-1, 2] -> Slice (flip) -> Transpose -> Reshape [-1] -> Cast.
+ */
+export const CONSTANT_ONLY_ONNX_OPS: readonly string[] = ['ConstantOfShape', 'Transpose', 'Sub', 'Mul', 'Div', 'Neg'];
+
+/** Ops the importer evaluates when all their inputs are known (constants or static shape values). */
+const FOLDABLE: ReadonlySet<string> = new Set([
+  ...CONSTANT_ONLY_ONNX_OPS,
+  'Shape',
+  'Size',
+  'Gather',
+  'Unsqueeze',
+  'Squeeze',
+  'Concat',
+  'Reshape',
+  'Slice',
+  'Cast',
+  'Add',
+]);
+
+/** Folded constants larger than this are refused (a corrupt or hostile shape would exhaust memory). */
+const MAX_FOLDED_ELEMENTS = 1 << 24;
 
 /** Attributes each op may carry; anything else changes semantics we do not model, so it is refused. */
 const KNOWN_ATTRS: Record<string, readonly string[]> = {
@@ -87,7 +117,80 @@ const KNOWN_ATTRS: Record<string, readonly string[]> = {
   Concat: ['axis'],
   Slice: ['starts', 'ends', 'axes'],
   Cast: ['to', 'saturate'],
+  Size: [],
+  Pad: ['mode', 'pads', 'value'],
+  ConstantOfShape: ['value'],
+  Transpose: ['perm'],
+  Sub: ['axis', 'broadcast'],
+  Mul: ['axis', 'broadcast', 'consumed_inputs'],
+  Div: ['axis', 'broadcast'],
+  Neg: ['consumed_inputs'],
 };
+
+/** A fully known tensor (a constant, or a shape value without the batch size), row-major. */
+interface Known {
+  dims: number[];
+  vals: number[];
+  float: boolean;
+}
+
+const FLOAT_DTYPES: ReadonlySet<number> = new Set([DataType.FLOAT, DataType.DOUBLE, DataType.FLOAT16, DataType.BFLOAT16]);
+const INT_DTYPES: ReadonlySet<number> = new Set([
+  DataType.INT64,
+  DataType.INT32,
+  DataType.INT16,
+  DataType.INT8,
+  DataType.UINT64,
+  DataType.UINT32,
+  DataType.UINT16,
+  DataType.UINT8,
+  DataType.BOOL,
+]);
+
+function stridesOf(dims: readonly number[]): number[] {
+  const st = new Array<number>(dims.length);
+  let acc = 1;
+  for (let i = dims.length - 1; i >= 0; i--) {
+    st[i] = acc;
+    acc *= dims[i]!;
+  }
+  return st;
+}
+
+/** Calls f(flat input offset) for every element of `dims`, given per-axis input strides and offsets. */
+function gatherBy(dims: readonly number[], inStrides: readonly number[], base: number, f: (offset: number) => void): void {
+  const n = numel(dims);
+  const idx = new Array<number>(dims.length).fill(0);
+  for (let k = 0; k < n; k++) {
+    let off = base;
+    for (let d = 0; d < dims.length; d++) off += idx[d]! * inStrides[d]!;
+    f(off);
+    for (let d = dims.length - 1; d >= 0; d--) {
+      if (++idx[d]! < dims[d]!) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+/** ONNX Slice bounds on one axis of size `dim` (negative indices count from the end, then clamped). */
+function sliceBounds(start: number, end: number, step: number, dim: number): { start: number; end: number; count: number } {
+  if (start < 0) start += dim;
+  if (end < 0) end += dim;
+  if (step > 0) {
+    start = Math.min(Math.max(start, 0), dim);
+    end = Math.min(Math.max(end, 0), dim);
+    return { start, end, count: Math.max(0, Math.ceil((end - start) / step)) };
+  }
+  start = Math.min(Math.max(start, 0), dim - 1);
+  end = Math.min(Math.max(end, -1), dim - 1);
+  return { start, end, count: Math.max(0, Math.ceil((start - end) / -step)) };
+}
+
+function normAxis(axis: number, rank: number, what: string): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (!Number.isInteger(a) || a < 0 || a >= rank) throw new NodeError(`${what} ${axis} is out of range for rank ${rank}`);
+  return a;
+}
 
 /** An integer vector computed from shapes; 'N' is the (symbolic) batch size. */
 interface SymInts {
@@ -168,7 +271,7 @@ function decodeTensor(t: pb.ITensorProto, what: string, initializer: boolean): C
           const v = dtype === DataType.INT64 ? dv.getBigInt64(i * 8, true) : dv.getBigUint64(i * 8, true);
           ints.push(Number(v));
         }
-      } else ints = (dtype === DataType.INT64 ? t.int64Data ?? [] : t.uint64Data ?? []).map((v) => toNum(v as Int64));
+      } else ints = (dtype === DataType.INT64 ? t.int64Data ?? [] : t.uint64Data ?? []).map((v) => wideNum(v as Int64));
       break;
     case DataType.INT32:
     case DataType.UINT32:
@@ -204,6 +307,15 @@ function decodeTensor(t: pb.ITensorProto, what: string, initializer: boolean): C
   return { name, dims, floats, ints, initializer };
 }
 
+/**
+ * An int64 as a double, never throwing: exporters write INT64_MAX/MIN as "to the end" in Slice
+ * bounds, which only need to compare as huge (as the raw-data path's Number(bigint) does).
+ */
+function wideNum(v: Int64 | null | undefined): number {
+  if (v === null || v === undefined) return 0;
+  return typeof v === 'number' ? v : Number(v.toString());
+}
+
 function attrMap(node: OnnxNode): Map<string, OnnxAttr> {
   const m = new Map<string, OnnxAttr>();
   for (const a of node.attribute) {
@@ -231,7 +343,7 @@ function attrInts(m: Map<string, OnnxAttr>, name: string): number[] | undefined 
   const a = m.get(name);
   if (!a) return undefined;
   if (a.type !== AttrType.INTS) throw new NodeError(`attribute '${name}' should be a list of ints`);
-  return (a.ints ?? []).map((v) => toNum(v as Int64));
+  return (a.ints ?? []).map((v) => wideNum(v as Int64));
 }
 function attrString(m: Map<string, OnnxAttr>, name: string, dflt: string): string {
   const a = m.get(name);
@@ -339,13 +451,15 @@ class Importer {
         // name every offending op once, so the user learns the whole gap from one run
         const counts = new Map<string, number>();
         for (const m of nodesP) {
-          const bad = !standard(m) || (!SUPPORTED_ONNX_OPS.includes(m.opType) && (!SHAPE_ONLY_ONNX_OPS.includes(m.opType) || m.opType === n.opType));
+          const conditional = SHAPE_ONLY_ONNX_OPS.includes(m.opType) || CONSTANT_ONLY_ONNX_OPS.includes(m.opType);
+          const bad = !standard(m) || (!SUPPORTED_ONNX_OPS.includes(m.opType) && (!conditional || m.opType === n.opType));
           if (bad) counts.set(m.opType, (counts.get(m.opType) ?? 0) + 1);
         }
         const all = [...counts].map(([op, c]) => `${op} x${c}`).join(', ');
         this.fail(
           `${label}${n.domain ? ` in domain '${n.domain}'` : ''} is not supported; supported: ${SUPPORTED_ONNX_OPS.join(', ')}, ` +
-            `and ${SHAPE_ONLY_ONNX_OPS.join('/')} on shape values (unsupported in this graph: ${all})`,
+            `${SHAPE_ONLY_ONNX_OPS.join('/')} on shape values, and ${CONSTANT_ONLY_ONNX_OPS.join('/')} on constants ` +
+            `(folded at import) (unsupported in this graph: ${all})`,
         );
       }
       for (const o of n.output) {
@@ -422,6 +536,7 @@ class Importer {
   private supported(n: pb.NodeProto): boolean {
     if (!standard(n)) return false;
     if (SUPPORTED_ONNX_OPS.includes(n.opType)) return true;
+    if (this.foldable(n)) return true;
     if (!SHAPE_ONLY_ONNX_OPS.includes(n.opType)) return false;
     if (n.opType === 'Shape') return true;
     const data = n.opType === 'Concat' ? n.input.filter((i) => i) : [n.input[0] ?? ''];
@@ -437,6 +552,256 @@ class Importer {
     } catch {
       return false; // an undecodable initializer is reported where it is used as one
     }
+  }
+
+  /** True when the importer can evaluate the node now: a foldable op whose inputs are all known. */
+  private foldable(n: pb.NodeProto): boolean {
+    return FOLDABLE.has(n.opType) && n.input.some((i) => i) && n.input.every((i) => !i || this.isKnown(i));
+  }
+
+  /** A constant or a shape value that does not depend on the batch size. */
+  private isKnown(name: string): boolean {
+    const r = this.resolve(name);
+    const sym = this.symInts.get(r);
+    if (sym) return !sym.vals.includes('N');
+    if (!this.consts.has(r)) return false;
+    try {
+      this.consts.get(r);
+      return true;
+    } catch {
+      return false; // an undecodable initializer is reported where it is used as one
+    }
+  }
+
+  private known(name: string | undefined, role: string): Known {
+    if (!name) throw new NodeError(`missing ${role} input`);
+    const r = this.resolve(name);
+    const sym = this.symInts.get(r);
+    if (sym) {
+      if (sym.vals.includes('N')) throw new NodeError(`${role} input '${name}' depends on the batch size; a constant is expected`);
+      return { dims: sym.scalar ? [] : [sym.vals.length], vals: sym.vals as number[], float: false };
+    }
+    const c = this.constant(name, role);
+    return c.ints ? { dims: c.dims, vals: c.ints, float: false } : { dims: c.dims, vals: Array.from(c.floats!), float: true };
+  }
+
+  /**
+   * Constant folding: evaluates a foldable op whose inputs are all known (ONNX semantics, integers
+   * as exact doubles) and records the result as a constant, so shape arithmetic never reaches the IR.
+   */
+  private fold(n: OnnxNode, a: Map<string, OnnxAttr>, out: string): void {
+    const ins = n.input.map((i, k) => (i ? this.known(i, `input ${k}`) : undefined));
+    const x = ins[0];
+    const need = (k: number, role: string): Known => {
+      const v = ins[k];
+      if (!v) throw new NodeError(`missing ${role} input`);
+      return v;
+    };
+    const ints1d = (k: number, role: string): number[] | undefined => {
+      const v = ins[k];
+      if (!v) return undefined;
+      if (v.float || v.dims.length > 1) throw new NodeError(`${role} must be a 1-d integer tensor, got [${v.dims}]`);
+      return v.vals;
+    };
+    let r: Known;
+    switch (n.opType) {
+      case 'Cast': {
+        const v = need(0, 'input');
+        const to = attrInt(a, 'to', 0);
+        if (FLOAT_DTYPES.has(to)) r = { ...v, vals: v.vals.map((e) => (to === DataType.DOUBLE ? e : Math.fround(e))), float: true };
+        else if (to === DataType.BOOL) r = { ...v, vals: v.vals.map((e) => (e !== 0 ? 1 : 0)), float: false };
+        else if (INT_DTYPES.has(to)) r = { ...v, vals: v.vals.map((e) => Math.trunc(e)), float: false };
+        else throw new NodeError(`casting to ${DTYPE_NAMES[to] ?? to} is not supported`);
+        break;
+      }
+      case 'Shape': {
+        const d = need(0, 'data').dims;
+        const rank = d.length;
+        const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + rank : v, 0), rank);
+        const vals = d.slice(clamp(attrInt(a, 'start', 0)), clamp(attrInt(a, 'end', rank)));
+        r = { dims: [vals.length], vals, float: false };
+        break;
+      }
+      case 'Size':
+        r = { dims: [], vals: [numel(need(0, 'data').dims)], float: false };
+        break;
+      case 'Gather': {
+        const data = need(0, 'data');
+        const idx = need(1, 'indices');
+        if (idx.float) throw new NodeError('indices must be integers');
+        const axis = normAxis(attrInt(a, 'axis', 0), data.dims.length, 'axis');
+        const len = data.dims[axis]!;
+        const outer = numel(data.dims.slice(0, axis));
+        const inner = numel(data.dims.slice(axis + 1));
+        const vals: number[] = [];
+        for (let o = 0; o < outer; o++)
+          for (const i0 of idx.vals) {
+            const i = i0 < 0 ? i0 + len : i0;
+            if (!(i >= 0 && i < len)) throw new NodeError(`index ${i0} is out of range for axis ${axis} of size ${len}`);
+            for (let j = 0; j < inner; j++) vals.push(data.vals[(o * len + i) * inner + j]!);
+          }
+        r = { dims: [...data.dims.slice(0, axis), ...idx.dims, ...data.dims.slice(axis + 1)], vals, float: data.float };
+        break;
+      }
+      case 'Unsqueeze': {
+        const v = need(0, 'data');
+        const axes = ints1d(1, 'axes') ?? attrInts(a, 'axes');
+        if (!axes) throw new NodeError('axes are required');
+        const rank = v.dims.length + axes.length;
+        const norm = axes.map((ax) => normAxis(ax, rank, 'axis')).sort((p, q) => p - q);
+        if (new Set(norm).size !== norm.length) throw new NodeError(`axes [${axes}] repeat an axis`);
+        const dims = [...v.dims];
+        for (const ax of norm) dims.splice(ax, 0, 1);
+        r = { ...v, dims };
+        break;
+      }
+      case 'Squeeze': {
+        const v = need(0, 'data');
+        const axes = ints1d(1, 'axes') ?? attrInts(a, 'axes');
+        const norm = new Set((axes ?? v.dims.flatMap((d, i) => (d === 1 ? [i] : []))).map((ax) => normAxis(ax, v.dims.length, 'axis')));
+        for (const ax of norm) if (v.dims[ax] !== 1) throw new NodeError(`cannot squeeze axis ${ax} of size ${v.dims[ax]}`);
+        r = { ...v, dims: v.dims.filter((_, i) => !norm.has(i)) };
+        break;
+      }
+      case 'Concat': {
+        const parts = ins.filter((v): v is Known => v !== undefined);
+        const rank = parts[0]!.dims.length;
+        if (!a.has('axis')) throw new NodeError("attribute 'axis' is required");
+        const axis = normAxis(attrInt(a, 'axis', 0), rank, 'axis');
+        for (const p of parts) {
+          if (p.dims.length !== rank || p.dims.some((d, i) => i !== axis && d !== parts[0]!.dims[i])) {
+            throw new NodeError(`cannot concatenate [${parts.map((q) => `[${q.dims}]`).join(', ')}] along axis ${axis}`);
+          }
+        }
+        const outer = numel(parts[0]!.dims.slice(0, axis));
+        const inner = numel(parts[0]!.dims.slice(axis + 1));
+        const vals: number[] = [];
+        for (let o = 0; o < outer; o++) for (const p of parts) vals.push(...p.vals.slice(o * p.dims[axis]! * inner, (o + 1) * p.dims[axis]! * inner));
+        const dims = [...parts[0]!.dims];
+        dims[axis] = parts.reduce((t, p) => t + p.dims[axis]!, 0);
+        r = { dims, vals, float: parts.some((p) => p.float) };
+        break;
+      }
+      case 'Reshape': {
+        const v = need(0, 'data');
+        if (a.has('shape')) throw new NodeError("the 'shape' attribute (opset < 5) is not supported");
+        const shape = ints1d(1, 'shape');
+        if (!shape) throw new NodeError('missing shape input');
+        const allowZero = attrInt(a, 'allowzero', 0) !== 0;
+        const dims = shape.map((d, i) => (d === 0 && !allowZero ? v.dims[i] ?? -2 : d));
+        const free = dims.filter((d) => d === -1).length;
+        const known = numel(dims.filter((d) => d !== -1));
+        if (free > 1 || dims.some((d) => d < -1) || (free === 1 ? known === 0 || v.vals.length % known !== 0 : known !== v.vals.length)) {
+          throw new NodeError(`cannot reshape [${v.dims}] to [${shape}]`);
+        }
+        r = { ...v, dims: dims.map((d) => (d === -1 ? v.vals.length / known : d)) };
+        break;
+      }
+      case 'Slice': {
+        const v = need(0, 'data');
+        const get = (k: number, attr: string) => (n.input[k] ? ints1d(k, attr) : attrInts(a, attr));
+        const starts = get(1, 'starts');
+        const ends = get(2, 'ends');
+        if (!starts || !ends || starts.length !== ends.length) throw new NodeError('starts and ends are required and must have the same length');
+        const axes = (get(3, 'axes') ?? starts.map((_, i) => i)).map((ax) => normAxis(ax, v.dims.length, 'axis'));
+        const steps = (n.input[4] ? ints1d(4, 'steps') : undefined) ?? starts.map(() => 1);
+        if (axes.length !== starts.length || steps.length !== starts.length || new Set(axes).size !== axes.length) {
+          throw new NodeError('axes and steps must match starts and name each axis once');
+        }
+        const st = stridesOf(v.dims);
+        const dims = [...v.dims];
+        const inStrides = [...st];
+        let base = 0;
+        axes.forEach((ax, i) => {
+          if (steps[i] === 0) throw new NodeError('a step of 0 is not allowed');
+          const b = sliceBounds(starts[i]!, ends[i]!, steps[i]!, v.dims[ax]!);
+          dims[ax] = b.count;
+          base += b.start * st[ax]!;
+          inStrides[ax] = st[ax]! * steps[i]!;
+        });
+        const vals: number[] = [];
+        if (numel(dims) > 0) gatherBy(dims, inStrides, base, (off) => vals.push(v.vals[off]!));
+        r = { dims, vals, float: v.float };
+        break;
+      }
+      case 'ConstantOfShape': {
+        const dims = ints1d(0, 'shape') ?? [];
+        if (dims.some((d) => d < 0)) throw new NodeError(`shape [${dims}] has a negative dimension`);
+        let fill = 0;
+        let float = true;
+        const at = a.get('value');
+        if (at) {
+          if (!at.t) throw new NodeError("attribute 'value' has no tensor");
+          const c = decodeTensor(at.t, 'value', false);
+          const vs = c.ints ?? Array.from(c.floats!);
+          if (vs.length !== 1) throw new NodeError("attribute 'value' must hold one element");
+          fill = vs[0]!;
+          float = !c.ints;
+        }
+        if (numel(dims) > MAX_FOLDED_ELEMENTS) throw new NodeError(`shape [${dims}] is too large to fold`);
+        r = { dims, vals: new Array<number>(numel(dims)).fill(fill), float };
+        break;
+      }
+      case 'Transpose': {
+        const v = need(0, 'data');
+        const rank = v.dims.length;
+        const perm = attrInts(a, 'perm') ?? v.dims.map((_, i) => rank - 1 - i);
+        if (perm.length !== rank || [...perm].sort((p, q) => p - q).some((p, i) => p !== i)) {
+          throw new NodeError(`perm [${perm}] is not a permutation of ${rank} axes`);
+        }
+        const st = stridesOf(v.dims);
+        const vals: number[] = [];
+        gatherBy(perm.map((p) => v.dims[p]!), perm.map((p) => st[p]!), 0, (off) => vals.push(v.vals[off]!));
+        r = { dims: perm.map((p) => v.dims[p]!), vals, float: v.float };
+        break;
+      }
+      case 'Neg': {
+        const v = need(0, 'X');
+        r = { ...v, vals: v.vals.map((e) => -e) };
+        break;
+      }
+      case 'Add':
+      case 'Sub':
+      case 'Mul':
+      case 'Div': {
+        if (a.has('broadcast') || a.has('axis')) throw new NodeError('legacy broadcast attributes (opset < 7) are not supported');
+        const p = need(0, 'A');
+        const q = need(1, 'B');
+        if (p.float !== q.float) throw new NodeError('inputs A and B have different element types');
+        const rank = Math.max(p.dims.length, q.dims.length);
+        const pd = [...new Array<number>(rank - p.dims.length).fill(1), ...p.dims];
+        const qd = [...new Array<number>(rank - q.dims.length).fill(1), ...q.dims];
+        const dims = pd.map((d, i) => {
+          const e = qd[i]!;
+          if (d !== e && d !== 1 && e !== 1) throw new NodeError(`cannot broadcast [${p.dims}] with [${q.dims}]`);
+          return d === 1 ? e : d;
+        });
+        const ps = stridesOf(pd).map((s0, i) => (pd[i] === 1 ? 0 : s0));
+        const qs = stridesOf(qd).map((s0, i) => (qd[i] === 1 ? 0 : s0));
+        const pv: number[] = [];
+        const qv: number[] = [];
+        gatherBy(dims, ps, 0, (off) => pv.push(p.vals[off]!));
+        gatherBy(dims, qs, 0, (off) => qv.push(q.vals[off]!));
+        const op = n.opType;
+        const vals = pv.map((u, i) => {
+          const w = qv[i]!;
+          if (op === 'Add') return u + w;
+          if (op === 'Sub') return u - w;
+          if (op === 'Mul') return u * w;
+          if (!p.float && w === 0) throw new NodeError('integer division by zero');
+          return p.float ? u / w : Math.trunc(u / w);
+        });
+        r = { dims, vals: p.float ? vals.map(Math.fround) : vals, float: p.float };
+        break;
+      }
+      default:
+        throw new NodeError('is not supported');
+    }
+    if (numel(r.dims) > MAX_FOLDED_ELEMENTS) throw new NodeError(`the folded result [${r.dims}] is too large`);
+    const c: Const = r.float
+      ? { name: out, dims: r.dims, floats: Float32Array.from(r.vals), initializer: false }
+      : { name: out, dims: r.dims, ints: r.vals, initializer: false };
+    this.consts.set(out, c);
   }
 
   /** An integer vector: a shape computation or an integer constant. */
@@ -592,6 +957,10 @@ class Importer {
     const a = attrMap(n);
     const out = n.output[0];
     if (!out) throw new NodeError('has no output');
+    if (this.foldable(n)) {
+      this.fold(n, a, out);
+      return;
+    }
     switch (n.opType) {
       case 'Constant': {
         let c: Const;
@@ -604,7 +973,7 @@ class Importer {
         } else if (key === 'value_float') c = { name: out, dims: [], floats: Float32Array.of(at.f ?? 0), initializer: false };
         else if (key === 'value_floats') c = { name: out, dims: [at.floats?.length ?? 0], floats: Float32Array.from(at.floats ?? []), initializer: false };
         else if (key === 'value_int') c = { name: out, dims: [], ints: [toNum(at.i as Int64)], initializer: false };
-        else c = { name: out, dims: [at.ints?.length ?? 0], ints: (at.ints ?? []).map((v) => toNum(v as Int64)), initializer: false };
+        else c = { name: out, dims: [at.ints?.length ?? 0], ints: (at.ints ?? []).map((v) => wideNum(v as Int64)), initializer: false };
         this.consts.set(out, { ...c, name: out });
         return;
       }
@@ -839,6 +1208,10 @@ class Importer {
         return;
       }
       case 'Slice': {
+        if (this.shapes.has(this.resolve(n.input[0] ?? ''))) {
+          this.sliceActivation(n, a, name, out);
+          return;
+        }
         const data = this.intVals(n.input[0], 'data');
         const get = (i: number, attr: string) => (n.input[i] ? this.intsConst(n.input[i], attr) : attrInts(a, attr));
         const [starts, ends, axes, steps] = [get(1, 'starts'), get(2, 'ends'), get(3, 'axes'), n.input[4] ? this.intsConst(n.input[4], 'steps') : undefined];
@@ -850,6 +1223,15 @@ class Importer {
         this.symInts.set(out, { vals: data.vals.slice(clamp(starts[0]!), clamp(ends[0]!)), scalar: false });
         return;
       }
+      case 'Size': {
+        // Size(Shape(x)): the rank, whatever the batch size
+        const data = this.intVals(n.input[0], 'data');
+        this.symInts.set(out, { vals: [data.scalar ? 1 : data.vals.length], scalar: true });
+        return;
+      }
+      case 'Pad':
+        this.padActivation(n, a, name, out);
+        return;
       case 'Cast': {
         const to = attrInt(a, 'to', 0);
         if (to !== DataType.INT64 && to !== DataType.INT32) throw new NodeError(`casting a shape value to ${DTYPE_NAMES[to] ?? to} is not supported`);
@@ -859,6 +1241,99 @@ class Importer {
       default:
         throw new NodeError('is not supported');
     }
+  }
+
+  /** Slice of an activation: a strided spatial slice; no-op entries are dropped, everything else refused. */
+  private sliceActivation(n: OnnxNode, a: Map<string, OnnxAttr>, name: string, out: string): void {
+    const x = this.activation(n.input[0], 'data');
+    const get = (k: number, attr: string) => (n.input[k] ? this.intsConst(n.input[k], attr) : attrInts(a, attr));
+    const starts = get(1, 'starts');
+    const ends = get(2, 'ends');
+    if (!starts || !ends || starts.length !== ends.length) throw new NodeError('starts and ends are required and must have the same length');
+    const rank = x.shape.length;
+    const axes = (get(3, 'axes') ?? starts.map((_, i) => i)).map((ax) => normAxis(ax, rank, 'axis'));
+    const steps = (n.input[4] ? this.intsConst(n.input[4], 'steps') : undefined) ?? starts.map(() => 1);
+    if (axes.length !== starts.length || steps.length !== starts.length || new Set(axes).size !== axes.length) {
+      throw new NodeError('axes and steps must match starts and name each axis once');
+    }
+    const kept: { axis: number; start: number; end: number; step: number }[] = [];
+    axes.forEach((axis, i) => {
+      const [start, end, step] = [starts[i]!, ends[i]!, steps[i]!];
+      if (axis === 0) {
+        // the batch size is unknown: only the whole-batch slice [0:INT_MAX] is accepted
+        if (start === 0 && step === 1 && end >= 2 ** 31 - 1) return;
+        throw new NodeError(`slicing the batch dimension [${start}:${end}:${step}] is not supported`);
+      }
+      if (step <= 0) throw new NodeError(`step ${step} on axis ${axis} is not supported (only positive steps)`);
+      const dim = x.shape[axis]!;
+      const b = sliceBounds(start, end, step, dim);
+      if (b.count === 0) throw new NodeError(`slice [${start}:${end}:${step}] of axis ${axis} (size ${dim}) is empty`);
+      if (b.start === 0 && step === 1 && b.count === dim) return; // the whole axis
+      if (rank !== 4 || axis === 1) {
+        throw new NodeError(`slicing axis ${axis} of [${x.shape}] is not supported (only the spatial axes 2, 3 of [N,C,H,W])`);
+      }
+      kept.push({ axis, start: b.start, end: b.end, step });
+    });
+    if (kept.length === 0) {
+      this.alias.set(out, x.name);
+      return;
+    }
+    kept.sort((p, q) => p.axis - q.axis);
+    this.emit({
+      name: this.uniqueName(name),
+      op: 'Slice',
+      inputs: [x.name],
+      outputs: [out],
+      attrs: { axes: kept.map((k) => k.axis), starts: kept.map((k) => k.start), ends: kept.map((k) => k.end), steps: kept.map((k) => k.step) },
+      params: {},
+    });
+  }
+
+  /** Pad of an activation: constant mode, pads folded to constants; all-zero pads are dropped. */
+  private padActivation(n: OnnxNode, a: Map<string, OnnxAttr>, name: string, out: string): void {
+    const x = this.activation(n.input[0], 'data');
+    const mode = attrString(a, 'mode', 'constant');
+    if (mode !== 'constant') throw new NodeError(`mode '${mode}' is not supported (only 'constant')`);
+    const rank = x.shape.length;
+    let pads = n.input[1] ? this.intsConst(n.input[1], 'pads') : attrInts(a, 'pads');
+    if (!pads) throw new NodeError('pads are required');
+    let value = attrFloat(a, 'value', 0);
+    if (n.input[2]) {
+      const c = this.constant(n.input[2], 'constant_value');
+      const vs = c.floats ?? c.ints ?? [];
+      if (vs.length !== 1) throw new NodeError(`constant_value '${c.name}' must hold one value, got shape [${c.dims}]`);
+      value = vs[0]!;
+    }
+    if (n.input[3]) {
+      // opset 18: pads for the listed axes only
+      const axes = this.intsConst(n.input[3], 'axes').map((ax) => normAxis(ax, rank, 'axis'));
+      if (pads.length !== 2 * axes.length || new Set(axes).size !== axes.length) {
+        throw new NodeError(`pads [${pads}] do not match axes [${axes}]`);
+      }
+      const full = new Array<number>(2 * rank).fill(0);
+      axes.forEach((ax, i) => {
+        full[ax] = pads![i]!;
+        full[ax + rank] = pads![i + axes.length]!;
+      });
+      pads = full;
+    }
+    if (pads.length !== 2 * rank) throw new NodeError(`pads [${pads}] must have ${2 * rank} values for input [${x.shape}]`);
+    if (pads.some((p) => p < 0)) throw new NodeError(`negative pads [${pads}] (cropping) are not supported`);
+    if (pads[0] !== 0 || pads[rank] !== 0) throw new NodeError(`pads [${pads}] pad the batch dimension, which is not supported`);
+    if (pads.every((p) => p === 0)) {
+      this.alias.set(out, x.name);
+      return;
+    }
+    if (rank !== 4) throw new NodeError(`padding a ${rank}-d input [${x.shape}] is not supported (only [N,C,H,W])`);
+    if (!Number.isFinite(value)) throw new NodeError(`constant value ${value} is not finite`);
+    this.emit({
+      name: this.uniqueName(name),
+      op: 'Pad',
+      inputs: [x.name],
+      outputs: [out],
+      attrs: { pads: pads as [number, number, number, number, number, number, number, number], mode: 'constant', value },
+      params: {},
+    });
   }
 
   private flatten(input: string, out: string, name: string): void {
