@@ -27,6 +27,7 @@ export function registerPrune(program: Command): void {
     .option('--cutoff <rule>', `how many filters to keep: ${CUTOFF_FORMS}`, cutoffOption, 'scree')
     .option('--formulation <f>', 'CMI across layers: per-layer, compact (conditioned on the previous pruned layer\'s kept maps), full (on all earlier pruned layers)', choiceOption(['per-layer', 'compact', 'full'] as const), 'per-layer')
     .option('--order <o>', 'with compact/full: forward, or bidirectional (from the most pruned layer outward, two concurrent chains)', choiceOption(['forward', 'bidirectional'] as const), 'forward')
+    .option('--residual <mode>', 'residual networks: inner = prune only convs whose channels do not reach an Add (each block\'s first conv)', choiceOption(['inner'] as const), 'inner')
     .option('--allocation <rule>', 'global budgets across layers: sensitivity (held-out accuracy), uniform, curve', choiceOption(['sensitivity', 'uniform', 'curve'] as const), 'sensitivity')
     .option('--alpha <a>', 'CMI: Renyi order (2: exact fast path; 1.01: the reference)', floatOption(0, true), 2)
     .option('--sigma <rule>', 'CMI: kernel width of the maps: median (scale-aware) or reference', choiceOption(['median', 'reference'] as const), 'median')

@@ -63,6 +63,12 @@ export interface PruneOptions {
   formulation?: Formulation;
   /** the order in which layers are pruned with compact/full: forward or bidirectional (default forward) */
   order?: PruneOrder;
+  /**
+   * residual networks: 'inner' (the only mode so far) prunes only convs whose channels do not reach
+   * an Add (the first conv of each block, as the L1-norm and HRank papers do for ResNet-56); convs
+   * coupled through an Add keep every channel and the report says why
+   */
+  residual?: 'inner';
   /** global budgets' allocation across layers (default sensitivity) */
   allocation?: AllocationRule;
   /** channels every prunable layer keeps at least (default 1) */
@@ -302,6 +308,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     allocation: 'sensitivity',
     formulation: 'per-layer',
     order: 'forward',
+    residual: 'inner',
     minKeep: 1,
     heldout: 500,
     tolerance: 0.005,
