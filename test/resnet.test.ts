@@ -14,6 +14,7 @@ import { classBalancedSample, normalizeBatch } from '../src/data/dataset.js';
 import { TorchModel, setThreads, validateModel } from '../src/engine/index.js';
 import { countOnnx } from '../src/export/count.js';
 import { exportTfjs } from '../src/export/index.js';
+import { resnetCifar } from '../src/ir/builder.js';
 import type { Model, Node } from '../src/ir/model.js';
 import { inferShapes, modelCost } from '../src/ir/shapes.js';
 import { OnnxImportError, exportOnnx, importOnnx, loadOnnxFile } from '../src/onnx/index.js';
@@ -22,7 +23,7 @@ import { channelGroups } from '../src/prune/groups.js';
 import { addonSkip } from './support/addon.js';
 import { GraphBuilder } from './support/graph.js';
 import { runOrt } from './support/ort.js';
-import { Rng, randn } from './support/random.js';
+import { Rng, randn, randomSource } from './support/random.js';
 import { maxAbsDiff, referenceForward } from './support/reference.js';
 import { CLI, MODELS_DIR } from './support/shared.js';
 
@@ -468,4 +469,51 @@ test('TF.js export: option-A ResNet-20 gives the engine logits; a non-zero spati
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('resnetCifar builds the exporter-named graph of ResNet-20/56 (option A); option B trains and exports', { skip: addonSkip }, async () => {
+  setThreads(2);
+  for (const [file, depth] of [
+    [RESNET20, 20],
+    [RESNET56, 56],
+  ] as const) {
+    const file_ = await loadOnnxFile(file);
+    const built = resnetCifar({ random: randomSource(depth) }, { depth });
+    const graph = (m: Model) => m.nodes.map((n) => [n.name, n.op, n.inputs, n.outputs, n.attrs, n.params]);
+    assert.deepEqual(graph(built), graph(file_));
+    assert.deepEqual(built.outputs, file_.outputs);
+    const shapes = (m: Model) => Object.entries(m.tensors).map(([key, t]) => [key, t.shape]).sort();
+    assert.deepEqual(shapes(built), shapes(file_));
+    if (depth === 20) {
+      // the file's weights load by name and give the file's logits
+      const x = randn(new Rng(61), 2 * 3 * 32 * 32);
+      const a = TorchModel.create({ ...built, tensors: file_.tensors });
+      const b = TorchModel.create(file_);
+      const ya = (await a.forward(x, [2, 3, 32, 32])).outputs.logits!.data;
+      const yb = (await b.forward(x, [2, 3, 32, 32])).outputs.logits!.data;
+      a.dispose();
+      b.dispose();
+      assert.equal(maxAbsDiff(ya, yb), 0);
+    }
+  }
+  const b = resnetCifar({ random: randomSource(7) }, { depth: 8, shortcut: 'B', classes: 4 });
+  assert.equal(b.nodes.filter((n) => n.op === 'Slice' || n.op === 'Pad').length, 0);
+  assert.deepEqual(
+    b.nodes.filter((n) => n.name.includes('shortcut')).map((n) => [n.name, n.op]),
+    [
+      ['/layer2/layer2.0/shortcut/shortcut.0/Conv', 'Conv2d'],
+      ['/layer2/layer2.0/shortcut/shortcut.1/BatchNormalization', 'BatchNorm'],
+      ['/layer3/layer3.0/shortcut/shortcut.0/Conv', 'Conv2d'],
+      ['/layer3/layer3.0/shortcut/shortcut.1/BatchNormalization', 'BatchNorm'],
+    ],
+  );
+  const e = TorchModel.create(b);
+  e.configureOptimizer({ momentum: 0.9, nesterov: false, weightDecay: 0 });
+  const x = randn(new Rng(62), 8 * 3 * 32 * 32);
+  const r = await e.trainStep(x, [8, 3, 32, 32], Int32Array.from({ length: 8 }, (_, i) => i % 4), 0.05);
+  assert.ok(Number.isFinite(r.loss));
+  const trained = { ...b, tensors: e.readTensors() };
+  const y = (await e.forward(x, [8, 3, 32, 32])).outputs.logits!.data;
+  e.dispose();
+  assert.ok(maxAbsDiff(y, await runOrt(exportOnnx(trained), 'input', x, [8, 3, 32, 32])) < 1e-4);
 });

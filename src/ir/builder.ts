@@ -189,3 +189,117 @@ export function vgg16bn(opts: BuilderOptions, classes = 10): Model {
   }
   return b.avgpool(2).flatten().linear(512).bn().relu().linear(classes).build();
 }
+
+export interface ResNetCifarOptions {
+  /** 6n + 2: 20, 32, 44, 56, 110 (He et al.'s CIFAR variant); default 20 */
+  depth?: number;
+  classes?: number;
+  /**
+   * downsampling shortcuts: 'A' (default) subsamples x[:, :, ::2, ::2] and pads zero channels on
+   * both sides, as akamaster/pytorch_resnet_cifar10; 'B' is a 1x1 conv (stride 2) + BatchNorm
+   */
+  shortcut?: 'A' | 'B';
+}
+
+/**
+ * He et al.'s CIFAR ResNet (conv 3x3 (16) -> 3 stages of n basic blocks at 16, 32, 64 channels ->
+ * global average pool -> linear) on [3, 32, 32] inputs, with the node, value and tensor names that
+ * PyTorch's TorchScript exporter gives akamaster's model (so ../shared/models/resnet20_cifar10.onnx
+ * imports to the same graph and its weights load by name). Convs have no bias; weights are
+ * He-initialised (variance 2 / fanIn, as the reference code's kaiming_normal_), BN is (1, 0, 0, 1).
+ */
+export function resnetCifar(opts: BuilderOptions, o: ResNetCifarOptions = {}): Model {
+  const depth = o.depth ?? 20;
+  const classes = o.classes ?? 10;
+  if (!Number.isInteger(depth) || depth < 8 || (depth - 2) % 6 !== 0) throw new Error(`resnetCifar: depth ${depth} is not 6n + 2 (n >= 1)`);
+  const blocks = (depth - 2) / 6;
+  const nodes: Node[] = [];
+  const tensors: Record<string, Tensor> = {};
+  const uniform = (shape: number[], bound: number): Tensor => {
+    const t = tensor(shape);
+    for (let i = 0; i < t.data.length; i++) t.data[i] = (opts.random() * 2 - 1) * bound;
+    return t;
+  };
+  const push = (n: Omit<Node, 'outputs'>): string => {
+    const out = `${n.name}_output_0`;
+    nodes.push({ ...n, outputs: [out] } as Node);
+    return out;
+  };
+  const conv = (scope: string, module: string, x: string, cin: number, cout: number, k: number, stride: number): string => {
+    const fanIn = cin * k * k;
+    tensors[`${module}.weight`] = uniform([cout, cin, k, k], Math.sqrt(6 / fanIn));
+    const p = (k - 1) / 2;
+    return push({
+      name: `${scope}/Conv`,
+      op: 'Conv2d',
+      inputs: [x],
+      attrs: { inChannels: cin, outChannels: cout, kernel: [k, k], stride: [stride, stride], padding: [p, p], dilation: [1, 1], groups: 1 },
+      params: { weight: `${module}.weight` },
+    } as Omit<Node, 'outputs'>);
+  };
+  const bn = (scope: string, module: string, x: string, c: number): string => {
+    const fill = (v: number) => tensor([c], new Float32Array(c).fill(v));
+    tensors[`${module}.weight`] = fill(1);
+    tensors[`${module}.bias`] = fill(0);
+    tensors[`${module}.running_mean`] = fill(0);
+    tensors[`${module}.running_var`] = fill(1);
+    return push({
+      name: `${scope}/BatchNormalization`,
+      op: 'BatchNorm',
+      inputs: [x],
+      attrs: { numFeatures: c, eps: 1e-5, momentum: 0.1 },
+      params: { weight: `${module}.weight`, bias: `${module}.bias`, runningMean: `${module}.running_mean`, runningVar: `${module}.running_var` },
+    } as Omit<Node, 'outputs'>);
+  };
+  const relu = (name: string, x: string) => push({ name, op: 'Relu', inputs: [x], attrs: {}, params: {} } as Omit<Node, 'outputs'>);
+
+  let x = relu('/Relu', bn('/bn1', 'bn1', conv('/conv1', 'conv1', 'input', 3, 16, 3, 1), 16));
+  let cin = 16;
+  let size = 32;
+  [16, 32, 64].forEach((planes, stage) => {
+    for (let b = 0; b < blocks; b++) {
+      const stride = stage > 0 && b === 0 ? 2 : 1;
+      const scope = `/layer${stage + 1}/layer${stage + 1}.${b}`;
+      const module = `layer${stage + 1}.${b}`;
+      let y = relu(`${scope}/Relu`, bn(`${scope}/bn1`, `${module}.bn1`, conv(`${scope}/conv1`, `${module}.conv1`, x, cin, planes, 3, stride), planes));
+      y = bn(`${scope}/bn2`, `${module}.bn2`, conv(`${scope}/conv2`, `${module}.conv2`, y, planes, planes, 3, 1), planes);
+      let short = x;
+      if (stride !== 1 || cin !== planes) {
+        if ((o.shortcut ?? 'A') === 'A') {
+          const side = (planes - cin) / 2;
+          const sub = (suffix: string, input: string, axis: number) =>
+            push({ name: `${scope}/Slice${suffix}`, op: 'Slice', inputs: [input], attrs: { axes: [axis], starts: [0], ends: [size], steps: [2] }, params: {} } as Omit<Node, 'outputs'>);
+          short = sub('_1', sub('', x, 2), 3);
+          short = push({
+            name: `${scope}/Pad`,
+            op: 'Pad',
+            inputs: [short],
+            attrs: { pads: [0, side, 0, 0, 0, side, 0, 0], mode: 'constant', value: 0 },
+            params: {},
+          } as Omit<Node, 'outputs'>);
+        } else {
+          short = bn(`${scope}/shortcut/shortcut.1`, `${module}.shortcut.1`, conv(`${scope}/shortcut/shortcut.0`, `${module}.shortcut.0`, x, cin, planes, 1, stride), planes);
+        }
+        size /= stride;
+      }
+      const sum = push({ name: `${scope}/Add`, op: 'Add', inputs: [y, short], attrs: {}, params: {} } as Omit<Node, 'outputs'>);
+      x = relu(`${scope}/Relu_1`, sum);
+      cin = planes;
+    }
+  });
+  const pooled = push({ name: '/GlobalAveragePool', op: 'GlobalAvgPool', inputs: [x], attrs: {}, params: {} } as Omit<Node, 'outputs'>);
+  const flat = push({ name: '/Flatten', op: 'Flatten', inputs: [pooled], attrs: { axis: 1 }, params: {} } as Omit<Node, 'outputs'>);
+  tensors['linear.weight'] = uniform([classes, 64], Math.sqrt(6 / 64));
+  tensors['linear.bias'] = uniform([classes], 1 / 8);
+  nodes.push({ name: '/linear/Gemm', op: 'Linear', inputs: [flat], outputs: ['logits'], attrs: { inFeatures: 64, outFeatures: classes }, params: { weight: 'linear.weight', bias: 'linear.bias' } });
+  const model: Model = {
+    name: `resnet${depth}_cifar`,
+    inputs: [{ name: 'input', shape: [-1, 3, 32, 32] }],
+    outputs: ['logits'],
+    nodes,
+    tensors,
+    metadata: { mean: '[0.485, 0.456, 0.406]', std: '[0.229, 0.224, 0.225]' },
+  };
+  inferShapes(model, 1);
+  return model;
+}
