@@ -160,10 +160,41 @@ function sideSize(a: Float64Array): number {
  */
 export function renyiEntropyEigen(a_NxN: Float64Array, alpha: number): number {
   checkAlpha(alpha);
-  const lambda = symmetricEigenvalues(a_NxN, sideSize(a_NxN));
-  let sum = 0;
-  for (const l of lambda) sum += Math.pow(Math.abs(l), alpha);
-  return Math.log(sum) / (1 - alpha);
+  const n = sideSize(a_NxN);
+  const lambda = symmetricEigenvalues(a_NxN, n);
+  // Near saturation every lambda is ~1/N and S = sum lambda^alpha is 1 + a tiny excess that
+  // 1/(1-alpha) (100 at alpha 1.01) magnifies: accumulate that excess directly. With sum lambda =
+  // tr(A): S - 1 = (tr(A) - 1) + sum (|lambda|^alpha - lambda), each term |l| expm1((alpha-1) ln|l|)
+  // (+ 2|l| for a round-off negative), summed with Neumaier compensation, finished with log1p.
+  // Same finish as native/linalg.cc, so both paths agree to a few ulp.
+  const excess = new NeumaierSum();
+  const trace = new NeumaierSum();
+  for (let i = 0; i < n; i++) trace.add(a_NxN[i * n + i]!);
+  excess.add(trace.value() - 1);
+  const direct = new NeumaierSum();
+  for (const l of lambda) {
+    const x = Math.abs(l);
+    if (x === 0) continue;
+    excess.add(x * Math.expm1((alpha - 1) * Math.log(x)) + (l < 0 ? 2 * x : 0));
+    direct.add(Math.pow(x, alpha));
+  }
+  const sMinus1 = excess.value();
+  // far from 1 (large alpha) log1p has no advantage and the direct sum is the accurate one
+  return sMinus1 < -0.5 ? Math.log(direct.value()) / (1 - alpha) : Math.log1p(sMinus1) / (1 - alpha);
+}
+
+/** Neumaier's compensated summation: the rounding error of each addition is carried along. */
+class NeumaierSum {
+  private sum = 0;
+  private comp = 0;
+  add(v: number): void {
+    const t = this.sum + v;
+    this.comp += Math.abs(this.sum) >= Math.abs(v) ? this.sum - t + v : v - t + this.sum;
+    this.sum = t;
+  }
+  value(): number {
+    return this.sum + this.comp;
+  }
 }
 
 /** alpha = 2: sum lambda^2 = tr(A^2) = sum_ij A_ij^2, no eigendecomposition. Natural log. */
