@@ -20,6 +20,7 @@ import { inferShapes, modelCost } from '../src/ir/shapes.js';
 import { OnnxImportError, exportOnnx, importOnnx, loadOnnxFile } from '../src/onnx/index.js';
 import { AttrType, DataType, onnx, type pb } from '../src/onnx/proto.js';
 import { channelGroups } from '../src/prune/groups.js';
+import { applyPlan, maskPlan } from '../src/prune/surgery.js';
 import { addonSkip } from './support/addon.js';
 import { GraphBuilder } from './support/graph.js';
 import { runOrt } from './support/ort.js';
@@ -516,4 +517,29 @@ test('resnetCifar builds the exporter-named graph of ResNet-20/56 (option A); op
   const y = (await e.forward(x, [8, 3, 32, 32])).outputs.logits!.data;
   e.dispose();
   assert.ok(maxAbsDiff(y, await runOrt(exportOnnx(trained), 'input', x, [8, 3, 32, 32])) < 1e-4);
+});
+
+test('pruning through a spatial Slice: the surgery equals the masked model; ResNet-20 inner convs shrink', async () => {
+  const g = new GraphBuilder(new Rng(71));
+  const r0 = g.simple('Relu', 'r0', g.bn('b0', g.conv('c0', 'input', 3, 6, 3, { pad: 1 }), 6));
+  const sub = g.slice('sub', r0, [2, 3], [1, 0], [8, 8], [2, 3]);
+  const c1 = g.conv('c1', sub, 6, 5, 3); // no padding: the removed channels' constants fold exactly
+  const m = g.model('sliced', [3, 8, 8], g.linear('fc', g.flatten('flat', c1), 5 * 2 * 1, 3));
+  const [grp] = channelGroups(m);
+  assert.ok(grp!.prunable, grp!.reason);
+  assert.deepEqual(grp!.consumers, ['c1']);
+  const plan = { keep: { c0: [0, 2, 5] } };
+  const x = randn(new Rng(72), 2 * 3 * 64);
+  const run = (mm: Model) => referenceForward(mm, x, [2, 3, 8, 8]).outputs.fc!.data;
+  const pruned = applyPlan(m, plan);
+  assert.deepEqual(inferShapes(pruned, 2).get('sub'), [2, 3, 4, 3]);
+  assert.ok(maxAbsDiff(run(pruned), run(maskPlan(m, plan))) < 1e-5, `${maxAbsDiff(run(pruned), run(maskPlan(m, plan)))}`);
+  assert.ok(maxAbsDiff(run(pruned), run(m)) > 1e-3); // and it did remove something
+
+  const r20 = await loadOnnxFile(RESNET20);
+  const name = '/layer2/layer2.0/conv1/Conv';
+  const small = applyPlan(r20, { keep: { [name]: Array.from({ length: 20 }, (_, i) => i) } });
+  assert.deepEqual(inferShapes(small, 1).get(`${name}_output_0`), [1, 20, 16, 16]);
+  // 12 filters of conv1, their BN weight/bias, and conv2's inputs from them
+  assert.equal(modelCost(small).params, 269722 - 12 * (16 * 9 + 2 + 32 * 9));
 });
