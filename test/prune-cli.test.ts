@@ -110,6 +110,14 @@ test('prune --criterion cmi --cutoff scree on a small CNN: per-layer decisions f
   }
   assert.equal(report.settings.seed, 0);
   assert.equal(report.data.heldout, 100);
+  // --round-to 4: the same decisions rounded up to multiples of 4 (at most all channels)
+  const out4 = join(dir, 'small-cmi-round');
+  const r4 = cli(['prune', '--model', small, '--criterion', 'cmi', '--cutoff', 'scree', '--samples', '60', '--heldout', '100', '--bn-images', '128', '--test-limit', '200', '--out', out4, '--round-to', '4', '--checkpoint', join(dir, 'ckpt')]);
+  assert.equal(r4.status, 0, r4.stderr);
+  const rounded = JSON.parse(await readFile(join(out4, 'report.json'), 'utf8'));
+  rounded.layers.forEach((l: { kept: number; channels: number }, i: number) => {
+    assert.equal(l.kept, Math.min(l.channels, Math.ceil(report.layers[i].kept / 4) * 4));
+  });
   // a rerun resumes every layer's ranking from the checkpoints and makes the same plan
   const out2 = join(dir, 'small-cmi-again');
   const r2 = cli(['prune', '--model', small, '--criterion', 'cmi', '--cutoff', 'scree', '--samples', '60', '--heldout', '100', '--bn-images', '128', '--test-limit', '200', '--out', out2, '--checkpoint', join(dir, 'ckpt')]);

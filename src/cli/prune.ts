@@ -35,6 +35,7 @@ export function registerPrune(program: Command): void {
     .option('--permutations <p>', 'ptest: permutations per selection', intOption(1), 100)
     .option('--eta <p>', 'ptest: significance level', floatOption(0, true), 0.05)
     .option('--min-keep <k>', 'channels every layer keeps at least', intOption(1), 1)
+    .option('--round-to <k>', 'keep a multiple of k channels per layer, rounded up (aligned widths run faster in some kernels)', intOption(1, 4096), 1)
     .option('--heldout <n>', 'held-out training images for the tool\'s own choices', intOption(10), 500)
     .option('--tolerance <t>', 'scree/xmeans: held-out accuracy a candidate may lose (layer alone)', floatOption(0), 0.005)
     .option('--bn-images <n>', 'BatchNorm re-estimation images (0: off)', intOption(0), 2000)

@@ -71,6 +71,8 @@ export interface PruneOptions {
   residual?: 'inner';
   /** global budgets' allocation across layers (default sensitivity) */
   allocation?: AllocationRule;
+  /** keep a multiple of this many channels per layer, rounded up (default 1: exactly what the cut-off says) */
+  roundTo?: number;
   /** channels every prunable layer keeps at least (default 1) */
   minKeep?: number;
   /** held-out training images for the tool's own choices (default 500) */
@@ -309,6 +311,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     formulation: 'per-layer',
     order: 'forward',
     residual: 'inner',
+    roundTo: 1,
     minKeep: 1,
     heldout: 500,
     tolerance: 0.005,
@@ -381,8 +384,15 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     }
     if (cutoff.kind === 'scree' || cutoff.kind === 'xmeans') heldoutBaseline = await probe.baseline();
 
-    /** One layer's cut-off from its ranking: the per-layer rules, or the budget's allocated count. */
+    /** --round-to K: keep a multiple of K channels (rounded up, at most all), for kernels that prefer aligned widths. */
     const decide = async (g: ChannelGroup, r: GroupRanking): Promise<CutoffDecision> => {
+      const d = await decideRaw(g, r);
+      if (o.roundTo <= 1) return d;
+      const keep = Math.min(g.channels, Math.ceil(d.keep / o.roundTo) * o.roundTo);
+      return keep === d.keep ? d : { ...d, keep, rule: `${d.rule}; ${d.keep} rounded up to ${keep} (--round-to ${o.roundTo})`, evidence: { ...d.evidence, unroundedKeep: d.keep } };
+    };
+    /** One layer's cut-off from its ranking: the per-layer rules, or the budget's allocated count. */
+    const decideRaw = async (g: ChannelGroup, r: GroupRanking): Promise<CutoffDecision> => {
       if (allocation) return { keep: allocation.keep[g.name]!, rule: `${cutoffName(cutoff)} by ${allocation.rule} allocation`, evidence: { reached: allocation.reached } };
       if (cutoff.kind === 'keep') return fractionCutoff(g.channels, cutoff.fraction, o.minKeep);
       if (cutoff.kind === 'ptest') return ptestCutoff(r.pValues ?? [], { eta: o.eta, minKeep: o.minKeep, channels: g.channels });
