@@ -362,12 +362,24 @@ test('constant Adds fold into the preceding Conv/Gemm bias, auto_pad SAME and sh
   assert.throws(() => importOnnx(bad, { fileName: 'shift.onnx' }), /^OnnxImportError: shift\.onnx: node 'shift' \(op Add\): adding constant 'k' \[4\] is only supported as the bias/);
 });
 
-test('unsupported op: ResNet-20 names the file, the Slice node and the op', async () => {
-  await assert.rejects(loadOnnxFile(RESNET20), (e: Error) => {
-    assert.ok(e instanceof OnnxImportError, String(e));
-    assert.match(e.message, /resnet20_cifar10\.onnx: node '\/layer2\/layer2\.0\/Slice' \(op Slice\) is not supported; supported: Conv,.* \(unsupported in this graph: Slice x4, Pad x2\)$/);
-    return true;
-  });
+test('unsupported op: the error names the file, the node and the op, and lists what the graph needs', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'cmiprune-onnx-'));
+  try {
+    const path = join(dir, 'sig.onnx');
+    const bytes = onnxBytes({
+      input: vi('x', ['N', 3, 4, 4]),
+      outputs: ['y'],
+      nodes: [nd('Relu', 'relu', ['x'], ['r']), nd('Sigmoid', '/head/Sigmoid', ['r'], ['s']), nd('Sigmoid', '/head/Sigmoid2', ['s'], ['y'])],
+    });
+    await writeFile(path, bytes);
+    await assert.rejects(loadOnnxFile(path), (e: Error) => {
+      assert.ok(e instanceof OnnxImportError, String(e));
+      assert.match(e.message, /sig\.onnx: node '\/head\/Sigmoid' \(op Sigmoid\) is not supported; supported: Conv,.* \(unsupported in this graph: Sigmoid x2\)$/);
+      return true;
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('truncated and non-ONNX files are rejected naming the file', async () => {
