@@ -21,7 +21,7 @@ import { runOrt } from './support/ort.js';
 import { writeImageFolder } from './support/images.js';
 import { Rng } from './support/random.js';
 import { maxAbsDiff } from './support/reference.js';
-import { CLI, VGG16_ONNX } from './support/shared.js';
+import { CLI, MODELS_DIR, VGG16_ONNX } from './support/shared.js';
 
 function cli(args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, CMIPRUNE_NO_PROGRESS: '1' } });
@@ -93,6 +93,24 @@ test('prune --criterion l1 --cutoff keep:0.5 halves every conv of the shared VGG
   assert.ok(maxAbsDiff(await runOrt(bytes, pruned.inputs[0]!.name, x, [ds.n, 3, 32, 32]), ours.data) <= 1e-4);
   for (const k of ['load', 'rank', 'cutoff', 'surgery', 'bnReestimation', 'verify', 'latency', 'total']) assert.ok(report.seconds[k] >= 0, k);
   assert.ok(report.latency.after[0].msPerImage > 0 && report.latency.before[1].batch === 64);
+});
+
+test('prune ResNet-56 --criterion l1 --cutoff keep:0.5 --residual inner: each block\'s first conv halved, every Add keeps its width, onnxruntime agrees', { skip: addonSkip }, async () => {
+  const out = join(dir, 'r56');
+  const r = cli(['prune', '--model', join(MODELS_DIR, 'resnet56_cifar10.onnx'), '--criterion', 'l1', '--cutoff', 'keep:0.5', '--residual', 'inner', '--test-limit', '300', '--bn-images', '256', '--heldout', '50', '--out', out]);
+  assert.equal(r.status, 0, r.stderr);
+  const { report, counted } = await checkOutputs(out);
+  const layers = report.layers as { name: string; channels: number; kept: number; prunable: boolean; reason?: string }[];
+  const inner = layers.filter((l) => /\/layer\d\/layer\d\.\d+\/conv1\/Conv$/.test(l.name));
+  assert.equal(inner.length, 27);
+  for (const l of layers) {
+    if (inner.includes(l)) assert.deepEqual([l.prunable, l.kept], [true, l.channels / 2], l.name);
+    else assert.deepEqual([l.prunable, l.kept], [false, l.channels], l.name);
+    if (!l.prunable) assert.match(l.reason!, /\(Add\) couples/);
+  }
+  // the written file: 55 convs, the inner ones at half width
+  assert.equal(counted.convs.length, 55);
+  for (const c of counted.convs) assert.equal(c.outChannels, layers.find((l) => l.name === c.name)!.kept, c.name);
 });
 
 test('prune --criterion cmi --cutoff scree on a small CNN: per-layer decisions from held-out candidates, report and ONNX agree', { skip: addonSkip }, async () => {
