@@ -1,0 +1,889 @@
+// The VGG16 experiment's vocabulary (criterion settings, point keys, the values each point holds)
+// and RESULTS.md: tables and plots generated from the result store, the issue's targets evaluated
+// from the same data, the published anchors beside them (labelled as published). Every number
+// in RESULTS.md except those anchors is read from stored points; nothing here measures anything.
+import { join, relative } from 'node:path';
+import type { CriterionName } from '../prune/run.js';
+import { renderSvg, type SweepRow, sweepSpec } from '../report/charts.js';
+import { writeFileAtomic } from '../util/fs.js';
+import type { Json, PointKey, ResultStore, StoredPoint } from './store.js';
+
+// ---------------------------------------------------------------------------------------------
+// criterion settings
+
+export interface CriterionSetting {
+  /** stable id used in point keys, e.g. 'cmi-a2-median' */
+  id: string;
+  criterion: CriterionName;
+  alpha?: number;
+  sigma?: 'median' | 'reference';
+  label: string;
+}
+
+/** Every criterion setting of the sweep: CMI at alpha 1.01 and 2 with both kernel-width rules, and the other criteria. */
+export const SWEEP_SETTINGS: readonly CriterionSetting[] = [
+  { id: 'cmi-a2-median', criterion: 'cmi', alpha: 2, sigma: 'median', label: 'CMI α=2, scale-aware width' },
+  { id: 'cmi-a2-reference', criterion: 'cmi', alpha: 2, sigma: 'reference', label: 'CMI α=2, reference width' },
+  { id: 'cmi-a1.01-median', criterion: 'cmi', alpha: 1.01, sigma: 'median', label: 'CMI α=1.01, scale-aware width' },
+  { id: 'cmi-a1.01-reference', criterion: 'cmi', alpha: 1.01, sigma: 'reference', label: 'CMI α=1.01, reference width' },
+  { id: 'l1', criterion: 'l1', label: 'L1 norm' },
+  { id: 'random', criterion: 'random', label: 'random' },
+  { id: 'hrank', criterion: 'hrank', label: 'HRank' },
+  { id: 'chip', criterion: 'chip', label: 'CHIP' },
+];
+
+export function settingOf(id: string): CriterionSetting {
+  const s = SWEEP_SETTINGS.find((x) => x.id === id);
+  if (!s) throw new Error(`unknown criterion setting '${id}' (one of: ${SWEEP_SETTINGS.map((x) => x.id).join(', ')})`);
+  return s;
+}
+
+export const isCmiSetting = (id: string) => settingOf(id).criterion === 'cmi';
+export const labelOf = (id: string) => SWEEP_SETTINGS.find((x) => x.id === id)?.label ?? id;
+
+/**
+ * A criterion's own global allocation: one threshold on its normalised importance curve across
+ * layers ('curve') where it gives a curve; the random order gives none, so its layers are sized
+ * by their held-out sensitivity ('sensitivity').
+ */
+export function globalAllocationOf(id: string): 'curve' | 'sensitivity' {
+  return settingOf(id).criterion === 'random' ? 'sensitivity' : 'curve';
+}
+
+// ---------------------------------------------------------------------------------------------
+// setup and point keys
+
+/** What every evaluated point depends on besides its own settings. */
+export interface Setup {
+  data: string;
+  /** calibration images of the criteria (class-balanced training sample) */
+  samples: number;
+  seed: number;
+  /** test images evaluated: the first N, or 'all' */
+  test: number | 'all';
+  /** BatchNorm re-estimation images */
+  bnImages: number;
+  /** held-out training images for the tool's own choices (sensitivity allocation, cut-off candidates) */
+  heldout: number;
+}
+
+export interface FinetuneSetup {
+  epochs: number;
+  lr: number;
+  batch: number;
+  /** training images fine-tuned on: the first N, or 'all' */
+  train: number | 'all';
+}
+
+export type Allocation = 'uniform' | 'curve' | 'sensitivity';
+export type SweepStage = 'surgery' | 'bn';
+export type SweepStep = 'sweep-uniform' | 'sweep-global';
+
+export interface Variant {
+  formulation: 'per-layer' | 'compact' | 'full';
+  /** 'independent' for per-layer */
+  order: 'independent' | 'forward' | 'bidirectional';
+  cutoff: 'scree' | 'xmeans' | 'ptest';
+}
+
+const evalFields = (s: Setup) => ({ data: s.data, samples: s.samples, seed: s.seed, test: s.test, bnImages: s.bnImages });
+
+export const keys = {
+  baseline: (s: Setup): PointKey => ({ step: 'baseline', kind: 'baseline', data: s.data, test: s.test }),
+  rank: (criterion: string, s: Setup): PointKey => ({ step: 'rankings', kind: 'rank', criterion, data: s.data, samples: s.samples, seed: s.seed }),
+  sensitivity: (criterion: string, s: Setup): PointKey => ({ step: 'sensitivity', kind: 'sensitivity', criterion, data: s.data, samples: s.samples, seed: s.seed, heldout: s.heldout }),
+  sweep: (step: SweepStep, criterion: string, allocation: Allocation, budget: string, stage: SweepStage, s: Setup): PointKey => ({
+    step,
+    kind: 'sweep',
+    criterion,
+    allocation,
+    budget,
+    stage,
+    ...evalFields(s),
+    ...(allocation === 'sensitivity' ? { heldout: s.heldout } : {}),
+  }),
+  variant: (v: Variant, alpha: number, sigma: string, s: Setup): PointKey => ({
+    step: 'variants',
+    kind: 'variant',
+    formulation: v.formulation,
+    order: v.order,
+    cutoff: v.cutoff,
+    alpha,
+    sigma,
+    ...evalFields(s),
+    heldout: s.heldout,
+  }),
+  recoveredStart: (criterion: string, allocation: Allocation, budget: string, s: Setup): PointKey => ({
+    step: 'recovered',
+    kind: 'recovered-start',
+    criterion,
+    allocation,
+    budget,
+    ...evalFields(s),
+    ...(allocation === 'sensitivity' ? { heldout: s.heldout } : {}),
+  }),
+  epoch: (criterion: string, allocation: Allocation, budget: string, distill: number | null, epoch: number, f: FinetuneSetup, s: Setup): PointKey => ({
+    step: 'recovered',
+    kind: 'finetune-epoch',
+    criterion,
+    allocation,
+    budget,
+    distill: distill === null ? 'none' : `T=${distill}`,
+    epoch,
+    epochs: f.epochs,
+    lr: f.lr,
+    batch: f.batch,
+    train: f.train,
+    ...evalFields(s),
+    ...(allocation === 'sensitivity' ? { heldout: s.heldout } : {}),
+  }),
+};
+
+// ---------------------------------------------------------------------------------------------
+// what the points hold
+
+/** Fractions of the unpruned model's filters / parameters / multiply-adds removed. */
+export interface Removed {
+  filters: number;
+  params: number;
+  macs: number;
+}
+
+export interface BaselineValue {
+  accuracy: number;
+  test: number;
+  filters: number;
+  params: number;
+  macs: number;
+  layers: number;
+}
+
+export interface StoredRanking {
+  group: string;
+  channels: number;
+  order: number[];
+  curve?: number[];
+  curveTotal?: number;
+}
+
+export interface RankValue {
+  criterion: string;
+  /** the criterion's own key (algorithm and settings) */
+  criterionKey: string;
+  rankings: StoredRanking[];
+  /** CMI: layers read from the ordering's checkpoints instead of computed in this call (their time is not in `seconds`) */
+  resumedLayers: number;
+  /** CMI: wall seconds of each layer's ordering as recorded when it was computed (also for resumed layers) */
+  layerSeconds: Record<string, number | null>;
+  noiseFloorStep?: Record<string, number | null>;
+}
+
+export interface SensitivityValue {
+  /** held-out accuracy of the unpruned model */
+  baseline: number;
+  heldout: number;
+  /** layer -> channels kept (that layer alone pruned, the criterion's first ones) -> held-out accuracy */
+  accuracy: Record<string, Record<string, number>>;
+}
+
+export interface SweepValue {
+  keep: Record<string, number>;
+  /** the budget's measure actually removed */
+  reached: number;
+  removed: Removed;
+  accuracy: number;
+  /** stage 'bn': seconds of the re-estimation itself */
+  bnSeconds?: number;
+}
+
+export interface VariantValue {
+  removed: Removed;
+  filters: { before: number; after: number };
+  accuracy: { before: number | null; afterSurgery: number | null; afterBnReestimation: number | null };
+  kept: Record<string, number>;
+  startLayer: string | null;
+  chains: { name: string; layers: string[]; seconds: number; threads: number }[];
+  /** wall seconds of prune()'s stages (report.json `seconds`) */
+  stageSeconds: Record<string, number>;
+}
+
+export interface RecoveredStartValue {
+  keep: Record<string, number>;
+  reached: number;
+  removed: Removed;
+  afterSurgery: number;
+  afterBnReestimation: number;
+  bnSeconds: number;
+}
+
+export interface EpochValue {
+  epoch: number;
+  testAccuracy: number;
+  /** training loss and accuracy of the epoch (augmented batches, training mode) */
+  loss: number;
+  trainAccuracy: number;
+  lr: number;
+  images: number;
+  /** wall and CPU seconds of the epoch's training alone (the test evaluation is in evalSeconds) */
+  trainSeconds: number;
+  trainCpuSeconds: number;
+  evalSeconds: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// budgets
+
+export function parseBudgetName(b: string): { kind: string; fraction: number } {
+  const m = /^(filters|params|flops|keep):(.+)$/.exec(b);
+  if (!m) throw new Error(`not a budget: ${b}`);
+  return { kind: m[1]!, fraction: Number(m[2]) };
+}
+
+export function budgetLabel(b: string): string {
+  const { kind, fraction } = parseBudgetName(b);
+  const what = kind === 'flops' ? 'multiply-adds' : kind === 'params' ? 'parameters' : kind === 'keep' ? 'kept per layer' : 'filters';
+  return `${fmtFrac(fraction)} ${what}`;
+}
+
+function compareBudgets(a: string, b: string): number {
+  const x = parseBudgetName(a);
+  const y = parseBudgetName(b);
+  return x.kind === y.kind ? x.fraction - y.fraction : x.kind < y.kind ? -1 : 1;
+}
+
+/** Budgets whose fraction is in [lo, hi] (the targets' 30-60% range). */
+export const inRange = (b: string, lo = 0.3, hi = 0.6) => {
+  const f = parseBudgetName(b).fraction;
+  return f >= lo - 1e-9 && f <= hi + 1e-9;
+};
+
+// ---------------------------------------------------------------------------------------------
+// reading the store
+
+const byKey = (p: StoredPoint, k: string) => p.key[k] as Json;
+const same = (p: StoredPoint, fields: Record<string, Json>) => Object.entries(fields).every(([k, v]) => JSON.stringify(p.key[k] ?? null) === JSON.stringify(v));
+
+export interface SweepRecord {
+  step: SweepStep;
+  criterion: string;
+  allocation: Allocation;
+  budget: string;
+  surgery?: SweepValue;
+  bn?: SweepValue;
+}
+
+/** The sweep points of a setup, merged per (step, criterion, allocation, budget). */
+export function sweepRecords(store: ResultStore, s: Setup): SweepRecord[] {
+  const out = new Map<string, SweepRecord>();
+  for (const p of store.list<SweepValue>({ kind: 'sweep' })) {
+    if (!same(p, evalFields(s))) continue;
+    if (p.key.allocation === 'sensitivity' && p.key.heldout !== s.heldout) continue;
+    const id = [byKey(p, 'step'), byKey(p, 'criterion'), byKey(p, 'allocation'), byKey(p, 'budget')].join('|');
+    const r = out.get(id) ?? { step: p.key.step as SweepStep, criterion: String(p.key.criterion), allocation: p.key.allocation as Allocation, budget: String(p.key.budget) };
+    r[p.key.stage as SweepStage] = p.value;
+    out.set(id, r);
+  }
+  return [...out.values()];
+}
+
+export interface RecoveredRecord {
+  criterion: string;
+  allocation: Allocation;
+  budget: string;
+  distill: string;
+  start?: RecoveredStartValue;
+  epochs: { value: EpochValue; cpu: number; wall: number }[];
+}
+
+export function recoveredRecords(store: ResultStore, s: Setup, f: FinetuneSetup): RecoveredRecord[] {
+  const starts = new Map<string, RecoveredStartValue>();
+  for (const p of store.list<RecoveredStartValue>({ kind: 'recovered-start' })) {
+    if (!same(p, evalFields(s))) continue;
+    starts.set([p.key.criterion, p.key.allocation, p.key.budget].join('|'), p.value);
+  }
+  const out = new Map<string, RecoveredRecord>();
+  for (const p of store.list<EpochValue>({ kind: 'finetune-epoch' })) {
+    if (!same(p, { ...evalFields(s), epochs: f.epochs, lr: f.lr, batch: f.batch, train: f.train })) continue;
+    const base = [p.key.criterion, p.key.allocation, p.key.budget].join('|');
+    const id = `${base}|${p.key.distill}`;
+    const r = out.get(id) ?? {
+      criterion: String(p.key.criterion),
+      allocation: p.key.allocation as Allocation,
+      budget: String(p.key.budget),
+      distill: String(p.key.distill),
+      start: starts.get(base),
+      epochs: [],
+    };
+    r.epochs.push({ value: p.value, cpu: p.seconds.cpu, wall: p.seconds.wall });
+    out.set(id, r);
+  }
+  for (const r of out.values()) r.epochs.sort((a, b) => a.value.epoch - b.value.epoch);
+  // starts without any epoch yet still show what surgery and BN re-estimation gave
+  for (const [base, v] of starts) {
+    if ([...out.values()].some((r) => [r.criterion, r.allocation, r.budget].join('|') === base)) continue;
+    const [criterion, allocation, budget] = base.split('|') as [string, Allocation, string];
+    out.set(`${base}|-`, { criterion, allocation, budget, distill: '-', start: v, epochs: [] });
+  }
+  return [...out.values()].sort((a, b) => compareBudgets(a.budget, b.budget) || (a.criterion < b.criterion ? -1 : a.criterion > b.criterion ? 1 : 0) || (a.distill < b.distill ? -1 : 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// the recovered step's choice: best CMI configuration and best other criterion
+
+export interface ConfigScore {
+  criterion: string;
+  allocation: Allocation;
+  /** mean accuracy after BN re-estimation over the scored budgets; null when a point is missing */
+  score: number | null;
+  budgets: string[];
+}
+
+export interface RecoveredChoice {
+  cmi: ConfigScore | null;
+  other: ConfigScore | null;
+  /** every candidate configuration has all its points */
+  complete: boolean;
+  scores: ConfigScore[];
+  rule: string;
+}
+
+/**
+ * Each (criterion setting, allocation) of both sweeps scored by its mean test accuracy after BN
+ * re-estimation over the budgets of 30-60% (all budgets when none is in that range); the best CMI
+ * configuration and the best of the other criteria. `complete` is false while any of the planned
+ * configurations lacks one of those points (the choice could still change).
+ */
+export function chooseRecovered(store: ResultStore, s: Setup, settings: readonly string[], budgets: readonly string[]): RecoveredChoice {
+  const scored = budgets.some((b) => inRange(b)) ? budgets.filter((b) => inRange(b)) : [...budgets];
+  const recs = sweepRecords(store, s);
+  const scores: ConfigScore[] = [];
+  for (const c of settings) {
+    for (const [step, allocation] of [['sweep-uniform', 'uniform'], ['sweep-global', globalAllocationOf(c)]] as [SweepStep, Allocation][]) {
+      const accs = scored.map((b) => recs.find((r) => r.step === step && r.criterion === c && r.allocation === allocation && r.budget === b)?.bn?.accuracy);
+      const ok = accs.every((a): a is number => typeof a === 'number');
+      scores.push({ criterion: c, allocation, budgets: scored, score: ok ? accs.reduce((x, y) => x + (y as number), 0) / accs.length : null });
+    }
+  }
+  const best = (cmi: boolean) =>
+    scores
+      .filter((x) => isCmiSetting(x.criterion) === cmi && x.score !== null)
+      .sort((a, b) => b.score! - a.score! || (a.criterion < b.criterion ? -1 : 1))[0] ?? null;
+  return {
+    cmi: best(true),
+    other: best(false),
+    complete: scores.every((x) => x.score !== null),
+    scores,
+    rule: `mean test accuracy after BN re-estimation over ${scored.map(budgetLabel).join(', ')}, over both allocations`,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// formatting
+
+export function fmtAcc(a: number | null | undefined): string {
+  return typeof a === 'number' && Number.isFinite(a) ? `${(100 * a).toFixed(2)}%` : '–';
+}
+
+/** A fraction as a percentage, one decimal unless it is a whole number of percent. */
+export function fmtFrac(x: number | null | undefined): string {
+  if (typeof x !== 'number' || !Number.isFinite(x)) return '–';
+  const p = 100 * x;
+  return Math.abs(p - Math.round(p)) < 1e-9 ? `${Math.round(p)}%` : `${p.toFixed(1)}%`;
+}
+
+/** Accuracy change against the unpruned model, in percentage points with a sign. */
+export function fmtChange(acc: number | null | undefined, base: number | null | undefined): string {
+  if (typeof acc !== 'number' || typeof base !== 'number') return '–';
+  const d = 100 * (acc - base);
+  return `${d > 0 ? '+' : d < 0 ? '−' : '±'}${Math.abs(d).toFixed(2)}`;
+}
+
+export function fmtSeconds(s: number | null | undefined): string {
+  if (typeof s !== 'number' || !Number.isFinite(s)) return '–';
+  if (s < 10) return `${s.toFixed(2)} s`;
+  if (s < 120) return `${s.toFixed(1)} s`;
+  if (s < 7200) return `${(s / 60).toFixed(1)} min`;
+  return `${(s / 3600).toFixed(2)} h`;
+}
+
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+
+function mdTable(headers: string[], rows: string[][]): string {
+  const esc = (c: string) => c.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+  return [`| ${headers.map(esc).join(' | ')} |`, `| ${headers.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// targets
+
+export interface TargetResult {
+  target: string;
+  /** null: no data yet */
+  met: boolean | null;
+  statement: string;
+}
+
+/** One accuracy without fine-tuning, from the sweep or the variants. */
+export interface NoFinetunePoint {
+  label: string;
+  filters: number;
+  params: number;
+  macs: number;
+  accuracy: number;
+}
+
+const DROP_EPS = 1e-9;
+const dropPoints = (acc: number, base: number) => 100 * (base - acc);
+
+/** Target 1: at least 40% of the filters removed at a drop of at most 0.32 points, without fine-tuning. */
+export function targetFilters(base: number | null, cmiPoints: NoFinetunePoint[], minFilters = 0.4, maxDrop = 0.32): TargetResult {
+  const target = `≥ ${fmtFrac(minFilters)} of the filters removed at ≤ ${maxDrop.toFixed(2)}-point drop, without fine-tuning (CMI)`;
+  if (base === null || cmiPoints.length === 0) return { target, met: null, statement: 'not measured yet' };
+  const within = cmiPoints.filter((p) => dropPoints(p.accuracy, base) <= maxDrop + DROP_EPS).sort((a, b) => b.filters - a.filters || b.accuracy - a.accuracy);
+  const atLeast = cmiPoints.filter((p) => p.filters >= minFilters - DROP_EPS).sort((a, b) => b.accuracy - a.accuracy);
+  const best = within[0];
+  const d = (p: NoFinetunePoint) => `${fmtChange(p.accuracy, base)} points`;
+  if (best && best.filters >= minFilters - DROP_EPS)
+    return { target, met: true, statement: `met: ${fmtFrac(best.filters)} of the filters removed, accuracy change ${d(best)} (${best.label})` };
+  const parts: string[] = [];
+  parts.push(
+    best
+      ? `at most ${fmtFrac(best.filters)} of the filters within a ${maxDrop.toFixed(2)}-point drop (${best.label}, change ${d(best)}): short of ${fmtFrac(minFilters)} by ${(100 * (minFilters - best.filters)).toFixed(1)} percentage points of filters`
+      : `no CMI point stays within a ${maxDrop.toFixed(2)}-point drop`,
+  );
+  if (atLeast[0])
+    parts.push(`with ≥ ${fmtFrac(minFilters)} removed the smallest drop is ${dropPoints(atLeast[0].accuracy, base).toFixed(2)} points (${atLeast[0].label}, ${fmtFrac(atLeast[0].filters)} of the filters): ${(dropPoints(atLeast[0].accuracy, base) - maxDrop).toFixed(2)} points over`);
+  return { target, met: false, statement: `not met: ${parts.join('; ')}` };
+}
+
+export interface RecoveredPoint {
+  label: string;
+  params: number;
+  macs: number;
+  epoch: number;
+  accuracy: number;
+}
+
+/** Target 2: ≥ 58% fewer multiply-adds and ≥ 80% fewer parameters at ≤ 0.30-point drop with ≤ 3 epochs. */
+export function targetRecovered(base: number | null, cmiPoints: RecoveredPoint[], minMacs = 0.58, minParams = 0.8, maxDrop = 0.3, maxEpochs = 3): TargetResult {
+  const target = `≥ ${fmtFrac(minMacs)} fewer multiply-adds and ≥ ${fmtFrac(minParams)} fewer parameters at ≤ ${maxDrop.toFixed(2)}-point drop with ≤ ${maxEpochs} fine-tuning epochs (CMI)`;
+  const pts = cmiPoints.filter((p) => p.epoch <= maxEpochs);
+  if (base === null || pts.length === 0) return { target, met: null, statement: 'not measured yet' };
+  const big = pts.filter((p) => p.macs >= minMacs - DROP_EPS && p.params >= minParams - DROP_EPS).sort((a, b) => b.accuracy - a.accuracy);
+  if (big.length === 0) {
+    const m = [...pts].sort((a, b) => Math.min(b.macs / minMacs, b.params / minParams) - Math.min(a.macs / minMacs, a.params / minParams))[0]!;
+    return {
+      target,
+      met: false,
+      statement: `not met: no fine-tuned CMI point removes both; the closest removes ${fmtFrac(m.macs)} of the multiply-adds and ${fmtFrac(m.params)} of the parameters (${m.label})`,
+    };
+  }
+  const b = big[0]!;
+  const drop = dropPoints(b.accuracy, base);
+  const what = `${fmtFrac(b.macs)} fewer multiply-adds, ${fmtFrac(b.params)} fewer parameters, accuracy change ${fmtChange(b.accuracy, base)} points after ${b.epoch} epoch${b.epoch === 1 ? '' : 's'} (${b.label})`;
+  return drop <= maxDrop + DROP_EPS
+    ? { target, met: true, statement: `met: ${what}` }
+    : { target, met: false, statement: `not met: best ${what}: a drop ${(drop - maxDrop).toFixed(2)} points over ${maxDrop.toFixed(2)}` };
+}
+
+/** Target 3: the best CMI setting ahead of the best other criterion at every budget of 30-60%, per allocation and stage. */
+export function targetAhead(records: SweepRecord[], budgets: readonly string[]): TargetResult {
+  const target = 'CMI ahead of every other criterion at every budget of 30-60% (best CMI setting vs best other, per allocation and stage, no fine-tuning)';
+  const scored = budgets.filter((b) => inRange(b));
+  const rows: { where: string; margin: number }[] = [];
+  let missing = 0;
+  for (const step of ['sweep-uniform', 'sweep-global'] as SweepStep[]) {
+    for (const stage of ['surgery', 'bn'] as SweepStage[]) {
+      for (const b of scored) {
+        const at = records.filter((r) => r.step === step && r.budget === b && r[stage]);
+        const cmi = Math.max(...at.filter((r) => isCmiSetting(r.criterion)).map((r) => r[stage]!.accuracy));
+        const other = Math.max(...at.filter((r) => !isCmiSetting(r.criterion)).map((r) => r[stage]!.accuracy));
+        if (!Number.isFinite(cmi) || !Number.isFinite(other)) {
+          missing++;
+          continue;
+        }
+        rows.push({ where: `${step === 'sweep-uniform' ? '(a) uniform' : '(b) global'}, ${stage === 'bn' ? 'after BN' : 'after surgery'}, ${budgetLabel(b)}`, margin: 100 * (cmi - other) });
+      }
+    }
+  }
+  if (rows.length === 0) return { target, met: null, statement: 'not measured yet' };
+  const behind = rows.filter((r) => r.margin <= 0).sort((a, b) => a.margin - b.margin);
+  const tail = missing > 0 ? ` (${missing} comparison${missing === 1 ? '' : 's'} not measured yet)` : '';
+  if (behind.length === 0) {
+    const min = rows.reduce((m, r) => (r.margin < m.margin ? r : m));
+    return { target, met: missing === 0 ? true : null, statement: `${missing === 0 ? 'met' : 'so far met'}: ahead in all ${rows.length} comparisons, by at least ${min.margin.toFixed(2)} points (${min.where})${tail}` };
+  }
+  return {
+    target,
+    met: false,
+    statement: `not met: ahead in ${rows.length - behind.length} of ${rows.length} comparisons; behind at ${behind.map((r) => `${r.where} by ${(-r.margin).toFixed(2)}`).join('; ')} points${tail}`,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// the published anchors (not measured here: the papers' numbers, as restated in ../shared/SPEC.md and the issue)
+
+export interface PublishedAnchor {
+  method: string;
+  source: string;
+  before: number | null;
+  after: number | null;
+  /** accuracy drop in points, when only that is published */
+  drop?: number;
+  filters?: string;
+  params: string;
+  macs: string;
+  finetune: string;
+}
+
+export const PUBLISHED_ANCHORS: readonly PublishedAnchor[] = [
+  { method: 'CMI (the method’s claim)', source: 'Vu-Van et al., arXiv 2411.18578', before: null, after: null, drop: 0.32, filters: 'over a third', params: '–', macs: '–', finetune: '–' },
+  { method: 'CHIP', source: 'Sui et al., NeurIPS 2021', before: 93.96, after: 93.86, params: '81.6%', macs: '58.1%', finetune: '200 epochs' },
+  { method: 'HRankPlus', source: 'Lin et al.', before: 93.96, after: 93.73, params: '81.6%', macs: '58.1%', finetune: '–' },
+  { method: 'HRank', source: 'Lin et al., CVPR 2020', before: 93.96, after: 93.43, params: '82.9%', macs: '53.5%', finetune: '–' },
+  { method: 'L1-norm', source: 'Li et al., ICLR 2017', before: 93.25, after: 93.4, params: '64%', macs: 'about 34%', finetune: '–' },
+];
+
+// ---------------------------------------------------------------------------------------------
+// RESULTS.md
+
+export interface ResultsInput {
+  store: ResultStore;
+  setup: Setup;
+  finetune: FinetuneSetup;
+  /** the sweep's planned criterion settings and budgets */
+  settings: readonly string[];
+  budgets: readonly string[];
+  /** variants' alpha and width rule */
+  variantAlpha: number;
+  variantSigma: string;
+  modelPath: string;
+  /** planned / stored points per step (from the runner's plan) */
+  plan?: Record<string, { planned: number; stored: number }>;
+  /** where RESULTS.md goes; the plots go to `<out>/<svgDir>/` */
+  out: string;
+  svgDir?: string;
+  /** the command that regenerates it (for the header) */
+  command?: string;
+  /** what was pruned, for the title (default 'VGG16-BN on CIFAR-10') */
+  title?: string;
+}
+
+export interface ResultsOutput {
+  markdown: string;
+  files: { markdown: string; plots: string[] };
+}
+
+const STAGE_LABEL: Record<SweepStage, string> = { surgery: 'after surgery', bn: 'after BN re-estimation' };
+
+export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
+  const { store, setup } = r;
+  const svgDir = r.svgDir ?? 'results';
+  const basePoint = store.get<BaselineValue>(keys.baseline(setup));
+  const base = basePoint?.value.accuracy ?? null;
+  const records = sweepRecords(store, setup).filter((x) => r.settings.includes(x.criterion) && r.budgets.includes(x.budget));
+  const variantRank = (p: StoredPoint<VariantValue>) =>
+    ['per-layer', 'compact', 'full'].indexOf(String(p.key.formulation)) * 100 + ['independent', 'forward', 'bidirectional'].indexOf(String(p.key.order)) * 10 + ['scree', 'xmeans', 'ptest'].indexOf(String(p.key.cutoff));
+  const variants = store
+    .list<VariantValue>({ kind: 'variant', alpha: r.variantAlpha, sigma: r.variantSigma })
+    .filter((p) => same(p, { ...evalFields(setup), heldout: setup.heldout }))
+    .sort((a, b) => variantRank(a) - variantRank(b));
+  const recovered = recoveredRecords(store, setup, r.finetune);
+  const choice = chooseRecovered(store, setup, r.settings, r.budgets);
+  const md: string[] = [];
+  const plots: string[] = [];
+
+  // ---- header
+  md.push(`# ${r.title ?? 'VGG16-BN on CIFAR-10'}: pruning by conditional mutual information against other criteria`);
+  md.push('');
+  md.push(
+    `Generated by \`${r.command ?? 'npm run experiment:vgg16'}\` from ${store.size} stored result points (${store.version}); every number in this file except the published anchors (section 4, labelled *published*) is read from those points, none is typed by hand. Model \`${r.modelPath}\`, SHA-256 \`${store.modelSha256.slice(0, 16)}…\`.`,
+  );
+  md.push('');
+  if (basePoint) {
+    const b = basePoint.value;
+    md.push(
+      `Unpruned: **${fmtAcc(b.accuracy)}** top-1 on ${int(b.test)} test images; ${int(b.filters)} filters in ${b.layers} prunable conv layers, ${int(b.params)} parameters, ${int(b.macs)} multiply-adds per image. Drops below are in percentage points against this accuracy, on the same test images.`,
+    );
+  } else md.push('Unpruned accuracy: not measured yet.');
+  md.push('');
+  md.push(
+    `Setup: criteria read a class-balanced sample of ${setup.samples} ${setup.data} training images (seed ${setup.seed}); BatchNorm re-estimation on ${int(setup.bnImages)} training images outside that sample; the tool's own choices (held-out sensitivity, cut-off candidates) on ${setup.heldout} other training images; the test set is only ever reported.`,
+  );
+  if (r.plan) {
+    md.push('');
+    md.push(mdTable(['step', 'points planned', 'stored'], Object.entries(r.plan).map(([k, v]) => [k, String(v.planned), `${v.stored}${v.stored < v.planned ? ' (incomplete)' : ''}`])));
+  }
+  md.push('');
+
+  // ---- targets
+  const cmiNoFt: NoFinetunePoint[] = [];
+  for (const x of records) {
+    if (!isCmiSetting(x.criterion)) continue;
+    for (const st of ['surgery', 'bn'] as SweepStage[]) {
+      const v = x[st];
+      if (v) cmiNoFt.push({ label: `${labelOf(x.criterion)}, ${x.allocation} allocation, ${budgetLabel(x.budget)}, ${STAGE_LABEL[st]}`, ...v.removed, accuracy: v.accuracy });
+    }
+  }
+  for (const p of variants) {
+    const v = p.value;
+    const name = `${p.key.formulation}${p.key.order !== 'independent' ? ` ${p.key.order}` : ''}, ${p.key.cutoff}`;
+    if (v.accuracy.afterSurgery !== null) cmiNoFt.push({ label: `variant ${name}, after surgery`, ...v.removed, accuracy: v.accuracy.afterSurgery });
+    if (v.accuracy.afterBnReestimation !== null) cmiNoFt.push({ label: `variant ${name}, after BN re-estimation`, ...v.removed, accuracy: v.accuracy.afterBnReestimation });
+  }
+  // each fine-tuning run's result after its last epoch (choosing an earlier epoch by its test accuracy would select on the test set)
+  const cmiFt: RecoveredPoint[] = [];
+  for (const x of recovered) {
+    if (!isCmiSetting(x.criterion) || !x.start) continue;
+    const e = x.epochs.find((y) => y.value.epoch === r.finetune.epochs);
+    if (e) cmiFt.push({ label: `${labelOf(x.criterion)}, ${x.allocation}, ${budgetLabel(x.budget)}, distillation ${x.distill}`, params: x.start.removed.params, macs: x.start.removed.macs, epoch: e.value.epoch, accuracy: e.value.testAccuracy });
+  }
+  const targets = [targetFilters(base, cmiNoFt), targetRecovered(base, cmiFt), targetAhead(records, r.budgets)];
+  md.push('## Targets');
+  md.push('');
+  md.push(mdTable(['target', 'met', 'from the data'], targets.map((t) => [t.target, t.met === null ? 'not yet known' : t.met ? '**yes**' : '**no**', t.statement])));
+  md.push('');
+
+  // ---- 1. sweep
+  md.push('## 1. Criterion sweep without fine-tuning');
+  md.push('');
+  md.push(
+    `Test accuracy after surgery (removed filters folded away, no other change) and after BatchNorm re-estimation, against the fraction of all ${basePoint ? int(basePoint.value.filters) : ''} conv filters removed. (a) every layer loses the same fraction (isolates the criterion); (b) each criterion's own global allocation: one threshold on its normalised importance curve across layers (\`curve\`), or, for the random order, which has no curve, the layers' held-out sensitivity (\`sensitivity\`). One ranking per criterion setting, reused at every budget.`,
+  );
+  md.push('');
+  const criteriaLabels = r.settings.map(labelOf);
+  for (const [step, title, file] of [
+    ['sweep-uniform', '(a) uniform fraction per layer', 'sweep-uniform.svg'],
+    ['sweep-global', '(b) each criterion’s global allocation', 'sweep-global.svg'],
+  ] as [SweepStep, string, string][]) {
+    const rows: SweepRow[] = [];
+    for (const x of records.filter((y) => y.step === step)) {
+      for (const st of ['surgery', 'bn'] as SweepStage[]) {
+        const v = x[st];
+        if (v) rows.push({ criterion: labelOf(x.criterion), budget: x.budget, stage: STAGE_LABEL[st], filters: v.removed.filters, macs: v.removed.macs, accuracy: v.accuracy });
+      }
+    }
+    if (rows.length === 0) {
+      md.push(`${title}: not measured yet.`);
+      md.push('');
+      continue;
+    }
+    const svg = await renderSvg(sweepSpec(rows, { criteria: criteriaLabels.filter((c) => rows.some((x) => x.criterion === c)), stages: [STAGE_LABEL.surgery, STAGE_LABEL.bn], baseline: base }));
+    const path = join(r.out, svgDir, file);
+    await writeFileAtomic(path, svg);
+    plots.push(path);
+    md.push(`**${title}** (solid: after surgery; dashed: after BN re-estimation; grey: unpruned)`);
+    md.push('');
+    md.push(`![${title}](${relative(r.out, path).split('\\').join('/')})`);
+    md.push('');
+  }
+  const budgets = [...r.budgets].sort(compareBudgets);
+  if (records.length > 0) {
+    md.push(`Test accuracy, after surgery / after BN re-estimation (change against the unpruned ${fmtAcc(base)} after BN re-estimation, in points):`);
+    md.push('');
+    const trows: string[][] = [];
+    for (const step of ['sweep-uniform', 'sweep-global'] as SweepStep[]) {
+      for (const c of r.settings) {
+        const mine = records.filter((x) => x.step === step && x.criterion === c);
+        if (mine.length === 0) continue;
+        trows.push([
+          labelOf(c),
+          step === 'sweep-uniform' ? '(a) uniform' : `(b) ${mine[0]!.allocation}`,
+          ...budgets.map((b) => {
+            const x = mine.find((y) => y.budget === b);
+            if (!x) return '–';
+            return `${fmtAcc(x.surgery?.accuracy)} / ${fmtAcc(x.bn?.accuracy)} (${fmtChange(x.bn?.accuracy, base)})`;
+          }),
+        ]);
+      }
+    }
+    md.push(mdTable(['criterion', 'allocation', ...budgets.map((b) => budgetLabel(b) + ' removed')], trows));
+    md.push('');
+    md.push('<details><summary>Every sweep point: what it removed and its accuracies</summary>');
+    md.push('');
+    md.push(
+      mdTable(
+        ['criterion', 'allocation', 'budget', 'filters removed', 'parameters removed', 'multiply-adds removed', 'after surgery', 'after BN re-estimation'],
+        records
+          .slice()
+          .sort((a, b) => (a.step < b.step ? -1 : a.step > b.step ? 1 : 0) || r.settings.indexOf(a.criterion) - r.settings.indexOf(b.criterion) || compareBudgets(a.budget, b.budget))
+          .map((x) => {
+            const v = x.surgery ?? x.bn!;
+            return [labelOf(x.criterion), x.allocation, x.budget, fmtFrac(v.removed.filters), fmtFrac(v.removed.params), fmtFrac(v.removed.macs), fmtAcc(x.surgery?.accuracy), fmtAcc(x.bn?.accuracy)];
+          }),
+      ),
+    );
+    md.push('');
+    md.push('</details>');
+    md.push('');
+  }
+
+  // ---- 2. variants
+  md.push("## 2. The method's variants");
+  md.push('');
+  md.push(
+    `The paper's formulations (per-layer; compact: conditioned on the kept maps of the previous layer of the chain; full: on every layer already pruned in the chain), orders (forward; bidirectional) and cut-offs (scree, X-Means, permutation test), CMI at α=${r.variantAlpha} with the ${r.variantSigma === 'median' ? 'scale-aware' : r.variantSigma} width, each run through \`cmiprune prune\` without fine-tuning.`,
+  );
+  md.push('');
+  if (variants.length === 0) md.push('Not measured yet.');
+  else {
+    md.push(
+      mdTable(
+        ['formulation', 'order', 'cut-off', 'filters removed', 'parameters removed', 'multiply-adds removed', 'after surgery', 'after BN re-estimation', 'change (points)', 'wall', 'CPU'],
+        variants.map((p) => [
+          String(p.key.formulation),
+          String(p.key.order),
+          String(p.key.cutoff),
+          fmtFrac(p.value.removed.filters),
+          fmtFrac(p.value.removed.params),
+          fmtFrac(p.value.removed.macs),
+          fmtAcc(p.value.accuracy.afterSurgery),
+          fmtAcc(p.value.accuracy.afterBnReestimation),
+          fmtChange(p.value.accuracy.afterBnReestimation, base),
+          fmtSeconds(p.seconds.wall),
+          fmtSeconds(p.seconds.cpu),
+        ]),
+      ),
+    );
+  }
+  md.push('');
+
+  // ---- 3. recovered
+  md.push('## 3. Recovered by fine-tuning');
+  md.push('');
+  md.push(
+    `The best CMI configuration and the best other criterion (${choice.rule}${choice.complete ? '' : '; some sweep points are still missing, so this choice is provisional'}): ${choice.cmi ? `${labelOf(choice.cmi.criterion)} with ${choice.cmi.allocation} allocation (${fmtAcc(choice.cmi.score)})` : 'not known yet'} and ${choice.other ? `${labelOf(choice.other.criterion)} with ${choice.other.allocation} allocation (${fmtAcc(choice.other.score)})` : 'not known yet'}. Each pruned at the same budgets, BN re-estimated, then fine-tuned ${r.finetune.epochs} epochs (SGD Nesterov, cosine, lr ${r.finetune.lr}, batch ${r.finetune.batch}, crop+flip, ${r.finetune.train === 'all' ? 'all' : int(r.finetune.train)} training images), without and with distillation from the unpruned model.`,
+  );
+  md.push('');
+  if (recovered.length === 0) md.push('Not measured yet.');
+  else {
+    const epochCols = Array.from({ length: r.finetune.epochs }, (_, i) => `epoch ${i + 1}`);
+    md.push(
+      mdTable(
+        ['criterion', 'allocation', 'budget', 'distillation', 'filters / params / MACs removed', 'after surgery', 'after BN', ...epochCols, 'change (points)'],
+        recovered.map((x) => {
+          const last = x.epochs[x.epochs.length - 1]?.value.testAccuracy;
+          return [
+            labelOf(x.criterion),
+            x.allocation,
+            budgetLabel(x.budget),
+            x.distill,
+            x.start ? `${fmtFrac(x.start.removed.filters)} / ${fmtFrac(x.start.removed.params)} / ${fmtFrac(x.start.removed.macs)}` : '–',
+            fmtAcc(x.start?.afterSurgery),
+            fmtAcc(x.start?.afterBnReestimation),
+            ...epochCols.map((_, i) => fmtAcc(x.epochs.find((e) => e.value.epoch === i + 1)?.value.testAccuracy)),
+            fmtChange(last, base),
+          ];
+        }),
+      ),
+    );
+  }
+  md.push('');
+
+  // ---- 4. anchors beside ours
+  md.push('## 4. Published anchors beside ours');
+  md.push('');
+  md.push(
+    'Rows marked *published* are the papers’ own numbers (their baselines, training recipes and fine-tuning budgets differ from ours), not reproduced here; rows marked *ours* come from the store.',
+  );
+  md.push('');
+  const arows: string[][] = PUBLISHED_ANCHORS.map((a) => [
+    '*published*',
+    a.method,
+    a.source,
+    a.before !== null && a.after !== null ? `${a.before.toFixed(2)}% → ${a.after.toFixed(2)}%` : '–',
+    a.before !== null && a.after !== null ? fmtChange(a.after / 100, a.before / 100) : a.drop !== undefined ? `−${a.drop.toFixed(2)}` : '–',
+    a.filters ?? '–',
+    a.params,
+    a.macs,
+    a.finetune,
+  ]);
+  const bestNoFt = [...cmiNoFt].filter((p) => base !== null && p.filters >= 1 / 3).sort((a, b) => b.accuracy - a.accuracy)[0];
+  if (bestNoFt && base !== null)
+    arows.push(['*ours*', 'CMI, best with over a third of the filters removed', bestNoFt.label, `${fmtAcc(base)} → ${fmtAcc(bestNoFt.accuracy)}`, fmtChange(bestNoFt.accuracy, base), fmtFrac(bestNoFt.filters), fmtFrac(bestNoFt.params), fmtFrac(bestNoFt.macs), 'none']);
+  for (const x of recovered) {
+    const last = x.epochs[x.epochs.length - 1];
+    if (!last || !x.start || base === null) continue;
+    arows.push([
+      '*ours*',
+      labelOf(x.criterion),
+      `${x.allocation}, ${budgetLabel(x.budget)} removed, distillation ${x.distill}`,
+      `${fmtAcc(base)} → ${fmtAcc(last.value.testAccuracy)}`,
+      fmtChange(last.value.testAccuracy, base),
+      fmtFrac(x.start.removed.filters),
+      fmtFrac(x.start.removed.params),
+      fmtFrac(x.start.removed.macs),
+      `${last.value.epoch} epoch${last.value.epoch === 1 ? '' : 's'}`,
+    ]);
+  }
+  md.push(mdTable(['', 'method', 'source / configuration', 'accuracy', 'change (points)', 'filters removed', 'parameters removed', 'multiply-adds removed', 'fine-tuning'], arows));
+  md.push('');
+
+  // ---- 5. CPU time
+  md.push('## 5. Time');
+  md.push('');
+  md.push(
+    'CPU seconds are this process’s user + system time (every thread) while the step ran; wall seconds are elapsed time. The machine (2 cores) may have been shared, so both are upper bounds.',
+  );
+  md.push('');
+  const ranks = store.list<RankValue>({ kind: 'rank', data: setup.data, samples: setup.samples, seed: setup.seed }).filter((p) => r.settings.includes(String(p.key.criterion)));
+  if (ranks.length > 0) {
+    md.push('Orderings (one per criterion setting, every prunable layer):');
+    md.push('');
+    md.push(
+      mdTable(
+        ['criterion', 'layers', 'layers resumed from checkpoints', 'ordering wall (sum of layers, as computed)', 'wall of this call', 'CPU of this call'],
+        ranks
+          .slice()
+          .sort((a, b) => r.settings.indexOf(String(a.key.criterion)) - r.settings.indexOf(String(b.key.criterion)))
+          .map((p) => {
+            const ls = Object.values(p.value.layerSeconds).filter((x): x is number => typeof x === 'number');
+            return [
+              labelOf(String(p.key.criterion)),
+              String(p.value.rankings.length),
+              String(p.value.resumedLayers),
+              ls.length > 0 ? fmtSeconds(ls.reduce((s, x) => s + x, 0)) : '–',
+              fmtSeconds(p.seconds.wall),
+              `${fmtSeconds(p.seconds.cpu)}${p.value.resumedLayers > 0 ? ' (resumed layers not included)' : ''}`,
+            ];
+          }),
+      ),
+    );
+    md.push('');
+  }
+  const sens = store.list({ kind: 'sensitivity', data: setup.data, samples: setup.samples, seed: setup.seed, heldout: setup.heldout });
+  if (sens.length > 0) {
+    md.push(mdTable(['held-out sensitivity (global allocation)', 'wall', 'CPU'], sens.map((p) => [labelOf(String(p.key.criterion)), fmtSeconds(p.seconds.wall), fmtSeconds(p.seconds.cpu)])));
+    md.push('');
+  }
+  if (variants.length > 0) {
+    md.push('The variants (whole `prune` run: ordering, cut-offs, surgery, evaluations, BN re-estimation, export check); the ordering stages are wall times from its report:');
+    md.push('');
+    md.push(
+      mdTable(
+        ['variant', 'rank (wall)', 'cut-off incl. chain orderings (wall)', 'total wall', 'total CPU'],
+        variants.map((p) => [
+          `${p.key.formulation} ${p.key.order} ${p.key.cutoff}`,
+          fmtSeconds(p.value.stageSeconds.rank),
+          fmtSeconds(p.value.stageSeconds.cutoff),
+          fmtSeconds(p.seconds.wall),
+          fmtSeconds(p.seconds.cpu),
+        ]),
+      ),
+    );
+    md.push('');
+  }
+  const epochRows = recovered.flatMap((x) =>
+    x.epochs.map((e) => [`${labelOf(x.criterion)}, ${x.allocation}, ${budgetLabel(x.budget)}, distillation ${x.distill}`, String(e.value.epoch), fmtSeconds(e.value.trainSeconds), fmtSeconds(e.value.trainCpuSeconds), fmtSeconds(e.value.evalSeconds)]),
+  );
+  if (epochRows.length > 0) {
+    md.push('Fine-tuning epochs:');
+    md.push('');
+    md.push(mdTable(['configuration', 'epoch', 'training wall', 'training CPU', 'test evaluation wall'], epochRows));
+    md.push('');
+  }
+  const markdown = md.join('\n');
+  const mdPath = join(r.out, 'RESULTS.md');
+  await writeFileAtomic(mdPath, markdown);
+  return { markdown, files: { markdown: mdPath, plots } };
+}

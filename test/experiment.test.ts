@@ -1,0 +1,290 @@
+// The resumable VGG16 experiment (experiments/vgg16.ts) on a small exported CNN: the result store
+// (stable ids, atomic points, foreign and damaged files ignored), the sweep step (2 criteria x 2
+// budgets x 2 stages), a rerun that recomputes nothing, RESULTS.md and its plots holding exactly
+// the stored numbers, a --time-budget stop that leaves a consistent store which a rerun completes,
+// the variants and recovered steps in miniature, the targets' statements, and the command line.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { runExperiment, type ExperimentOptions } from '../experiments/vgg16.js';
+import {
+  fmtAcc,
+  keys,
+  type Setup,
+  type SweepRecord,
+  type SweepValue,
+  targetAhead,
+  targetFilters,
+  targetRecovered,
+} from '../src/experiment/results.js';
+import { canonicalJson, pointId, ResultStore } from '../src/experiment/store.js';
+import { SequentialBuilder } from '../src/ir/builder.js';
+import { exportOnnx } from '../src/onnx/index.js';
+import { SERIES } from '../src/report/index.js';
+import { addonSkip } from './support/addon.js';
+import { Rng } from './support/random.js';
+import { REPO_ROOT } from './support/shared.js';
+
+process.env.CMIPRUNE_NO_PROGRESS = '1';
+
+let dir = '';
+let small = '';
+let sha = '';
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'cmiprune-experiment-'));
+  const rng = new Rng(11);
+  const b = new SequentialBuilder('small', [3, 32, 32], { random: () => rng.next() });
+  b.conv(13, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
+  b.conv(21, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
+  b.conv(37, 3, { padding: 1 }).bn().relu().maxpool(2).flatten().linear(10);
+  const m = b.build();
+  m.metadata = { mean: JSON.stringify([0.4914, 0.4822, 0.4465]), std: JSON.stringify([0.247, 0.2435, 0.2616]) };
+  small = join(dir, 'small.onnx');
+  const bytes = exportOnnx(m);
+  await writeFile(small, bytes);
+  const { createHash } = await import('node:crypto');
+  sha = createHash('sha256').update(bytes).digest('hex');
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** the small settings every run here shares */
+const quick = (results: string, more: ExperimentOptions = {}): ExperimentOptions => ({
+  model: small,
+  criteria: ['l1', 'random'],
+  budgets: ['filters:0.2', 'filters:0.5'],
+  testLimit: 200,
+  bnImages: 128,
+  heldout: 100,
+  results,
+  out: join(results, 'report'),
+  log: () => {},
+  ...more,
+});
+const setupOf = (o: ExperimentOptions): Setup => ({ data: 'cifar10', samples: 256, seed: 0, test: o.testLimit ?? 'all', bnImages: o.bnImages ?? 2000, heldout: o.heldout ?? 500 });
+
+async function allFiles(root: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(root, { withFileTypes: true })) {
+    const p = join(root, e.name);
+    if (e.isDirectory()) out.push(...(await allFiles(p)));
+    else out.push(p);
+  }
+  return out;
+}
+
+test('store: stable ids, points written atomically, reread; other versions, other models and damaged files are not listed', async () => {
+  const root = join(dir, 'store-unit');
+  const key = { step: 'sweep-uniform', kind: 'sweep', criterion: 'l1', budget: 'filters:0.3', stage: 'bn', test: 200 };
+  const reordered = { stage: 'bn', test: 200, budget: 'filters:0.3', kind: 'sweep', criterion: 'l1', step: 'sweep-uniform' };
+  assert.equal(canonicalJson(key), canonicalJson(reordered));
+  assert.equal(pointId(key, 'a'.repeat(64)), pointId(reordered, 'a'.repeat(64)));
+  assert.notEqual(pointId(key, 'a'.repeat(64)), pointId(key, 'b'.repeat(64)));
+  assert.notEqual(pointId(key, 'a'.repeat(64)), pointId(key, 'a'.repeat(64), 'experiment/0'));
+  assert.notEqual(pointId(key, 'a'.repeat(64)), pointId({ ...key, budget: 'filters:0.4' }, 'a'.repeat(64)));
+  assert.match(pointId(key, 'a'.repeat(64)), /^sweep-uniform\/sweep_l1_filters_0\.3_bn_200--[0-9a-f]{16}$/);
+
+  const s = await ResultStore.open(root, 'a'.repeat(64));
+  assert.equal(s.size, 0);
+  await s.put(key, { accuracy: 0.5 }, { wall: 1, cpu: 2 });
+  await s.put({ ...key, budget: 'filters:0.5' }, { accuracy: 0.4 }, { wall: 1, cpu: 2 });
+  const other = await ResultStore.open(root, 'b'.repeat(64));
+  await other.put(key, { accuracy: 0.1 }, { wall: 1, cpu: 1 });
+  // a damaged point, an atomic write's leftover temp file, a point moved to another name
+  const stepDir = join(root, 'points', 'sweep-uniform');
+  await writeFile(join(stepDir, 'broken--0000000000000000.json'), '{"format":');
+  await writeFile(join(stepDir, 'x.json.tmp-1-2'), 'partial');
+  const moved = JSON.parse(await readFile(s.path(key), 'utf8'));
+  await writeFile(join(stepDir, 'moved--1111111111111111.json'), JSON.stringify(moved));
+
+  const again = await ResultStore.open(root, 'a'.repeat(64));
+  assert.equal(again.size, 2);
+  assert.deepEqual(again.get<{ accuracy: number }>(reordered)!.value, { accuracy: 0.5 });
+  assert.equal(again.get(key)!.seconds.cpu, 2);
+  assert.equal(again.list({ budget: 'filters:0.5' }).length, 1);
+  assert.equal(again.list({ kind: 'sweep', stage: 'bn' }).length, 2);
+  assert.equal(again.skipped.length, 2, again.skipped.join(', '));
+  assert.equal((await ResultStore.open(root, 'a'.repeat(64), 'experiment/0')).size, 0);
+  assert.equal((await ResultStore.open(root, 'b'.repeat(64))).get<{ accuracy: number }>(key)!.value.accuracy, 0.1);
+});
+
+test('targets: met / not met and by how much, from the numbers alone', () => {
+  const base = 0.94;
+  const p = (filters: number, accuracy: number, label = 'x') => ({ label, filters, params: filters, macs: filters, accuracy });
+  const t1 = targetFilters(base, [p(0.3, 0.939), p(0.4, 0.9365, 'cmi at 40'), p(0.5, 0.93)]);
+  assert.equal(t1.met, false);
+  assert.match(t1.statement, /at most 30% of the filters within a 0\.32-point drop/);
+  assert.match(t1.statement, /short of 40% by 10\.0 percentage points/);
+  assert.match(t1.statement, /smallest drop is 0\.35 points \(cmi at 40, 40% of the filters\): 0\.03 points over/);
+  const t1b = targetFilters(base, [p(0.45, 0.9375, 'good')]);
+  assert.equal(t1b.met, true);
+  assert.match(t1b.statement, /^met: 45% of the filters removed, accuracy change −0\.25 points \(good\)/);
+  assert.equal(targetFilters(null, []).met, null);
+
+  const r = (params: number, macs: number, accuracy: number, epoch = 3) => ({ label: 'r', params, macs, epoch, accuracy });
+  assert.equal(targetRecovered(base, [r(0.82, 0.6, 0.9372)]).met, true);
+  const t2 = targetRecovered(base, [r(0.82, 0.6, 0.935)]);
+  assert.equal(t2.met, false);
+  assert.match(t2.statement, /a drop 0\.20 points over 0\.30/);
+  assert.match(targetRecovered(base, [r(0.7, 0.6, 0.939)]).statement, /no fine-tuned CMI point removes both; the closest removes 60% of the multiply-adds and 70% of the parameters/);
+  assert.equal(targetRecovered(base, [r(0.82, 0.6, 0.94, 4)]).met, null);
+
+  const v = (accuracy: number): SweepValue => ({ keep: {}, reached: 0.3, removed: { filters: 0.3, params: 0.3, macs: 0.3 }, accuracy });
+  const rec = (criterion: string, budget: string, a: number): SweepRecord => ({ step: 'sweep-uniform', criterion, allocation: 'uniform', budget, surgery: v(a), bn: v(a) });
+  const t3 = targetAhead([rec('cmi-a2-median', 'filters:0.3', 0.9), rec('l1', 'filters:0.3', 0.89), rec('cmi-a2-median', 'filters:0.6', 0.7), rec('l1', 'filters:0.6', 0.72), rec('l1', 'filters:0.7', 0.1)], [
+    'filters:0.3',
+    'filters:0.6',
+    'filters:0.7',
+  ]);
+  assert.equal(t3.met, false);
+  assert.match(t3.statement, /ahead in 2 of 4 comparisons; behind at \(a\) uniform, after surgery, 60% filters by 2\.00; \(a\) uniform, after BN, 60% filters by 2\.00 points \(4 comparisons not measured yet\)/);
+});
+
+test('sweep step on a small CNN: 2 criteria x 2 budgets x 2 stages stored; a rerun recomputes nothing; RESULTS.md and the plots hold the stored numbers', { skip: addonSkip }, async () => {
+  const results = join(dir, 'sweep');
+  const o = quick(results, { steps: ['sweep-uniform'] });
+  const r1 = await runExperiment(o);
+  assert.equal(r1.stoppedEarly, false);
+  assert.equal(r1.modelSha256, sha);
+  assert.deepEqual(r1.steps['sweep-uniform'], { planned: 8, stored: 8, computed: 8 });
+  assert.deepEqual(r1.steps.rankings, { planned: 2, stored: 2, computed: 2 });
+  assert.deepEqual(r1.steps.baseline, { planned: 1, stored: 1, computed: 1 });
+  assert.equal(r1.computed, 11);
+  assert.equal(r1.files, null);
+  const store = await ResultStore.open(results, sha);
+  const sweeps = store.list<SweepValue>({ kind: 'sweep' });
+  assert.equal(sweeps.length, 8);
+  for (const p of sweeps) {
+    assert.ok(p.value.accuracy >= 0 && p.value.accuracy <= 1);
+    assert.ok(p.value.removed.filters >= parseFloat(String(p.key.budget).split(':')[1]!) - 1e-9, JSON.stringify(p.value));
+    assert.ok(p.seconds.wall > 0 && p.seconds.cpu >= 0);
+  }
+  // every point's time was measured, the rankings say how their ordering went
+  const rank = store.get<{ rankings: { order: number[] }[] }>(keys.rank('l1', setupOf(o)))!;
+  assert.deepEqual(rank.value.rankings.map((x) => x.order.length), [13, 21, 37]);
+  const stamps = new Map(store.list().map((p) => [p.id, p.createdAt]));
+
+  const r2 = await runExperiment(o);
+  assert.equal(r2.computed, 0);
+  assert.deepEqual(r2.steps['sweep-uniform'], { planned: 8, stored: 8, computed: 0 });
+  const reread = await ResultStore.open(results, sha);
+  assert.equal(reread.size, 11);
+  for (const p of reread.list()) assert.equal(p.createdAt, stamps.get(p.id), p.id);
+
+  // the report alone: no engine, numbers from the store
+  const r3 = await runExperiment({ ...o, steps: ['report'] });
+  assert.equal(r3.computed, 0);
+  assert.ok(r3.files);
+  const md = await readFile(r3.files.markdown, 'utf8');
+  const base = reread.get<{ accuracy: number }>(keys.baseline(setupOf(o)))!.value.accuracy;
+  assert.ok(md.includes(`**${fmtAcc(base)}** top-1 on 200 test images`), md.slice(0, 800));
+  for (const c of ['l1', 'random']) {
+    for (const b of ['filters:0.2', 'filters:0.5']) {
+      const s = reread.get<SweepValue>(keys.sweep('sweep-uniform', c, 'uniform', b, 'surgery', setupOf(o)))!.value.accuracy;
+      const n = reread.get<SweepValue>(keys.sweep('sweep-uniform', c, 'uniform', b, 'bn', setupOf(o)))!.value.accuracy;
+      assert.ok(md.includes(`${fmtAcc(s)} / ${fmtAcc(n)}`), `${c} ${b}: ${fmtAcc(s)} / ${fmtAcc(n)}`);
+    }
+  }
+  assert.match(md, /\| \*published\* \| CHIP \| Sui et al\., NeurIPS 2021 \| 93\.96% → 93\.86% \|/);
+  assert.match(md, /!\[\(a\) uniform fraction per layer\]\(results\/sweep-uniform\.svg\)/);
+  assert.match(md, /\(b\) each criterion’s global allocation: not measured yet/);
+  assert.match(md, /\| sweep-uniform \| 8 \| 8 \|/);
+  assert.match(md, /\| sweep-global \| 8 \| 0 \(incomplete\) \|/);
+  assert.equal(r3.files.plots.length, 1);
+  const svg = await readFile(join(o.out!, 'results', 'sweep-uniform.svg'), 'utf8');
+  assert.match(svg, /^<svg/);
+  assert.ok(svg.includes(`${SERIES.sweepFiltersLine}_marks`));
+  // one symbol per (criterion, budget, stage) in the filters panel, each labelled with its accuracy
+  const g = svg.split(`${SERIES.sweepFiltersPoints}_marks`)[1]!.split('</g>')[0]!;
+  assert.equal((g.match(/<path /g) ?? []).length, 8);
+  assert.ok(g.includes(`L1 norm, filters:0.2, after surgery: ${(100 * reread.get<SweepValue>(keys.sweep('sweep-uniform', 'l1', 'uniform', 'filters:0.2', 'surgery', setupOf(o)))!.value.accuracy).toFixed(2)}%`));
+});
+
+test('--time-budget: stops before a point that would not fit, the store stays consistent, a rerun completes it', { skip: addonSkip }, async () => {
+  const results = join(dir, 'budget');
+  // a clock that advances 5 s per reading: every point "takes" 5 s, and a budget of one minute fits a few
+  let t = 0;
+  const o = quick(results, { steps: ['sweep-uniform'], timeBudgetMinutes: 1, clock: () => (t += 5000) });
+  const r1 = await runExperiment(o);
+  assert.equal(r1.stoppedEarly, true);
+  assert.match(r1.reason!, /^time budget: .* would likely not finish in time$/);
+  assert.ok(r1.computed > 0 && r1.computed < 11, String(r1.computed));
+  const files = await allFiles(join(results, 'points'));
+  assert.equal(files.length, r1.computed);
+  assert.ok(files.every((f) => f.endsWith('.json')));
+  for (const f of files) JSON.parse(await readFile(f, 'utf8'));
+  const first = await ResultStore.open(results, sha);
+  assert.equal(first.size, r1.computed);
+  assert.equal(first.skipped.length, 0);
+  const stamps = new Map(first.list().map((p) => [p.id, p.createdAt]));
+
+  const r2 = await runExperiment({ ...o, timeBudgetMinutes: undefined, clock: undefined });
+  assert.equal(r2.stoppedEarly, false);
+  assert.equal(r2.computed, 11 - r1.computed);
+  assert.deepEqual(r2.steps['sweep-uniform'], { planned: 8, stored: 8, computed: 8 - (r1.steps['sweep-uniform']?.stored ?? 0) });
+  const done = await ResultStore.open(results, sha);
+  assert.equal(done.size, 11);
+  for (const [id, at] of stamps) assert.equal(done.list().find((p) => p.id === id)!.createdAt, at);
+});
+
+test('variants and recovered steps in miniature: prune() runs, fine-tuning epochs with CPU times, the report sections filled', { skip: addonSkip }, async () => {
+  const results = join(dir, 'method');
+  const o = quick(results, {
+    steps: ['variants', 'recovered', 'report'],
+    criteria: ['cmi-a2-median', 'l1'],
+    variants: ['per-layer/scree'],
+    recoverBudgets: ['flops:0.5'],
+    recoverCmi: 'cmi-a2-median@uniform',
+    recoverOther: 'l1@curve',
+    finetuneEpochs: 1,
+    finetuneLimit: 256,
+    samples: 64,
+  });
+  const r = await runExperiment(o);
+  assert.equal(r.stoppedEarly, false);
+  assert.deepEqual(r.steps.variants, { planned: 1, stored: 1, computed: 1 });
+  // 2 configurations x 1 budget: a surgery+BN point and 1 epoch without, 1 with distillation
+  assert.deepEqual(r.steps.recovered, { planned: 6, stored: 6, computed: 6 });
+  const store = await ResultStore.open(r.results, sha);
+  const v = store.list<{ removed: { filters: number }; accuracy: { afterSurgery: number } }>({ kind: 'variant' })[0]!;
+  assert.ok(v.value.removed.filters > 0 && v.value.removed.filters < 1);
+  // the pruned model and exports are removed, the report kept
+  const run = join(r.results, 'runs', v.id.split('/')[1]!);
+  assert.deepEqual((await readdir(run)).sort(), ['report.json']);
+  const epochs = store.list<{ trainSeconds: number; trainCpuSeconds: number; images: number }>({ kind: 'finetune-epoch' });
+  assert.equal(epochs.length, 4);
+  for (const e of epochs) assert.ok(e.value.trainSeconds > 0 && e.value.trainCpuSeconds > 0 && e.value.images === 256, JSON.stringify(e.value));
+  const md = await readFile(r.files!.markdown, 'utf8');
+  assert.match(md, /\| per-layer \| independent \| scree \|/);
+  assert.match(md, /\| CMI α=2, scale-aware width \| uniform \| 50% multiply-adds \| T=4 \|/);
+  assert.match(md, /\| L1 norm \| curve \| 50% multiply-adds \| none \|/);
+  assert.match(md, /Fine-tuning epochs:/);
+  // prune()'s per-layer orderings (variants) are the ones the recovered step's ranking resumes from
+  assert.match(md, /\| CMI α=2, scale-aware width \| 3 \| 3 \|/);
+});
+
+test('command line: one JSON line on stdout; a bad option is one error line and exit 1', async () => {
+  const cliPath = join(REPO_ROOT, 'dist/experiments/vgg16.js');
+  const results = join(dir, 'cli');
+  await mkdir(results, { recursive: true });
+  const ok = spawnSync(process.execPath, [cliPath, '--model', small, '--step', 'report', '--results', results, '--out', join(results, 'out'), '--test-limit', '200'], {
+    encoding: 'utf8',
+    env: { ...process.env, CMIPRUNE_NO_PROGRESS: '1' },
+  });
+  assert.equal(ok.status, 0, ok.stderr);
+  const lines = ok.stdout.trim().split('\n');
+  assert.equal(lines.length, 1);
+  const s = JSON.parse(lines[0]!);
+  assert.equal(s.computed, 0);
+  assert.ok(existsSync(join(results, 'out', 'RESULTS.md')));
+  const bad = spawnSync(process.execPath, [cliPath, '--model', small, '--step', 'report', '--budgets', 'keep:0.5', '--results', results], { encoding: 'utf8', env: { ...process.env, CMIPRUNE_NO_PROGRESS: '1' } });
+  assert.equal(bad.status, 1);
+  assert.equal(bad.stdout, '');
+  assert.match(bad.stderr, /^experiment:vgg16: --budgets: 'keep:0\.5' is not a global budget/);
+  assert.equal(bad.stderr.trim().split('\n').length, 1);
+});
