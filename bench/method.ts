@@ -40,8 +40,8 @@ for (const [name, formulation, order] of all.filter(([n]) => !wanted || wanted.i
       checkpointDir: dir,
       formulation,
       order,
-      // the first layers keep a little more, so bidirectional has a well-defined start (the last 512-filter layer)
-      decide: async (u) => Math.round(u.channels * (u.index === units.length - 1 ? 0.4 : 0.5)),
+      // the middle layer keeps a little less, so bidirectional starts there and both chains have work
+      decide: async (u) => Math.round(u.channels * (u.index === Math.floor(units.length / 2) ? 0.4 : 0.5)),
     });
     process.stdout.write(
       `${JSON.stringify({
