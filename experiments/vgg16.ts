@@ -24,7 +24,6 @@ import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { floatOption, intOption } from '../src/cli/options.js';
 import { limit, type ImageDataset } from '../src/data/dataset.js';
-import { TorchModel } from '../src/engine/index.js';
 import {
   type Allocation,
   type BaselineValue,
@@ -56,10 +55,10 @@ import { reestimateBatchNorm } from '../src/recover/bn.js';
 import { allocateByCurve, allocateBySensitivity, allocateUniform, type Budget, SENSITIVITY_FRACTIONS } from '../src/prune/allocate.js';
 import { costModel, type CostModel } from '../src/prune/cost.js';
 import { parseCutoff } from '../src/prune/cutoff-spec.js';
-import { loadInputs, makeCriterion, prune, type RunInputs } from '../src/prune/run.js';
-import { applyPlan, maskPlan } from '../src/prune/surgery.js';
+import { planOf } from '../src/prune/sweep.js';
+import { evalAcc, heldoutProbe, loadInputs, makeCriterion, prune, type RunInputs, sortedPrefix } from '../src/prune/run.js';
+import { applyPlan } from '../src/prune/surgery.js';
 import type { ChannelGroup, GroupRanking, PruningPlan } from '../src/prune/types.js';
-import { evaluate } from '../src/train/evaluate.js';
 import { UserError } from '../src/util/errors.js';
 import { cacheDir } from '../src/util/fs.js';
 import { progress } from '../src/util/progress.js';
@@ -345,12 +344,7 @@ class Run {
 
   async accuracy(model: Model, label: string): Promise<number> {
     const { test, norm } = await this.inputs();
-    const e = TorchModel.create(model);
-    try {
-      return (await evaluate(e, test, { batch: 256, mean: norm.mean, std: norm.std, label })).accuracy;
-    } finally {
-      e.dispose();
-    }
+    return evalAcc(model, test, norm, label);
   }
 
   async rankings(setting: string): Promise<Map<string, GroupRanking>> {
@@ -394,7 +388,7 @@ class Run {
     const id = `${setting}|${allocation}|${budget}`;
     if (this.lastPruned?.id !== id) {
       const rankings = await this.rankings(setting);
-      const plan: PruningPlan = { keep: Object.fromEntries(Object.entries(a.keep).map(([g, k]) => [g, rankings.get(g)!.order.slice(0, k).sort((x, y) => x - y)])) };
+      const plan: PruningPlan = planOf(rankings, a.keep);
       this.lastPruned = { id, model: applyPlan(model, plan) };
     }
     return { model: this.lastPruned.model, keep: a.keep, reached: a.reached };
@@ -446,14 +440,12 @@ class Run {
     return this.single(keys.sensitivity(setting, this.setup), `held-out sensitivity ${setting}`, async (): Promise<SensitivityValue> => {
       const { model, prunable, heldout, norm } = await this.inputs();
       const rankings = await this.rankings(setting);
-      const engine = TorchModel.create(model);
-      const acc = async () => (await evaluate(engine, heldout, { batch: 250, mean: norm.mean, std: norm.std, label: 'held-out' })).accuracy;
+      const probe = heldoutProbe(model, heldout, norm);
       try {
-        const baseline = await acc();
+        const baseline = await probe.baseline();
         const accuracy: Record<string, Record<string, number>> = {};
         const bar = progress(`sensitivity ${setting}`, prunable.length * SENSITIVITY_FRACTIONS.length);
         for (const g of prunable as ChannelGroup[]) {
-          const wKey = (model.nodes.find((n) => n.name === g.name)!.params as Record<string, string>).weight!;
           accuracy[g.name] = {};
           let last = g.channels;
           // the keeps allocateBySensitivity asks for (minKeep 1)
@@ -462,16 +454,13 @@ class Run {
             const k = Math.min(g.channels, Math.max(1, Math.round((1 - f) * g.channels)));
             if (k >= last) continue;
             last = k;
-            const keepIdx = rankings.get(g.name)!.order.slice(0, k).sort((a, b) => a - b);
-            engine.writeTensors({ [wKey]: maskPlan(model, { keep: { [g.name]: keepIdx } }).tensors[wKey]! });
-            accuracy[g.name]![String(k)] = await acc();
-            engine.writeTensors({ [wKey]: model.tensors[wKey]! });
+            accuracy[g.name]![String(k)] = await probe.withLayer(g, sortedPrefix(rankings.get(g.name)!.order, k));
           }
         }
         bar.done();
         return { baseline, heldout: heldout.n, accuracy };
       } finally {
-        engine.dispose();
+        probe.dispose();
       }
     });
   }

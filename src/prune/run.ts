@@ -156,7 +156,8 @@ function validate(o: PruneOptions): void {
   if (o.distill !== undefined && !(o.finetuneEpochs! > 0)) throw new UserError(`--distill needs --finetune-epochs >= 1`);
 }
 
-async function evalAcc(model: Model, ds: ImageDataset, norm: { mean: number[]; std: number[] }, label: string): Promise<number> {
+/** Top-1 accuracy of a model on a data set through a fresh engine (disposed after). */
+export async function evalAcc(model: Model, ds: ImageDataset, norm: { mean: readonly number[]; std: readonly number[] }, label: string): Promise<number> {
   const engine = TorchModel.create(model);
   try {
     return (await evaluate(engine, ds, { batch: 256, mean: norm.mean, std: norm.std, label })).accuracy;
@@ -166,7 +167,7 @@ async function evalAcc(model: Model, ds: ImageDataset, norm: { mean: number[]; s
 }
 
 /** The first `keep` channels of an order, sorted (a plan's keep list). */
-function sortedPrefix(order: number[], keep: number): number[] {
+export function sortedPrefix(order: number[], keep: number): number[] {
   return order.slice(0, keep).sort((a, b) => a - b);
 }
 
@@ -175,7 +176,7 @@ function sortedPrefix(order: number[], keep: number): number[] {
  * (= pruning that layer alone, up to padded borders), on one engine whose weight is swapped in and
  * restored. Calls are serialised (two pruning chains may ask at once) and cached.
  */
-function heldoutProbe(model: Model, heldout: ImageDataset, norm: { mean: number[]; std: number[] }) {
+export function heldoutProbe(model: Model, heldout: ImageDataset, norm: { mean: readonly number[]; std: readonly number[] }) {
   const engine = TorchModel.create(model);
   const cache = new Map<string, number>();
   let queue: Promise<unknown> = Promise.resolve();

@@ -15,7 +15,7 @@ import { progress } from '../util/progress.js';
 import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } from './allocate.js';
 import { costModel } from './cost.js';
 import { cutoffName, parseCutoff } from './cutoff-spec.js';
-import { checkOutDir, CRITERIA, type CriterionName, loadInputs, makeCriterion } from './run.js';
+import { checkOutDir, CRITERIA, type CriterionName, evalAcc, loadInputs, makeCriterion, sortedPrefix } from './run.js';
 import { applyPlan } from './surgery.js';
 import type { ChannelGroup, Criterion, GroupRanking, PruningPlan } from './types.js';
 
@@ -51,17 +51,9 @@ export interface SweepSummary {
   seconds: number;
 }
 
-async function accuracyOf(model: Model, ds: Parameters<typeof evaluate>[1], norm: { mean: number[]; std: number[] }, label: string): Promise<number> {
-  const e = TorchModel.create(model);
-  try {
-    return (await evaluate(e, ds, { batch: 256, mean: norm.mean, std: norm.std, label })).accuracy;
-  } finally {
-    e.dispose();
-  }
-}
-
-const planOf = (rankings: Map<string, GroupRanking>, keep: Record<string, number>): PruningPlan => ({
-  keep: Object.fromEntries(Object.entries(keep).map(([g, k]) => [g, rankings.get(g)!.order.slice(0, k).sort((a, b) => a - b)])),
+/** The plan that keeps, in each listed group, the first `keep[g]` channels of its criterion order. */
+export const planOf = (rankings: Map<string, GroupRanking>, keep: Record<string, number>): PruningPlan => ({
+  keep: Object.fromEntries(Object.entries(keep).map(([g, k]) => [g, sortedPrefix(rankings.get(g)!.order, k)])),
 });
 
 export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
@@ -82,7 +74,7 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   const cost = costModel(model, groups);
   const before = modelCost(model);
   const filtersBefore = groups.reduce((s, g) => s + g.channels, 0);
-  const accuracyBefore = await accuracyOf(model, test, norm, 'test: unpruned');
+  const accuracyBefore = await evalAcc(model, test, norm, 'test: unpruned');
 
   const points: SweepPoint[] = [];
   const perLayer: SweepSummary['perLayer'] = [];
@@ -99,11 +91,11 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
             : allocateUniform(b as Budget, prunable, cost).keep;
       const pruned = applyPlan(model, planOf(rankings, keep));
       const after = modelCost(pruned);
-      const afterSurgery = await accuracyOf(pruned, test, norm, `test: ${name} ${cutoffName(b)} after surgery`);
+      const afterSurgery = await evalAcc(pruned, test, norm, `test: ${name} ${cutoffName(b)} after surgery`);
       let afterBn: number | null = null;
       if (o.bnImages > 0) {
         const r = await reestimateBatchNorm(pruned, rest, { mean: norm.mean, std: norm.std, images: Math.min(o.bnImages, rest.n), seed: o.seed, threads: o.threads });
-        afterBn = await accuracyOf(r.model, test, norm, `test: ${name} ${cutoffName(b)} after BN`);
+        afterBn = await evalAcc(r.model, test, norm, `test: ${name} ${cutoffName(b)} after BN`);
       }
       const filtersAfter = groups.reduce((s, g) => s + (keep[g.name] ?? g.channels), 0);
       points.push({
@@ -120,7 +112,7 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
         for (const b of budgets) {
           const kept = Math.max(1, Math.round((b.kind === 'keep' ? b.fraction : 1 - b.fraction) * g.channels));
           const pruned = applyPlan(model, planOf(rankings, { [g.name]: kept }));
-          perLayer.push({ criterion: name, layer: g.name, fraction: 1 - kept / g.channels, kept, accuracy: await accuracyOf(pruned, test, norm, `test: ${name} ${g.name} keep ${kept}`) });
+          perLayer.push({ criterion: name, layer: g.name, fraction: 1 - kept / g.channels, kept, accuracy: await evalAcc(pruned, test, norm, `test: ${name} ${g.name} keep ${kept}`) });
           bar.tick(1, { criterion: name, layer: g.name });
         }
       }
