@@ -18,6 +18,7 @@ import type { Model } from '../src/ir/model.js';
 import { chainCheckpointKey, rankChains, type ChainsResult, type Formulation, type PruneOrder } from '../src/ordering/chains.js';
 import { rankConvUnits, type LayerRanking } from '../src/ordering/model-rank.js';
 import { Rng } from '../src/util/rng.js';
+import { randomImages } from './support/images.js';
 import { addonSkip } from './support/addon.js';
 
 process.env.CMIPRUNE_NO_PROGRESS = '1';
@@ -41,10 +42,7 @@ function net(): { model: Model; units: ConvUnit[]; sample: ImageDataset } {
     .flatten()
     .linear(4)
     .build();
-  const n = 24;
-  const images = new Uint8Array(n * 3 * 64).map(() => rng.int(256));
-  const labels = Uint8Array.from({ length: n }, (_, i) => i % 4);
-  return { model, units: convUnits(model), sample: { images, labels, n, channels: 3, height: 8, width: 8, classes: 4, name: 'chains' } };
+  return { model, units: convUnits(model), sample: randomImages(rng, 24, [3, 8, 8], 4, 'chains') };
 }
 
 /** keeps per layer: pruning fractions 0.4, 0.67, 0.25, 0.4, so the bidirectional start is layer 1 */

@@ -26,6 +26,7 @@ import { SequentialBuilder } from '../src/ir/builder.js';
 import { exportOnnx } from '../src/onnx/index.js';
 import { SERIES } from '../src/report/index.js';
 import { addonSkip } from './support/addon.js';
+import { writeSmallCnn } from './support/images.js';
 import { Rng } from './support/random.js';
 import { REPO_ROOT } from './support/shared.js';
 
@@ -36,16 +37,9 @@ let small = '';
 let sha = '';
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'cmiprune-experiment-'));
-  const rng = new Rng(11);
-  const b = new SequentialBuilder('small', [3, 32, 32], { random: () => rng.next() });
-  b.conv(13, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
-  b.conv(21, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
-  b.conv(37, 3, { padding: 1 }).bn().relu().maxpool(2).flatten().linear(10);
-  const m = b.build();
-  m.metadata = { mean: JSON.stringify([0.4914, 0.4822, 0.4465]), std: JSON.stringify([0.247, 0.2435, 0.2616]) };
   small = join(dir, 'small.onnx');
-  const bytes = exportOnnx(m);
-  await writeFile(small, bytes);
+  writeSmallCnn(small);
+  const bytes = await readFile(small);
   const { createHash } = await import('node:crypto');
   sha = createHash('sha256').update(bytes).digest('hex');
 });

@@ -18,7 +18,7 @@ import { exportOnnx, loadOnnxFile } from '../src/onnx/index.js';
 import { PLAN_METADATA_KEY } from '../src/prune/surgery.js';
 import { addonSkip } from './support/addon.js';
 import { runOrt } from './support/ort.js';
-import { writeImageFolder } from './support/images.js';
+import { writeImageFolder, writeSmallCnn } from './support/images.js';
 import { Rng } from './support/random.js';
 import { maxAbsDiff } from './support/reference.js';
 import { CLI, MODELS_DIR, VGG16_ONNX } from './support/shared.js';
@@ -32,16 +32,8 @@ let dir = '';
 let small = '';
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'cmiprune-prune-'));
-  // a small VGG-style CNN with odd widths; untrained weights are enough for surgery and plumbing
-  const rng = new Rng(11);
-  const b = new SequentialBuilder('small', [3, 32, 32], { random: () => rng.next() });
-  b.conv(13, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
-  b.conv(21, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
-  b.conv(37, 3, { padding: 1 }).bn().relu().maxpool(2).flatten().linear(10);
-  const m = b.build();
-  m.metadata = { mean: JSON.stringify([0.4914, 0.4822, 0.4465]), std: JSON.stringify([0.247, 0.2435, 0.2616]) };
   small = join(dir, 'small.onnx');
-  await writeFile(small, exportOnnx(m));
+  writeSmallCnn(small);
 });
 after(async () => {
   await rm(dir, { recursive: true, force: true });

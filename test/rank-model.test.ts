@@ -18,6 +18,7 @@ import { convUnits } from '../src/ir/graph.js';
 import { loadOnnxFile } from '../src/onnx/index.js';
 import { checkpointKey, checkpointPath, rankConvUnits, type Checkpoint, type LayerRanking } from '../src/ordering/model-rank.js';
 import { Rng } from '../src/util/rng.js';
+import { randomImages } from './support/images.js';
 import { CLI, VGG16_ONNX } from './shared.js';
 
 const env = { ...process.env, CMIPRUNE_NO_PROGRESS: '1' };
@@ -39,10 +40,7 @@ function tiny(): { model: ReturnType<SequentialBuilder['build']>; sample: ImageD
     .flatten()
     .linear(4)
     .build();
-  const n = 24;
-  const images = new Uint8Array(n * 3 * 64).map(() => rng.int(256));
-  const labels = Uint8Array.from({ length: n }, (_, i) => i % 4);
-  return { model, sample: { images, labels, n, channels: 3, height: 8, width: 8, classes: 4, name: 'tiny' } };
+  return { model, sample: randomImages(rng, 24, [3, 8, 8], 4, 'tiny') };
 }
 
 test('rankConvUnits: per-layer checkpoints resume only under the same algorithm version and settings', async (t) => {

@@ -3,7 +3,7 @@
 // CMI with an automatic cut-off, re-estimate BN, fine-tune briefly, export ONNX + TF.js, write
 // report.json / report.html, and print a before/after table taken from report.json.
 import { createHash } from 'node:crypto';
-import { copyFile, readFile, rename } from 'node:fs/promises';
+import { copyFile, readFile, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { CIFAR10_MEAN, CIFAR10_STD, loadCifar10 } from '../data/cifar10.js';
 import { setThreads } from '../engine/index.js';
@@ -92,6 +92,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   setThreads(threads);
   const key = createHash('sha256').update(JSON.stringify([DEMO_VERSION, seed, epochs, opts.trainLimit ?? null])).digest('hex').slice(0, 16);
   const ckpt = join(cacheDir(), 'demo', key);
+  // --fresh: train from scratch (the training epochs' checkpoints go; prune drops its own)
+  if (opts.fresh) await rm(ckpt, { recursive: true, force: true });
 
   // 1. train the small CNN (resumes per epoch after a kill)
   let train = await loadCifar10('train');

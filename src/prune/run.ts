@@ -496,7 +496,9 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     const ftKey = createHash('sha256').update(JSON.stringify([runKey, plan.keep, o.bnImages, o.lr, o.batch, o.finetuneEpochs, o.distill ?? null, o.distillWeight])).digest('hex').slice(0, 16);
     const ftDir = join(ckptDir, 'finetune', ftKey);
     const accPath = join(ftDir, 'test-accuracy.json');
-    const accByEpoch: Record<string, number> = o.fresh ? {} : await readFile(accPath, 'utf8').then((s) => JSON.parse(s) as Record<string, number>, () => ({}));
+    // --fresh: this run's fine-tuning starts over (its earlier epochs' checkpoints go)
+    if (o.fresh) await rm(ftDir, { recursive: true, force: true });
+    const accByEpoch: Record<string, number> = await readFile(accPath, 'utf8').then((s) => JSON.parse(s) as Record<string, number>, () => ({}));
     const r = await finetune(current, train, {
       epochs: o.finetuneEpochs,
       batch: o.batch,

@@ -1,7 +1,11 @@
-// Image-classification folders written on the fly (DIR/<split>/<class>/*.png), seeded.
+// Test data made on the fly: image-classification folders (DIR/<split>/<class>/*.png), random image
+// sets and a small exported CNN, all seeded.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
+import type { ImageDataset } from '../../src/data/dataset.js';
+import { SequentialBuilder } from '../../src/ir/builder.js';
+import { exportOnnx } from '../../src/onnx/export.js';
 import { Rng } from './random.js';
 
 export interface FolderSpec {
@@ -29,4 +33,27 @@ export function writeImageFolder(root: string, spec: FolderSpec): void {
       }
     });
   }
+}
+
+/** n random planar uint8 images [n, channels, h, w], labels cycling through `classes`, as an ImageDataset. */
+export function randomImages(rng: Rng, n: number, shape: [number, number, number], classes: number, name = 'random'): ImageDataset {
+  const [channels, height, width] = shape;
+  const images = new Uint8Array(n * channels * height * width).map(() => rng.int(256));
+  const labels = Uint8Array.from({ length: n }, (_, i) => i % classes);
+  return { images, labels, n, channels, height, width, classes, name };
+}
+
+/**
+ * A small VGG-style CNN for 32x32 CIFAR images with odd widths (13, 21, 37), seeded, with the CIFAR-10
+ * mean/std metadata, written as ONNX to `path`; untrained weights are enough for plumbing tests.
+ */
+export function writeSmallCnn(path: string, seed = 11): void {
+  const rng = new Rng(seed);
+  const b = new SequentialBuilder('small', [3, 32, 32], { random: () => rng.next() });
+  b.conv(13, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
+  b.conv(21, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
+  b.conv(37, 3, { padding: 1 }).bn().relu().maxpool(2).flatten().linear(10);
+  const m = b.build();
+  m.metadata = { mean: JSON.stringify([0.4914, 0.4822, 0.4465]), std: JSON.stringify([0.247, 0.2435, 0.2616]) };
+  writeFileSync(path, exportOnnx(m));
 }
