@@ -21,7 +21,7 @@ export function registerPrune(program: Command): void {
     .command('prune')
     .description('Prune whole conv filters: criterion -> cut-off -> surgery -> BN re-estimation -> fine-tuning -> verified ONNX + report.json')
     .requiredOption('--model <file>', 'ONNX model file')
-    .requiredOption('--out <dir>', 'output directory (pruned.onnx, report.json)')
+    .requiredOption('--out <dir>', 'output directory (pruned.onnx, pruned_tfjs/, report.json, report.html)')
     .option('--data <spec>', 'cifar10, an image folder (DIR/train/<class>/*.png|jpg, DIR/test/...) or x.npy,y.npy,xtest.npy,ytest.npy', 'cifar10')
     .option('--criterion <name>', `filter ranking: ${CRITERIA.join(', ')}`, choiceOption(CRITERIA), 'cmi')
     .option('--cutoff <rule>', `how many filters to keep: ${CUTOFF_FORMS}`, cutoffOption, 'scree')
