@@ -311,6 +311,31 @@ function winogradNet(seed = 5): Model {
   return b.model('winograd', [3, 16, 16], x);
 }
 
+test('fastPaths: false and CMIPRUNE_FAST_PATHS=0 turn every fast path off at once (bit-identical to all switches off)', { skip: addonSkip }, async () => {
+  const m = winogradNet(6);
+  const x = uniformTensor(new Rng(51), [2, 3, 16, 16]);
+  const run = async (opts: Parameters<typeof TorchModel.create>[1]) => {
+    const tm = TorchModel.create(m, opts);
+    try {
+      return (await tm.forward(x.data, x.shape)).outputs.fc!.data;
+    } finally {
+      tm.dispose();
+    }
+  };
+  const allOff = await run({ winograd: false, smallConv: false, fusedSgd: false, fuseBnRelu: false, fastMaxPool: false });
+  const fast = await run({});
+  assert.notDeepEqual(fast, allOff); // the fast paths change the rounding, so the switch is observable
+  // the single switch wins over individual switches left on
+  assert.deepEqual(await run({ fastPaths: false, winograd: true, smallConv: true }), allOff);
+  process.env.CMIPRUNE_FAST_PATHS = '0';
+  try {
+    assert.deepEqual(await run({}), allOff);
+  } finally {
+    delete process.env.CMIPRUNE_FAST_PATHS;
+  }
+  assert.deepEqual(await run({}), fast);
+});
+
 test('Winograd and tiny-image convolutions: forward (folded, blocked, plain) matches the reference; gradients match libtorch', { skip: addonSkip }, async () => {
   const m = winogradNet();
   const x = uniformTensor(new Rng(50), [4, 3, 16, 16]);

@@ -163,6 +163,13 @@ export interface CreateOptions {
    * including which element of a tie gets the gradient. Default true.
    */
   fastMaxPool?: boolean;
+  /**
+   * false: every fast path above off (winograd, smallConv, fusedSgd, fuseBnRelu, fastMaxPool), i.e.
+   * libtorch's own ops throughout, whatever the individual switches say. The environment variable
+   * CMIPRUNE_FAST_PATHS=0 does the same for every engine a process creates (any CLI command), so
+   * a suspicious result is one rerun away from telling a kernel bug from a surgery bug.
+   */
+  fastPaths?: boolean;
 }
 
 const ARITY: Record<Node['op'], number> = {
@@ -313,6 +320,9 @@ export class TorchModel implements TrainableEngine {
   static create(model: Model, opts: CreateOptions = {}): TorchModel {
     validateModel(model);
     const addon = loadEngine();
+    // one switch for "surgery bug or kernel bug?": every fast path off, libtorch's own ops throughout
+    const off = opts.fastPaths === false || process.env.CMIPRUNE_FAST_PATHS === '0';
+    if (off) opts = { ...opts, winograd: false, smallConv: false, fusedSgd: false, fuseBnRelu: false, fastMaxPool: false };
     let native: AddonModel;
     try {
       native = new addon.Model({
