@@ -38,6 +38,7 @@ import {
   type CheckpointKeyParts,
   type LayerRanking,
   type RankUnitsOptions,
+  type UnitsRanking,
 } from './model-rank.js';
 
 export type Formulation = 'per-layer' | 'compact' | 'full';
@@ -85,7 +86,8 @@ export interface ChainRun {
   threads: number;
 }
 
-export interface ChainsResult {
+/** rankConvUnits's result fields (key = the unconditioned layers' checkpoint key), plus the chains. */
+export interface ChainsResult extends Omit<UnitsRanking, 'layers'> {
   /** one per unit, in network order */
   layers: ChainLayer[];
   chains: ChainRun[];
@@ -93,13 +95,6 @@ export interface ChainsResult {
   startLayer: string | null;
   formulation: Formulation;
   order: PruneOrder;
-  /** rankConvUnits's checkpoint key of the run's inputs and settings (the unconditioned layers' key) */
-  key: string;
-  checkpointDir: string | null;
-  mean: number[];
-  std: number[];
-  orderAlgorithmVersion: string;
-  seconds: number;
 }
 
 export interface ChainsOptions extends RankUnitsOptions {
