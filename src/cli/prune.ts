@@ -16,9 +16,18 @@ function cutoffOption(v: string): string {
   return v;
 }
 
+/** The options every pruning run shares (prune, sweep): test subset, seed, threads, normalisation. */
+function runOptions(cmd: Command): Command {
+  return cmd
+    .option('--test-limit <n>', 'evaluate on the first n test images only', intOption(1))
+    .option('--seed <s>', 'seed of every random choice', intOption(0), 0)
+    .option('--threads <t>', 'compute threads', intOption(1, 1024), 2)
+    .option('--mean <m>', 'per-channel mean (comma list); overrides the model\'s metadata', floatListOption)
+    .option('--std <s>', 'per-channel std (comma list); overrides the model\'s metadata', floatListOption);
+}
+
 export function registerPrune(program: Command): void {
-  program
-    .command('prune')
+  runOptions(program.command('prune'))
     .description('Prune whole conv filters: criterion -> cut-off -> surgery -> BN re-estimation -> fine-tuning -> verified ONNX + report.json')
     .requiredOption('--model <file>', 'ONNX model file')
     .requiredOption('--out <dir>', 'output directory (pruned.onnx, pruned_tfjs/, report.json, report.html)')
@@ -45,11 +54,6 @@ export function registerPrune(program: Command): void {
     .option('--batch <b>', 'fine-tuning batch size', intOption(2, 65536), 128)
     .option('--distill <T>', 'distil from the unpruned model at temperature T', floatOption(0, true))
     .option('--distill-weight <w>', 'weight of the soft targets', floatOption(0), 0.5)
-    .option('--test-limit <n>', 'evaluate on the first n test images only', intOption(1))
-    .option('--seed <s>', 'seed of every random choice', intOption(0), 0)
-    .option('--threads <t>', 'compute threads', intOption(1, 1024), 2)
-    .option('--mean <m>', 'per-channel mean (comma list); overrides the model\'s metadata', floatListOption)
-    .option('--std <s>', 'per-channel std (comma list); overrides the model\'s metadata', floatListOption)
     .option('--checkpoint <dir>', 'checkpoint directory (default: under the cache, keyed by the inputs)')
     .option('--fresh', 'ignore checkpoints')
     .action(async (opts: PruneOptions & { bnReestimate: boolean; minKeep: number; checkpoint?: string }) => {
@@ -60,8 +64,7 @@ export function registerPrune(program: Command): void {
 }
 
 export function registerSweep(program: Command): void {
-  program
-    .command('sweep')
+  runOptions(program.command('sweep'))
     .description('Accuracy against budget for one or several criteria (no fine-tuning; after surgery and after BN re-estimation), one ranking per criterion; --per-layer: each layer pruned alone at each fraction')
     .requiredOption('--model <file>', 'ONNX model file')
     .requiredOption('--out <dir>', 'output directory (sweep.json, sweep.html)')
@@ -74,11 +77,6 @@ export function registerSweep(program: Command): void {
     .option('--sigma <rule>', 'CMI: kernel width of the maps', choiceOption(['median', 'reference'] as const), 'median')
     .option('--samples <n>', 'CMI: class-balanced training images', intOption(10), 256)
     .option('--bn-images <n>', 'BatchNorm re-estimation images (0: off)', intOption(0), 2000)
-    .option('--test-limit <n>', 'evaluate on the first n test images only', intOption(1))
-    .option('--seed <s>', 'seed of every random choice', intOption(0), 0)
-    .option('--threads <t>', 'compute threads', intOption(1, 1024), 2)
-    .option('--mean <m>', 'per-channel mean (comma list); overrides the model\'s metadata', floatListOption)
-    .option('--std <s>', 'per-channel std (comma list); overrides the model\'s metadata', floatListOption)
     .option('--fresh', 'ignore ranking checkpoints')
     .action(async (opts: SweepOptions) => {
       const s = await sweep(opts);
