@@ -103,6 +103,7 @@ struct Workspace {
   int n = 0;
   std::vector<double> a, a2, d, e, tau, work, ones;
   std::vector<double> lanes, laneD, laneE, laneWork;  // tridiagonal4 scratch, sized on first use
+  std::vector<double> joints;                         // log mode: up to 4 packed joint kernels, sized on first use
   explicit Workspace(int n_) : n(n_), a(size_t(n_) * n_), a2(size_t(n_) * n_), d(n_), e(n_), tau(n_) {
     int lwork = -1, info = 0;
     double q = 0;
@@ -527,6 +528,16 @@ void entropies4(const double* x0, const double* k0, const double* x1, const doub
   }
 }
 
+// Log mode (the 'mean' width rule; EntropyRequest in src/cmi/backend.ts): the packed joint kernel
+// out = exp(o + s * (b + l)) with null terms left out, in the order of operations of the
+// TypeScript jointKernel, so both paths build the same matrix up to exp's last ulp.
+void logJoint(const double* o, const double* b, const double* l, double s, size_t len, double* out) {
+  for (size_t p = 0; p < len; ++p) {
+    const double t = (b ? b[p] : 0.0) + (l ? l[p] : 0.0);
+    out[p] = std::exp(o ? o[p] + s * t : s * t);
+  }
+}
+
 // Workspaces are pooled across calls: allocating 2 x N^2 doubles per call costs page faults that
 // show up when a call evaluates few candidates. At most a few per N are ever kept.
 class WorkspacePool {
@@ -635,16 +646,87 @@ class EntropiesWork : public Napi::AsyncWorker {
   int n = 0, threads = 1;
   double alpha = 1.01;
   bool forceLapack = false;  // use dsytrd per matrix instead of the 4-lane reduction (for checks)
-  Pinned base, other, kernels, candidates;
+  bool logMode = false;      // base, kernels are log-kernels; M_c = exp(logOffset + logScale (base + L_c))
+  double logScale = 1;
+  Pinned base, other, kernels, candidates, logOffset;
   int numKernels = 0;
 
  protected:
+  // Log mode: each matrix's joint kernel is materialised (packed, in the workspace) by logJoint, then
+  // reduced by the same entropy kernels as the plain mode, with x = null (M) or x = other (Y o M).
+  // The exp pass costs O(N^2) against the O(N^3) reduction.
+  void ExecuteLog() {
+    const int m = int(candidates.length);
+    const size_t len = packedSize(n);
+    std::vector<double> bP, oP, yP;
+    if (base.f64) bP.resize(len), pack(base.f64, n, bP.data());
+    if (logOffset.f64) oP.resize(len), pack(logOffset.f64, n, oP.data());
+    if (other.f64) yP.resize(len), pack(other.f64, n, yP.data());
+    const double* b = base.f64 ? bP.data() : nullptr;
+    const double* o = logOffset.f64 ? oP.data() : nullptr;
+    const double* y = other.f64 ? yP.data() : nullptr;
+    auto logKernel = [&](int c) { return c >= 0 ? kernels.f64 + size_t(c) * len : nullptr; };
+    if (alpha == 2.0) {
+      parallelItems(m, m >= 64 ? threads : 1, n, [&](int k, Workspace& ws) {
+        ws.joints.resize(len);
+        logJoint(o, b, logKernel(candidates.i32[k]), logScale, len, ws.joints.data());
+        entropy_[k] = entropy2Packed(nullptr, ws.joints.data(), n);
+        if (y) entropyOther_[k] = entropy2Packed(y, ws.joints.data(), n);
+      });
+    } else if (!forceLapack && laneKernelSupported()) {
+      struct Job {
+        const double* x;
+        int c;
+        double* out;
+      };
+      std::vector<Job> jobs;
+      for (int k = 0; k < m; ++k) {
+        jobs.push_back({nullptr, candidates.i32[k], &entropy_[k]});
+        if (y) jobs.push_back({y, candidates.i32[k], &entropyOther_[k]});
+      }
+      const int batches = int((jobs.size() + 3) / 4);
+      parallelItems(batches, threads, n, [&](int bi, Workspace& ws) {
+        ws.joints.resize(4 * len);
+        Job lane[4];
+        const double* ks[4];
+        int live = 0;
+        for (int l = 0; l < 4; ++l) {
+          size_t j = size_t(bi) * 4 + l;
+          if (j >= jobs.size()) break;
+          lane[live] = jobs[j];
+          if (live > 0 && lane[live].c == lane[live - 1].c) {
+            ks[live] = ks[live - 1];  // M and Y o M of one candidate share its joint kernel
+          } else {
+            logJoint(o, b, logKernel(lane[live].c), logScale, len, ws.joints.data() + size_t(live) * len);
+            ks[live] = ws.joints.data() + size_t(live) * len;
+          }
+          ++live;
+        }
+        for (int l = live; l < 4; ++l) lane[l] = {lane[0].x, lane[0].c, nullptr}, ks[l] = ks[0];  // padding, discarded
+        entropies4(lane[0].x, ks[0], lane[1].x, ks[1], lane[2].x, ks[2], lane[3].x, ks[3], n, alpha, ws, lane[0].out,
+                   lane[1].out, lane[2].out, lane[3].out);
+      });
+    } else {
+      parallelItems(m, threads, n, [&](int k, Workspace& ws) {
+        ws.joints.resize(len);
+        logJoint(o, b, logKernel(candidates.i32[k]), logScale, len, ws.joints.data());
+        fillUpper(nullptr, other.f64, ws.joints.data(), n, ws.a.data(), y ? ws.a2.data() : nullptr);
+        entropy_[k] = entropyUpper(ws.a.data(), ws, alpha);
+        if (y) entropyOther_[k] = entropyUpper(ws.a2.data(), ws, alpha);
+      });
+    }
+  }
+
   void Execute() override {
     const int m = int(candidates.length);
     entropy_.assign(m, 0.0);
     if (other.f64) entropyOther_.assign(m, 0.0);
     const size_t nn = size_t(n) * n;
     try {
+      if (logMode) {
+        ExecuteLog();
+        return;
+      }
       // by = base o other, shared by all candidates: Y o M = by o K_c
       const double* b = base.f64;
       const double* y = other.f64;
@@ -764,7 +846,8 @@ class EntropiesWork : public Napi::AsyncWorker {
   std::vector<double> entropy_, entropyOther_;
 };
 
-// cmiEntropies({n, alpha, base, other, kernels, candidates, threads, lapack?}) -> Promise<{entropy, entropyOther}>
+// cmiEntropies({n, alpha, base, other, kernels, candidates, threads, lapack?, logScale?, logOffset?})
+//   -> Promise<{entropy, entropyOther}>
 Napi::Value Entropies(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) fail(env, "cmiEntropies(req): req must be an object");
@@ -786,6 +869,17 @@ Napi::Value Entropies(const Napi::CallbackInfo& info) {
   optional("base", w->base);
   optional("other", w->other);
   optional("kernels", w->kernels);
+  Napi::Value ls = req.Get("logScale");
+  if (!ls.IsUndefined() && !ls.IsNull()) {
+    if (!ls.IsNumber()) fail(env, "cmiEntropies: logScale must be a number");
+    w->logScale = ls.As<Napi::Number>().DoubleValue();
+    if (!(w->logScale > 0) || !std::isfinite(w->logScale)) fail(env, "cmiEntropies: logScale must be finite and > 0");
+    w->logMode = true;
+    optional("logOffset", w->logOffset);
+    if (w->logOffset.f64 && w->logOffset.length != nn) fail(env, "cmiEntropies: logOffset must have n*n entries");
+  } else if (!req.Get("logOffset").IsUndefined() && !req.Get("logOffset").IsNull()) {
+    fail(env, "cmiEntropies: logOffset needs logScale");
+  }
   if (w->base.f64 && w->base.length != nn) fail(env, "cmiEntropies: base must have n*n entries");
   if (w->other.f64 && w->other.length != nn) fail(env, "cmiEntropies: other must have n*n entries");
   const size_t len = packedSize(w->n);
@@ -801,7 +895,7 @@ Napi::Value Entropies(const Napi::CallbackInfo& info) {
   return w->Promise();
 }
 
-// ---- filterKernels(maps, n, c, hw, sigma, threads) ------------------------------------------------
+// ---- filterKernels(maps, n, c, hw, sigma, threads, log?) ------------------------------------------
 // [C, N(N+1)/2] packed Gaussian kernels exp(-||x_i - x_j||^2 / (2 sigma^2)) of maps [N, C, HW], with squared
 // distances summed directly (not via the Gram trick) for accuracy.
 class KernelsWork : public Napi::AsyncWorker {
@@ -810,6 +904,7 @@ class KernelsWork : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
   int n = 0, c = 0, hw = 0, threads = 1;
   double sigma = 1;
+  bool log = false;  // write the log-kernels -D / (2 sigma^2) instead
   Pinned maps;
   Napi::Reference<Napi::Float64Array> outRef;
   double* out = nullptr;
@@ -829,7 +924,7 @@ class KernelsWork : public Napi::AsyncWorker {
         for (int i = 0; i < n; ++i) {
           const double* xi = &x[size_t(i) * hw];
           double* row = o + packedRow(i, n) - i;  // row[j] = K(i, j), j >= i
-          row[i] = 1.0;
+          row[i] = log ? 0.0 : 1.0;
           for (int j = i + 1; j < n; ++j) {
             const double* xj = &x[size_t(j) * hw];
             double s = 0;
@@ -837,7 +932,7 @@ class KernelsWork : public Napi::AsyncWorker {
               double t = xi[k] - xj[k];
               s += t * t;
             }
-            row[j] = std::exp(-s * scale);
+            row[j] = log ? -s * scale : std::exp(-s * scale);
           }
         }
       });
@@ -863,6 +958,7 @@ Napi::Value FilterKernels(const Napi::CallbackInfo& info) {
   if (!info[4].IsNumber() || !(info[4].As<Napi::Number>().DoubleValue() > 0)) fail(env, "cmiFilterKernels: sigma must be > 0");
   w->sigma = info[4].As<Napi::Number>().DoubleValue();
   w->threads = info[5].IsUndefined() ? 1 : intArg(env, info[5], "cmiFilterKernels: threads", 1);
+  w->log = info[6].IsBoolean() && info[6].As<Napi::Boolean>().Value();
   if (w->maps.length != size_t(w->n) * w->c * w->hw) fail(env, "cmiFilterKernels: maps must have n*c*hw entries");
   auto out = Napi::Float64Array::New(env, size_t(w->c) * packedSize(w->n));
   w->out = out.Data();

@@ -14,6 +14,18 @@ export interface EntropyRequest {
   kernels: Float64Array | null;
   /** filter indices to add to base, one entropy each; -1 = base alone */
   candidates: Int32Array;
+  /**
+   * Log mode (the 'mean' kernel-width rule, see src/cmi/joint.ts), when given: `base` and `kernels`
+   * hold log-kernels (log K_c = -D_c / (2 sigma^2); base = the sum over a set, null = zeros) and
+   * candidate c's joint kernel is
+   *   M_c = exp(logOffset + logScale * (base + log K_c))      (candidate -1: without log K_c),
+   * i.e. logScale = 1/|S| turns the summed log-kernel of the set S into the mean rule's kernel, and
+   * logOffset (unscaled; null = zeros) carries the conditioning layers' kernels. Summing logs, not
+   * multiplying kernels, keeps a set of hundreds of filters from underflowing before the 1/|S|.
+   * `other` stays a plain kernel: entropyOther is S(other o M_c / tr).
+   */
+  logScale?: number;
+  logOffset?: Float64Array | null;
 }
 
 export interface EntropyResult {
@@ -26,8 +38,11 @@ export interface EntropyResult {
 export interface EntropyBackend {
   readonly name: 'ts' | 'native';
   entropies(req: EntropyRequest): Promise<EntropyResult>;
-  /** [C, N(N+1)/2] packed Gaussian kernels exp(-||x_i - x_j||^2 / (2 sigma^2)) of maps [N, C, HW] */
-  filterKernels(maps: Float32Array | Float64Array, n: number, c: number, hw: number, sigma: number): Promise<Float64Array>;
+  /**
+   * [C, N(N+1)/2] packed Gaussian kernels exp(-||x_i - x_j||^2 / (2 sigma^2)) of maps [N, C, HW];
+   * log: their logs -||x_i - x_j||^2 / (2 sigma^2) instead (for log-mode requests)
+   */
+  filterKernels(maps: Float32Array | Float64Array, n: number, c: number, hw: number, sigma: number, log?: boolean): Promise<Float64Array>;
 }
 
 /**
@@ -52,6 +67,19 @@ export function multiplyPackedInto(acc: Float64Array, packed: Float64Array, f: n
   }
 }
 
+/** acc_NxN (full, symmetric) += log-kernel f of the packed set. */
+export function addPackedInto(acc: Float64Array, packed: Float64Array, f: number, n: number): void {
+  let p = f * packedSize(n);
+  for (let i = 0; i < n; i++) {
+    acc[i * n + i] += packed[p++];
+    for (let j = i + 1; j < n; j++) {
+      const v = packed[p++];
+      acc[i * n + j] += v;
+      acc[j * n + i] += v;
+    }
+  }
+}
+
 /** Kernel f of the packed set as a full N x N matrix. */
 export function unpackKernel(packed: Float64Array, f: number, n: number): Float64Array {
   const full = new Float64Array(n * n).fill(1);
@@ -59,10 +87,24 @@ export function unpackKernel(packed: Float64Array, f: number, n: number): Float6
   return full;
 }
 
-/** Joint kernel base o K_c (fresh array). */
+/**
+ * Joint kernel base o K_c (fresh array); in log mode exp(logOffset + logScale * (base + log K_c)),
+ * in that order of operations (native/linalg.cc's logJoint does the same).
+ */
 export function jointKernel(req: EntropyRequest, cand: number): Float64Array {
   const nn = req.n * req.n;
   const m = new Float64Array(nn);
+  if (req.logScale !== undefined) {
+    if (req.base) m.set(req.base);
+    if (cand >= 0) {
+      if (!req.kernels) throw new Error('entropies: candidates need kernels');
+      addPackedInto(m, req.kernels, cand, req.n);
+    }
+    const s = req.logScale;
+    const off = req.logOffset ?? null;
+    for (let i = 0; i < nn; i++) m[i] = Math.exp(off ? off[i] + s * m[i] : s * m[i]);
+    return m;
+  }
   if (req.base) m.set(req.base);
   else m.fill(1);
   if (cand >= 0) {
@@ -96,13 +138,14 @@ export const tsBackend: EntropyBackend = {
     }
     return { entropy, entropyOther };
   },
-  async filterKernels(maps, n, c, hw, sigma) {
+  async filterKernels(maps, n, c, hw, sigma, log = false) {
     const out = new Float64Array(c * packedSize(n));
     const scale = 1 / (2 * sigma * sigma);
     let p = 0;
     for (let f = 0; f < c; f++) {
       const d = squaredDistances(maps, n, hw, f * hw, c * hw);
-      for (let i = 0; i < n; i++) for (let j = i; j < n; j++) out[p++] = Math.exp(-d[i * n + j] * scale);
+      if (log) for (let i = 0; i < n; i++) for (let j = i; j < n; j++) out[p++] = j === i ? 0 : -d[i * n + j] * scale;
+      else for (let i = 0; i < n; i++) for (let j = i; j < n; j++) out[p++] = Math.exp(-d[i * n + j] * scale);
     }
     return out;
   },

@@ -103,6 +103,20 @@ export function medianSigma(x: Float32Array | Float64Array, n: number, d: number
   return { sigma: Math.sqrt(median / 2), median, basis };
 }
 
+/**
+ * Width of the 'mean' rule for a layer of C filters: 2 sigma^2 = median over pairs i < j of
+ * (1/C) sum_c ||x_ic - x_jc||^2, i.e. the median heuristic (medianSigma) divided by C. The kernel
+ * of a set S is then exp(-(mean_{c in S} D_c) / (2 sigma^2)): for S = all C filters its median
+ * off-diagonal exponent is exactly 1, whatever the layer's scale or width. `median` keeps the
+ * summed distances' median (as medianSigma); the fallbacks are medianSigma's (sigma = 1 when
+ * every pair is identical: every kernel is 1 whatever sigma).
+ */
+export function meanSigma(x: Float32Array | Float64Array, n: number, c: number, hw: number): MedianSigma {
+  const med = medianSigma(x, n, c * hw);
+  if (med.basis === 'constant') return med;
+  return { ...med, sigma: Math.sqrt(med.median / (2 * c)) };
+}
+
 /** Gaussian Gram matrix K = exp(-D / (2 sigma^2)) from squared distances (unit diagonal). */
 export function gaussianGram(dist_NxN: Float64Array, sigma: number): Float64Array /* [N, N] */ {
   const k = new Float64Array(dist_NxN.length);

@@ -1,8 +1,9 @@
 // A deliberately straightforward implementation of the reference greedy selection, for tests and
 // the benchmark baseline: every candidate's joint Gram matrix is rebuilt from the per-filter Gram
 // matrices and both entropies come from a full eigenvalue computation. No shortcuts.
-import { labelGram, referenceSigma, squaredDistances, gaussianGram } from './estimators.js';
-import type { LayerInput } from './order.js';
+import { labelGram, meanSigma, medianSigma, referenceSigma, squaredDistances, gaussianGram } from './estimators.js';
+import type { SigmaMode } from './joint.js';
+import type { LayerInput, MapsTensor } from './order.js';
 
 /** Eigenvalues of a symmetric n x n matrix (e.g. symmetricEigenvalues or the addon's cmiEigvalsh). */
 export type Eigvalsh = (a_NxN: Float64Array, n: number) => Float64Array;
@@ -15,20 +16,59 @@ function entropy(k: Float64Array, n: number, alpha: number, eig: Eigvalsh): numb
   return Math.log(s) / (1 - alpha);
 }
 
-/** Greedy order (C-1 selections, or maxSelect) and winning scores I(Y; B u selected), natural log. */
+/**
+ * One layer's variable: the kernel of a set of its filters, written out from the definitions.
+ * 'reference' / 'median': the Hadamard product of the per-filter Gram matrices with one sigma;
+ * 'mean': the Gaussian kernel of the set's mean distance matrix, exp(-(mean_{c in S} D_c) / (2 sigma^2)),
+ * with 2 sigma^2 = median over pairs of (1/C) sum_c D_c (src/cmi/joint.ts, meanRule).
+ */
+function layerVariable(m: MapsTensor, rule: SigmaMode): (set: number[]) => Float64Array {
+  const { n, c, hw, data } = m;
+  const dist = Array.from({ length: c }, (_, f) => squaredDistances(data, n, hw, f * hw, c * hw));
+  if (rule === 'mean') {
+    const sigma = meanSigma(data, n, c, hw).sigma;
+    return (set) => {
+      const mean = new Float64Array(n * n);
+      for (const f of set) for (let i = 0; i < mean.length; i++) mean[i] += dist[f][i];
+      for (let i = 0; i < mean.length; i++) mean[i] /= Math.max(1, set.length);
+      return gaussianGram(mean, sigma);
+    };
+  }
+  const sigma = rule === 'median' ? medianSigma(data, n, c * hw).sigma : referenceSigma(n, hw);
+  const grams = dist.map((d) => gaussianGram(d, sigma));
+  return (set) => {
+    const k = new Float64Array(n * n).fill(1);
+    for (const f of set) for (let i = 0; i < k.length; i++) k[i] *= grams[f][i];
+    return k;
+  };
+}
+
+/**
+ * Greedy order (C-1 selections, or maxSelect) and winning scores I(Y; B u selected), natural log,
+ * with I(Y; all u B) (the CMI curve is miAll - scores). `sigma` is OrderOptions.sigma (labels: the
+ * reference rule); each before-layer is one variable holding all its filters.
+ */
 export function naiveOrder(
   input: LayerInput,
   alpha: number,
   eig: Eigvalsh,
   maxSelect?: number,
-): { order: number[]; scores: number[] } {
-  const { n, c, hw, data } = input.maps;
-  const perFilter = (d: Float32Array | Float64Array, cc: number, h: number, sigma: number) =>
-    Array.from({ length: cc }, (_, f) => gaussianGram(squaredDistances(d, n, h, f * h, cc * h), sigma));
-  const grams = perFilter(data, c, hw, referenceSigma(n, hw));
-  const before = (input.before ?? []).flatMap((b) => perFilter(b.data, b.c, b.hw, referenceSigma(n, b.hw)));
+  sigma: SigmaMode = 'reference',
+): { order: number[]; scores: number[]; miAll: number } {
+  const { n, c } = input.maps;
+  const layer = layerVariable(input.maps, sigma);
+  const before = (input.before ?? []).map((b) => layerVariable(b, sigma)(Array.from({ length: b.c }, (_, f) => f)));
   const kY = labelGram(input.labels, referenceSigma(n, input.classes));
   const sY = entropy(kY, n, alpha, eig);
+  const mi = (set: number[]) => {
+    const joint = new Float64Array(n * n).fill(1);
+    for (const g of [...before, layer(set)]) {
+      for (let i = 0; i < joint.length; i++) joint[i] *= g[i];
+    }
+    const sX = entropy(joint, n, alpha, eig);
+    for (let i = 0; i < joint.length; i++) joint[i] *= kY[i];
+    return sY + sX - entropy(joint, n, alpha, eig);
+  };
   const order: number[] = [];
   const scores: number[] = [];
   const remaining = Array.from({ length: c }, (_, i) => i);
@@ -37,13 +77,7 @@ export function naiveOrder(
     let best = -1;
     let bestScore = -Infinity;
     for (const f of remaining) {
-      const joint = new Float64Array(n * n).fill(1);
-      for (const g of [...before, ...order.map((s) => grams[s]), grams[f]]) {
-        for (let i = 0; i < joint.length; i++) joint[i] *= g[i];
-      }
-      const sX = entropy(joint, n, alpha, eig);
-      for (let i = 0; i < joint.length; i++) joint[i] *= kY[i];
-      const score = sY + sX - entropy(joint, n, alpha, eig);
+      const score = mi([...order, f]);
       if (score > bestScore) {
         bestScore = score;
         best = f;
@@ -53,5 +87,5 @@ export function naiveOrder(
     scores.push(bestScore);
     remaining.splice(remaining.indexOf(best), 1);
   }
-  return { order, scores };
+  return { order, scores, miAll: mi(Array.from({ length: c }, (_, f) => f)) };
 }

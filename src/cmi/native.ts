@@ -12,6 +12,8 @@ export interface LinalgAddon {
     hw: number,
     sigma: number,
     threads: number,
+    /** the log-kernels -D / (2 sigma^2) instead of the kernels */
+    log?: boolean,
   ): Promise<Float64Array>;
   /** ascending eigenvalues of a symmetric n x n matrix (LAPACK dsytrd + dsterf) */
   cmiEigvalsh(a: Float64Array, n: number): Float64Array;
@@ -32,6 +34,6 @@ export function nativeBackend(threads = 2, addon: LinalgAddon = loadLinalg()): E
   return {
     name: 'native',
     entropies: (req) => addon.cmiEntropies({ ...req, threads }),
-    filterKernels: (maps, n, c, hw, sigma) => addon.cmiFilterKernels(maps, n, c, hw, sigma, threads),
+    filterKernels: (maps, n, c, hw, sigma, log = false) => addon.cmiFilterKernels(maps, n, c, hw, sigma, threads, log),
   };
 }

@@ -3,8 +3,11 @@
 // from the chain rule and an explicit numerical-noise-floor report (SPEC section 8).
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
-import { multiplyPackedInto, packedSize, tsBackend, unpackKernel, type EntropyBackend } from './backend.js';
-import { checkAlpha, inBase, labelGram, medianSigma, referenceSigma, type LogBase, type MedianSigma, type SigmaRule } from './estimators.js';
+import { packedSize, tsBackend, unpackKernel, type EntropyBackend } from './backend.js';
+import { checkAlpha, inBase, labelGram, meanSigma, medianSigma, referenceSigma, type LogBase, type MedianSigma, type SigmaRule } from './estimators.js';
+import { meanRule, productRule, SIGMA_MODES, type FilterSet, type SigmaMode } from './joint.js';
+
+export type { SigmaMode } from './joint.js';
 
 /**
  * Version of the ordering algorithm: part of every checkpoint key (src/ordering/model-rank.ts), so
@@ -70,9 +73,14 @@ export interface OrderOptions {
    * 'reference' (default): `sigmaRule` (default the reference 5 * N^(-1/(4+d)), d = H*W);
    * 'median': the median heuristic over the whole layer, 2 sigma^2 = median over sample pairs i < j
    * of sum_c ||x_ic - x_jc||^2 (one sigma for all of a layer's filters; scale-invariant).
+   * Both give a set S the kernel exp(-(sum_{c in S} D_c) / (2 sigma^2)), which saturates toward I/N
+   * as S grows (SPEC section 8).
+   * 'mean': K_S = exp(-(mean_{c in S} D_c) / (2 sigma^2)) = (o_{c in S} K_c)^(1/|S|), with
+   * 2 sigma^2 = median over pairs i < j of (1/C) sum_c ||x_ic - x_jc||^2 (scale-invariant, does not
+   * saturate); each before-layer contributes its whole-layer mean kernel (src/cmi/joint.ts, meanRule).
    * The labels (and the optional input) always use `sigmaRule`.
    */
-  sigma?: 'reference' | 'median';
+  sigma?: SigmaMode;
   /** kernel width rule of the labels, the input, and the maps under sigma 'reference' */
   sigmaRule?: SigmaRule;
   /** SPEC section 4's permutation test after each selection, until the first p >= eta */
@@ -146,7 +154,7 @@ export interface OrderResult {
    * kernel widths; rule: how the maps' widths were chosen ('custom' = a caller's sigmaRule);
    * labels/input always follow sigmaRule (default the reference rule)
    */
-  sigma: { rule: 'reference' | 'median' | 'custom'; labels: number; maps: number; before: number[]; input?: number };
+  sigma: { rule: SigmaMode | 'custom'; labels: number; maps: number; before: number[]; input?: number };
   alpha: number;
   logBase: LogBase;
   n: number;
@@ -289,7 +297,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   const steps = Math.min(maxSteps, opts.maxSelect ?? maxSteps);
   if (!Number.isInteger(steps) || steps < 0) throw new RangeError(`maxSelect must be a non-negative integer`);
   const sigmaMode = opts.sigma ?? 'reference';
-  if (sigmaMode !== 'reference' && sigmaMode !== 'median') throw new RangeError(`sigma must be 'reference' or 'median' (got ${String(sigmaMode)})`);
+  if (!SIGMA_MODES.includes(sigmaMode)) throw new RangeError(`sigma must be one of ${SIGMA_MODES.join(', ')} (got ${String(sigmaMode)})`);
   const ptest = opts.permutationTest ? checkPermutationTest(opts.permutationTest) : null;
   const backend = await resolveBackend(opts.backend, threads, n);
 
@@ -297,7 +305,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   const medians: MedianSigma[] = [];
   const layerSigma = (m: MapsTensor): number => {
     if (sigmaMode === 'reference') return rule(m.n, m.hw);
-    const med = medianSigma(m.data, m.n, m.c * m.hw);
+    const med = sigmaMode === 'mean' ? meanSigma(m.data, m.n, m.c, m.hw) : medianSigma(m.data, m.n, m.c * m.hw);
     medians.push(med);
     return med.sigma;
   };
@@ -305,17 +313,18 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   const sigmaLabels = rule(n, input.classes);
   const sigmaBefore = before.map(layerSigma);
   const sigmaRuleName: OrderResult['sigma']['rule'] =
-    sigmaMode === 'median' ? 'median' : opts.sigmaRule === undefined || opts.sigmaRule === referenceSigma ? 'reference' : 'custom';
-  const kernels = await backend.filterKernels(maps.data, n, c, hw, sigmaMaps);
+    sigmaMode !== 'reference' ? sigmaMode : opts.sigmaRule === undefined || opts.sigmaRule === referenceSigma ? 'reference' : 'custom';
+  // how a set of filters (with or without B) becomes one joint kernel: src/cmi/joint.ts
+  const joint = await (sigmaMode === 'mean' ? meanRule : productRule)(
+    backend,
+    n,
+    alpha,
+    { data: maps.data, c, hw, sigma: sigmaMaps },
+    before.map((b, i) => ({ data: b.data, c: b.c, hw: b.hw, sigma: sigmaBefore[i] })),
+  );
+  const kernels = joint.factors;
   const group = kernelGroups(kernels, c, n);
   const kY = labelGram(input.labels, sigmaLabels);
-  let kB: Float64Array | null = null;
-  for (let i = 0; i < before.length; i++) {
-    const b = before[i];
-    const kb = await backend.filterKernels(b.data, n, b.c, b.hw, sigmaBefore[i]);
-    if (!kB) kB = new Float64Array(nn).fill(1);
-    for (let f = 0; f < b.c; f++) multiplyPackedInto(kB, kb, f, n);
-  }
   let kX: Float64Array | null = null;
   let sigmaInput: number | undefined;
   if (input.input) {
@@ -331,10 +340,8 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   };
   const sY = (await single(kY, null)).s;
   const sX = kX ? (await single(kX, null)).s : NaN;
-  // I(Y; all filters u B): the chain rule's constant
-  const kAll = kB ? Float64Array.from(kB) : new Float64Array(nn).fill(1);
-  for (let f = 0; f < c; f++) multiplyPackedInto(kAll, kernels, f, n);
-  const all = await single(kAll, kY);
+  // I(Y; all filters u B): the chain rule's constant (for the mean rule see meanRule's note)
+  const all = await single(joint.kernel(joint.plus(joint.empty(true), Array.from({ length: c }, (_, f) => f))), kY);
   const miAll = sY + all.s - all.sOther;
 
   const rng = new Rng(opts.seed ?? 0);
@@ -352,8 +359,8 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   let noiseFloorStep: number | null = null;
   let ownMI: number[] | undefined;
   let remaining = Array.from({ length: c }, (_, i) => i);
-  let base: Float64Array | null = kB ? Float64Array.from(kB) : null; // B u selected
-  let selOnly: Float64Array | null = null; // selected only (for I(Y; selected) without B)
+  let base: FilterSet = joint.empty(true); // B u selected
+  let selOnly: FilterSet = joint.empty(false); // selected only (for I(Y; selected) without B)
   let maxRoundoff = 0;
   let evaluated = 0;
   let totalEvaluations = 0;
@@ -382,10 +389,9 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   const len = packedSize(n);
   // permuted kernels are batched up to ~64 MiB per request
   const chunk = Math.max(1, Math.floor((64 * 2 ** 20) / (8 * len)));
-  const permutationPValue = async (z: Float64Array | null, f: number): Promise<number> => {
+  const permutationPValue = async (z: FilterSet, f: number): Promise<number> => {
     const P = ptest!.permutations;
-    const rest = z ? Float64Array.from(z) : new Float64Array(nn).fill(1); // Z u R
-    for (const r of remaining) multiplyPackedInto(rest, kernels, r, n);
+    const rest = joint.plus(z, remaining); // Z u R
     const perms: Int32Array[] = [Int32Array.from({ length: n }, (_, i) => i)];
     for (let k = 0; k < P; k++) perms.push(prng.permutation(n));
     const stat = new Float64Array(P + 1);
@@ -394,8 +400,8 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
       const packed = new Float64Array(part.length * len);
       part.forEach((perm, k) => permutePackedInto(kernels, f, perm, n, packed, k));
       const candidates = Int32Array.from(part.keys());
-      const rz = await backend.entropies({ n, alpha, base: z, other: kY, kernels: packed, candidates });
-      const rall = await backend.entropies({ n, alpha, base: rest, other: kY, kernels: packed, candidates });
+      const rz = await backend.entropies(joint.request(z, candidates, kY, packed));
+      const rall = await backend.entropies(joint.request(rest, candidates, kY, packed));
       for (let k = 0; k < part.length; k++) {
         stat[start + k] = rall.entropy[k] - rall.entropyOther![k] - (rz.entropy[k] - rz.entropyOther![k]);
       }
@@ -407,7 +413,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   };
 
   const ownMutualInformation = async (): Promise<number[]> => {
-    const r = await backend.entropies({ n, alpha, base: null, other: kY, kernels, candidates: Int32Array.from(remaining) });
+    const r = await backend.entropies(joint.request(joint.empty(false), Int32Array.from(remaining), kY));
     const mi = new Array<number>(c).fill(NaN);
     remaining.forEach((f, k) => (mi[f] = sY + r.entropy[k] - r.entropyOther![k]));
     return mi;
@@ -428,7 +434,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
           toEval.push(f);
         }
       }
-      const r = await backend.entropies({ n, alpha, base, other: kY, kernels, candidates: Int32Array.from(toEval) });
+      const r = await backend.entropies(joint.request(base, Int32Array.from(toEval), kY));
       evaluated += toEval.length;
       const scoreOf = (k: number) => sY + r.entropy[k] - r.entropyOther![k];
       // argmax, first index on ties (remaining is in ascending index order, as the reference)
@@ -455,16 +461,15 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
       margins.push(null);
       sJoint = sJointY = score = NaN;
     }
-    const newBase = base ? Float64Array.from(base) : new Float64Array(nn).fill(1);
-    multiplyPackedInto(newBase, kernels, winner, n);
+    let newBase = joint.plus(base, [winner]);
     if (secondary) {
-      const r = await single(newBase, kY);
+      const r = await single(joint.kernel(newBase), kY);
       sJoint = r.s;
       sJointY = r.sOther;
       score = sY + sJoint - sJointY;
     }
     // round-off probe: the same score on a permutation of the samples (identical in exact arithmetic)
-    const probe = await single(permuted(newBase, perm, n), kYPerm);
+    const probe = await single(permuted(joint.kernel(newBase), perm, n), kYPerm);
     const ro = Math.abs(sY + probe.s - probe.sOther - score);
     maxRoundoff = Math.max(maxRoundoff, ro, Number.EPSILON * (Math.abs(sJoint) + Math.abs(sJointY) + Math.abs(sY)));
     const floor = noiseFactor * maxRoundoff;
@@ -479,9 +484,8 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
         const mi = ownMI;
         secondary = [...remaining].sort((a, b) => mi[b] - mi[a] || a - b);
         winner = secondary[0];
-        newBase.set(base ?? new Float64Array(nn).fill(1));
-        multiplyPackedInto(newBase, kernels, winner, n);
-        const r = await single(newBase, kY);
+        newBase = joint.plus(base, [winner]);
+        const r = await single(joint.kernel(newBase), kY);
         sJoint = r.s;
         sJointY = r.sOther;
         score = sY + sJoint - sJointY;
@@ -499,16 +503,15 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
       if (p >= ptest.eta) stopIndex = step;
     }
 
-    if (!selOnly) selOnly = new Float64Array(nn).fill(1);
-    multiplyPackedInto(selOnly, kernels, winner, n);
-    if (kB) {
-      const r = await single(selOnly, kY);
+    selOnly = joint.plus(selOnly, [winner]);
+    if (before.length > 0) {
+      const r = await single(joint.kernel(selOnly), kY);
       miSelected.push(sY + r.s - r.sOther);
     } else {
       miSelected.push(score);
     }
     if (kX) {
-      const r = await single(selOnly, kX);
+      const r = await single(joint.kernel(selOnly), kX);
       miInputSelected.push(sX + r.s - r.sOther);
     }
     opts.onProgress?.({ step: step + 1, steps, evaluated, totalEvaluations, seconds: (performance.now() - t0) / 1000 });
@@ -538,7 +541,15 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
           ? 'from the noise-floor step on: descending I(Y; f) of each remaining filter alone, then lower index'
           : 'greedy to the end (the reference); past the noise-floor step the order is decided by round-off',
       sigma:
-        sigmaMode === 'median'
+        sigmaMode === 'mean'
+          ? 'maps: mean rule, the kernel of a set S is exp(-(mean_{c in S} ||x_ic - x_jc||^2) / (2 sigma^2)) = ' +
+            '(Hadamard product of its filters\' kernels)^(1/|S|), 2 sigma^2 = median over sample pairs i < j of ' +
+            '(1/C) sum_c ||x_ic - x_jc||^2 (one sigma per layer; ' +
+            medians.map((m) => m.basis).join(', ') +
+            '); each before-layer enters as the mean kernel of all its filters; CMI curve = I(Y; all u B) - I(Y; B u selected) ' +
+            'with the layer\'s filters one variable; labels: ' +
+            (opts.sigmaRule === undefined || opts.sigmaRule === referenceSigma ? 'reference rule 5 N^(-1/(4+d)), d = classes' : "the caller's rule")
+          : sigmaMode === 'median'
           ? 'maps (and each before-layer): median heuristic over the whole layer, 2 sigma^2 = median over sample pairs ' +
             'i < j of sum_c ||x_ic - x_jc||^2 (one sigma per layer; ' +
             medians.map((m) => m.basis).join(', ') +
