@@ -4,7 +4,8 @@ import { InvalidArgumentError, type Command } from 'commander';
 
 import { rankModel, type ModelRanking } from '../ordering/model-rank.js';
 import { choiceOption, floatListOption, floatOption, intOption } from './options.js';
-import { orderLayer, type MapsTensor, type OrderResult, type PermutationTestOptions } from '../cmi/order.js';
+import { orderLayer, type MapsTensor, type OrderResult, type PermutationTestOptions, type SigmaMode } from '../cmi/order.js';
+import { SIGMA_MODES } from '../cmi/joint.js';
 import { readNpy, type NpyArray } from '../data/npy.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
@@ -21,8 +22,8 @@ export interface RankOptions {
   backend?: 'auto' | 'ts' | 'native';
   /** keep the greedy order below the noise floor instead of the own-MI tie-break */
   greedyTail?: boolean;
-  /** kernel width of the maps: 'reference' (default) or 'median' */
-  sigma?: 'reference' | 'median';
+  /** kernel width of the maps: 'reference' (default), 'median' or 'mean' (OrderOptions.sigma) */
+  sigma?: SigmaMode;
   /** --ptest [P]: permutation test with P permutations (true: the default 100) */
   ptest?: number | true;
   /** --ptest-eta: significance level of the permutation test (default 0.05) */
@@ -185,7 +186,13 @@ export function registerRank(program: Command): void {
     .option('--classes <k>', 'number of classes for [N] labels (default: max label + 1)', intOption(1))
     .option('--log2', 'report information in bits (default: natural log, nats)')
     .option('--greedy-tail', 'below the noise floor keep the greedy (round-off decided) order instead of the own-MI tie-break')
-    .option('--sigma <rule>', "kernel width of the maps: 'reference' (5 N^(-1/(4+H*W)), the paper's) or 'median' (median heuristic over the whole layer, scale-invariant)", choiceOption(['reference', 'median'] as const), 'reference' as const)
+    .option(
+      '--sigma <rule>',
+      "kernel width of the maps: 'reference' (5 N^(-1/(4+H*W)), the paper's), 'median' (median heuristic over the whole layer, " +
+        "scale-invariant) or 'mean' (a set's kernel from its filters' mean distance, width = the median heuristic / C: scale-invariant, does not saturate as filters are added)",
+      choiceOption(SIGMA_MODES),
+      'reference' as SigmaMode,
+    )
     .option('--ptest [P]', 'permutation test after each selection (SPEC section 4) with P permutations (default 100), until the first p >= --ptest-eta', intOption(1))
     .option('--ptest-eta <eta>', 'significance level of --ptest (default 0.05)', floatOption(0, true))
     .option('--backend <b>', 'auto | native | ts', (v: string) => {

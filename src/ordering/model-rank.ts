@@ -14,6 +14,7 @@ import {
   type OrderProgress,
   type OrderResult,
   type PermutationTestOptions,
+  type SigmaMode,
 } from '../cmi/order.js';
 import { loadCifar10 } from '../data/cifar10.js';
 import { classBalancedSample, type ImageDataset } from '../data/dataset.js';
@@ -36,7 +37,7 @@ export interface RankSettings {
   threads?: number;
   greedyTail?: boolean;
   /** kernel width of the maps (default 'reference'); see OrderOptions.sigma */
-  sigma?: 'reference' | 'median';
+  sigma?: SigmaMode;
   /** SPEC section 4's permutation test per layer; see OrderOptions.permutationTest */
   permutationTest?: PermutationTestOptions;
 }
@@ -112,7 +113,7 @@ export interface ModelRanking {
   alpha: number;
   logBaseName: string;
   formulation: 'per-layer';
-  sigma: 'reference' | 'median';
+  sigma: SigmaMode;
   permutationTest: Required<PermutationTestOptions> | null;
   orderAlgorithmVersion: string;
   checkpointDir: string;
@@ -130,7 +131,7 @@ export interface CheckpointKeyParts {
   log2: boolean;
   maxSelect: number | null;
   greedyTail: boolean;
-  sigma: 'reference' | 'median';
+  sigma: SigmaMode;
   permutationTest: Required<PermutationTestOptions> | null;
   mean: readonly number[];
   std: readonly number[];

@@ -5,11 +5,13 @@
 import { convUnits } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
 import { type LayerRanking, rankConvUnits, type RankUnitsOptions } from '../ordering/model-rank.js';
+import type { SigmaMode } from '../cmi/joint.js';
 import type { Calibration, ChannelGroup, Criterion, GroupRanking } from './types.js';
 
 export interface CmiSettings {
   alpha: number;
-  sigma: 'reference' | 'median';
+  /** kernel width rule of the maps (OrderOptions.sigma); part of the criterion's key */
+  sigma: SigmaMode;
   samples: number;
   seed: number;
   threads: number;

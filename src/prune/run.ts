@@ -55,7 +55,7 @@ export interface PruneOptions {
   /** CMI: calibration images (class-balanced training sample), alpha, kernel width rule */
   samples?: number;
   alpha?: number;
-  sigma?: 'reference' | 'median';
+  sigma?: 'reference' | 'median' | 'mean';
   /** ptest: permutations and significance level */
   permutations?: number;
   eta?: number;

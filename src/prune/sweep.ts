@@ -33,7 +33,7 @@ export interface SweepOptions {
   seed?: number;
   samples?: number;
   alpha?: number;
-  sigma?: 'reference' | 'median';
+  sigma?: 'reference' | 'median' | 'mean';
   bnImages?: number;
   testLimit?: number;
   threads?: number;
