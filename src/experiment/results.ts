@@ -1,7 +1,11 @@
-// The VGG16 experiment's vocabulary (criterion settings, point keys, the values each point holds)
-// and RESULTS.md: tables and plots generated from the result store, the issue's targets evaluated
-// from the same data, the published anchors beside them (labelled as published). Every number
-// in RESULTS.md except those anchors is read from stored points; nothing here measures anything.
+// The experiments' vocabulary (criterion settings, point keys, the values each point holds) and
+// their RESULTS sections: tables and plots generated from the result store, the issue's targets
+// evaluated from the same data, the published anchors beside them (labelled as published). Each
+// experiment (experiments/<id>.ts) renders its own section, results/sections/<id>.md, and
+// RESULTS.md is every section present, concatenated (VGG16 first), so one experiment's report
+// never clobbers another's. Every number except the anchors is read from stored points; nothing
+// here measures anything.
+import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { CriterionName } from '../prune/run.js';
 import { renderSvg, type SweepRow, sweepSpec } from '../report/charts.js';
@@ -65,6 +69,11 @@ export interface Setup {
   bnImages: number;
   /** held-out training images for the tool's own choices (sensitivity allocation, cut-off candidates) */
   heldout: number;
+  /**
+   * residual networks only: which convs are prunable ('inner' | 'all', src/experiment/residual.ts).
+   * Absent for plain CNNs, and then absent from every key (so their ids do not change).
+   */
+  residual?: string;
 }
 
 export interface FinetuneSetup {
@@ -86,12 +95,14 @@ export interface Variant {
   cutoff: 'scree' | 'xmeans' | 'ptest';
 }
 
-const evalFields = (s: Setup) => ({ data: s.data, samples: s.samples, seed: s.seed, test: s.test, bnImages: s.bnImages });
+/** the residual mode as a key field, only where there is one */
+const residualField = (s: Setup): { residual?: string } => (s.residual !== undefined ? { residual: s.residual } : {});
+const evalFields = (s: Setup) => ({ data: s.data, samples: s.samples, seed: s.seed, test: s.test, bnImages: s.bnImages, ...residualField(s) });
 
 export const keys = {
   baseline: (s: Setup): PointKey => ({ step: 'baseline', kind: 'baseline', data: s.data, test: s.test }),
-  rank: (criterion: string, s: Setup): PointKey => ({ step: 'rankings', kind: 'rank', criterion, data: s.data, samples: s.samples, seed: s.seed }),
-  sensitivity: (criterion: string, s: Setup): PointKey => ({ step: 'sensitivity', kind: 'sensitivity', criterion, data: s.data, samples: s.samples, seed: s.seed, heldout: s.heldout }),
+  rank: (criterion: string, s: Setup): PointKey => ({ step: 'rankings', kind: 'rank', criterion, data: s.data, samples: s.samples, seed: s.seed, ...residualField(s) }),
+  sensitivity: (criterion: string, s: Setup): PointKey => ({ step: 'sensitivity', kind: 'sensitivity', criterion, data: s.data, samples: s.samples, seed: s.seed, heldout: s.heldout, ...residualField(s) }),
   sweep: (step: SweepStep, criterion: string, allocation: Allocation, budget: string, stage: SweepStage, s: Setup): PointKey => ({
     step,
     kind: 'sweep',
@@ -464,18 +475,25 @@ export interface RecoveredPoint {
   accuracy: number;
 }
 
-/** Target 2: ≥ 58% fewer multiply-adds and ≥ 80% fewer parameters at ≤ 0.30-point drop with ≤ 3 epochs. */
-export function targetRecovered(base: number | null, cmiPoints: RecoveredPoint[], minMacs = 0.58, minParams = 0.8, maxDrop = 0.3, maxEpochs = 3): TargetResult {
+/**
+ * Target 2: ≥ 58% fewer multiply-adds and ≥ 80% fewer parameters at ≤ 0.30-point drop with ≤ 3 epochs.
+ * `distance`: when no point removes both, also say by how many percentage points the closest falls short of each.
+ */
+export function targetRecovered(base: number | null, cmiPoints: RecoveredPoint[], minMacs = 0.58, minParams = 0.8, maxDrop = 0.3, maxEpochs = 3, o: { distance?: boolean } = {}): TargetResult {
   const target = `≥ ${fmtFrac(minMacs)} fewer multiply-adds and ≥ ${fmtFrac(minParams)} fewer parameters at ≤ ${maxDrop.toFixed(2)}-point drop with ≤ ${maxEpochs} fine-tuning epochs (CMI)`;
   const pts = cmiPoints.filter((p) => p.epoch <= maxEpochs);
   if (base === null || pts.length === 0) return { target, met: null, statement: 'not measured yet' };
   const big = pts.filter((p) => p.macs >= minMacs - DROP_EPS && p.params >= minParams - DROP_EPS).sort((a, b) => b.accuracy - a.accuracy);
   if (big.length === 0) {
     const m = [...pts].sort((a, b) => Math.min(b.macs / minMacs, b.params / minParams) - Math.min(a.macs / minMacs, a.params / minParams))[0]!;
+    const short = (x: number, min: number, what: string) => (x >= min - DROP_EPS ? `${what} reached` : `${(100 * (min - x)).toFixed(1)} percentage points short of ${fmtFrac(min)} ${what}`);
+    const distance = o.distance
+      ? `: ${short(m.macs, minMacs, 'multiply-adds')}, ${short(m.params, minParams, 'parameters')}, at an accuracy change of ${fmtChange(m.accuracy, base)} points after ${m.epoch} epoch${m.epoch === 1 ? '' : 's'}`
+      : '';
     return {
       target,
       met: false,
-      statement: `not met: no fine-tuned CMI point removes both; the closest removes ${fmtFrac(m.macs)} of the multiply-adds and ${fmtFrac(m.params)} of the parameters (${m.label})`,
+      statement: `not met: no fine-tuned CMI point removes both; the closest removes ${fmtFrac(m.macs)} of the multiply-adds and ${fmtFrac(m.params)} of the parameters (${m.label})${distance}`,
     };
   }
   const b = big[0]!;
@@ -536,18 +554,41 @@ export interface PublishedAnchor {
   finetune: string;
 }
 
-export const PUBLISHED_ANCHORS: readonly PublishedAnchor[] = [
-  { method: 'CMI (the method’s claim)', source: 'Vu-Van et al., arXiv 2411.18578', before: null, after: null, drop: 0.32, filters: 'over a third', params: '–', macs: '–', finetune: '–' },
-  { method: 'CHIP', source: 'Sui et al., NeurIPS 2021', before: 93.96, after: 93.86, params: '81.6%', macs: '58.1%', finetune: '200 epochs' },
-  { method: 'HRankPlus', source: 'Lin et al.', before: 93.96, after: 93.73, params: '81.6%', macs: '58.1%', finetune: '–' },
-  { method: 'HRank', source: 'Lin et al., CVPR 2020', before: 93.96, after: 93.43, params: '82.9%', macs: '53.5%', finetune: '–' },
-  { method: 'L1-norm', source: 'Li et al., ICLR 2017', before: 93.25, after: 93.4, params: '64%', macs: 'about 34%', finetune: '–' },
-];
-
 // ---------------------------------------------------------------------------------------------
-// RESULTS.md
+// RESULTS sections
+
+/** What the targets are evaluated on: every CMI point of the section's data. */
+export interface TargetData {
+  /** unpruned test accuracy (null: not measured yet) */
+  base: number | null;
+  /** CMI without fine-tuning: sweep points (both stages) and variants */
+  cmiNoFinetune: NoFinetunePoint[];
+  /** CMI fine-tuned: each run after its last epoch */
+  cmiFinetuned: RecoveredPoint[];
+  /** the sweep records of the planned settings and budgets */
+  records: SweepRecord[];
+  budgets: readonly string[];
+}
+
+/** One experiment's section: how it is titled, which targets it states, which anchors it shows. */
+export interface ReportProfile {
+  /** what was pruned, e.g. 'VGG16-BN on CIFAR-10' (another model or data set: its file and data instead) */
+  title: string;
+  targets: (d: TargetData) => TargetResult[];
+  /** the papers' numbers, shown labelled as published */
+  anchors: readonly PublishedAnchor[];
+  /** the method's variants section (VGG16 only) */
+  variants: boolean;
+  /** paragraphs after the setup (e.g. what the residual mode prunes) */
+  notes?: (setup: Setup) => string[];
+  /** folder of the section's plots under the output folder (default 'results') */
+  svgDir?: string;
+}
 
 export interface ResultsInput {
+  /** the experiment's id: its section is results/sections/<id>.md */
+  id: string;
+  profile: ReportProfile;
   store: ResultStore;
   setup: Setup;
   finetune: FinetuneSetup;
@@ -560,44 +601,78 @@ export interface ResultsInput {
   modelPath: string;
   /** planned / stored points per step (from the runner's plan) */
   plan?: Record<string, { planned: number; stored: number }>;
-  /** where RESULTS.md goes; the plots go to `<out>/<svgDir>/` */
+  /** where RESULTS.md goes; the section to `<out>/results/sections/<id>.md`, the plots to `<out>/<profile.svgDir>/` */
   out: string;
-  svgDir?: string;
   /** the command that regenerates it (for the header) */
   command?: string;
-  /** what was pruned, for the title (default 'VGG16-BN on CIFAR-10') */
+  /** what was pruned, for the title (default: the profile's) */
   title?: string;
 }
 
 export interface ResultsOutput {
+  /** this experiment's section */
   markdown: string;
-  files: { markdown: string; plots: string[] };
+  /** RESULTS.md (every section present), this section's file, its plots */
+  files: { markdown: string; section: string; plots: string[] };
+}
+
+/** the sections RESULTS.md puts first, in this order; any other follows by name */
+const SECTION_ORDER = ['vgg16', 'resnet56'];
+export const sectionsDir = (out: string) => join(out, 'results', 'sections');
+
+/**
+ * RESULTS.md from every section file present under `out`, concatenated: with one section it is
+ * exactly that section. Image links in a section are relative to RESULTS.md (the output folder).
+ */
+export async function assembleResults(out: string): Promise<{ path: string; markdown: string; sections: string[] }> {
+  const dir = sectionsDir(out);
+  let names: string[];
+  try {
+    names = (await readdir(dir)).filter((f) => f.endsWith('.md')).map((f) => f.slice(0, -3));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    names = [];
+  }
+  const rank = (n: string) => (SECTION_ORDER.includes(n) ? SECTION_ORDER.indexOf(n) : SECTION_ORDER.length);
+  names.sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+  const parts: string[] = [];
+  for (const n of names) parts.push(await readFile(join(dir, `${n}.md`), 'utf8'));
+  const markdown = parts.join('\n');
+  const path = join(out, 'RESULTS.md');
+  await writeFileAtomic(path, markdown);
+  return { path, markdown, sections: names };
 }
 
 const STAGE_LABEL: Record<SweepStage, string> = { surgery: 'after surgery', bn: 'after BN re-estimation' };
 
 export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
-  const { store, setup } = r;
-  const svgDir = r.svgDir ?? 'results';
+  const { store, setup, profile } = r;
+  const svgDir = profile.svgDir ?? 'results';
+  // sections are numbered in order; the variants section is the profile's choice
+  let sectionNo = 0;
+  const section = (title: string) => `## ${++sectionNo}. ${title}`;
+  const anchorsNo = profile.variants ? 4 : 3;
   const basePoint = store.get<BaselineValue>(keys.baseline(setup));
   const base = basePoint?.value.accuracy ?? null;
   const records = sweepRecords(store, setup).filter((x) => r.settings.includes(x.criterion) && r.budgets.includes(x.budget));
   const variantRank = (p: StoredPoint<VariantValue>) =>
     ['per-layer', 'compact', 'full'].indexOf(String(p.key.formulation)) * 100 + ['independent', 'forward', 'bidirectional'].indexOf(String(p.key.order)) * 10 + ['scree', 'xmeans', 'ptest'].indexOf(String(p.key.cutoff));
-  const variants = store
-    .list<VariantValue>({ kind: 'variant', alpha: r.variantAlpha, sigma: r.variantSigma })
-    .filter((p) => same(p, { ...evalFields(setup), heldout: setup.heldout }))
-    .sort((a, b) => variantRank(a) - variantRank(b));
+  const variants = !profile.variants
+    ? []
+    : store
+        .list<VariantValue>({ kind: 'variant', alpha: r.variantAlpha, sigma: r.variantSigma })
+        .filter((p) => same(p, { ...evalFields(setup), heldout: setup.heldout }))
+        .sort((a, b) => variantRank(a) - variantRank(b));
   const recovered = recoveredRecords(store, setup, r.finetune);
   const choice = chooseRecovered(store, setup, r.settings, r.budgets);
   const md: string[] = [];
   const plots: string[] = [];
 
   // ---- header
-  md.push(`# ${r.title ?? 'VGG16-BN on CIFAR-10'}: pruning by conditional mutual information against other criteria`);
+  md.push(`# ${r.title ?? profile.title}: pruning by conditional mutual information against other criteria`);
   md.push('');
   md.push(
-    `Generated by \`${r.command ?? 'npm run experiment:vgg16'}\` from ${store.size} stored result points (${store.version}); every number in this file except the published anchors (section 4, labelled *published*) is read from those points, none is typed by hand. Model \`${r.modelPath}\`, SHA-256 \`${store.modelSha256.slice(0, 16)}…\`.`,
+    `Generated by \`${r.command ?? `npm run experiment:${r.id}`}\` from ${store.size} stored result points (${store.version}); every number in this file except the published anchors (section ${anchorsNo}, labelled *published*) is read from those points, none is typed by hand. Model \`${r.modelPath}\`, SHA-256 \`${store.modelSha256.slice(0, 16)}…\`.`,
   );
   md.push('');
   if (basePoint) {
@@ -610,6 +685,10 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
   md.push(
     `Setup: criteria read a class-balanced sample of ${setup.samples} ${setup.data} training images (seed ${setup.seed}); BatchNorm re-estimation on ${int(setup.bnImages)} training images outside that sample; the tool's own choices (held-out sensitivity, cut-off candidates) on ${setup.heldout} other training images; the test set is only ever reported.`,
   );
+  for (const note of profile.notes?.(setup) ?? []) {
+    md.push('');
+    md.push(note);
+  }
   if (r.plan) {
     md.push('');
     md.push(mdTable(['step', 'points planned', 'stored'], Object.entries(r.plan).map(([k, v]) => [k, String(v.planned), `${v.stored}${v.stored < v.planned ? ' (incomplete)' : ''}`])));
@@ -638,14 +717,14 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     const e = x.epochs.find((y) => y.value.epoch === r.finetune.epochs);
     if (e) cmiFt.push({ label: `${labelOf(x.criterion)}, ${x.allocation}, ${budgetLabel(x.budget)}, distillation ${x.distill}`, params: x.start.removed.params, macs: x.start.removed.macs, epoch: e.value.epoch, accuracy: e.value.testAccuracy });
   }
-  const targets = [targetFilters(base, cmiNoFt), targetRecovered(base, cmiFt), targetAhead(records, r.budgets)];
+  const targets = profile.targets({ base, cmiNoFinetune: cmiNoFt, cmiFinetuned: cmiFt, records, budgets: r.budgets });
   md.push('## Targets');
   md.push('');
   md.push(mdTable(['target', 'met', 'from the data'], targets.map((t) => [t.target, t.met === null ? 'not yet known' : t.met ? '**yes**' : '**no**', t.statement])));
   md.push('');
 
-  // ---- 1. sweep
-  md.push('## 1. Criterion sweep without fine-tuning');
+  // ---- sweep
+  md.push(section('Criterion sweep without fine-tuning'));
   md.push('');
   md.push(
     `Test accuracy after surgery (removed filters folded away, no other change) and after BatchNorm re-estimation, against the fraction of all ${basePoint ? int(basePoint.value.filters) : ''} conv filters removed. (a) every layer loses the same fraction (isolates the criterion); (b) each criterion's own global allocation: one threshold on its normalised importance curve across layers (\`curve\`), or, for the random order, which has no curve, the layers' held-out sensitivity (\`sensitivity\`). One ranking per criterion setting, reused at every budget.`,
@@ -718,38 +797,40 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     md.push('');
   }
 
-  // ---- 2. variants
-  md.push("## 2. The method's variants");
-  md.push('');
-  md.push(
-    `The paper's formulations (per-layer; compact: conditioned on the kept maps of the previous layer of the chain; full: on every layer already pruned in the chain), orders (forward; bidirectional) and cut-offs (scree, X-Means, permutation test), CMI at α=${r.variantAlpha} with the ${r.variantSigma === 'median' ? 'scale-aware' : r.variantSigma} width, each run through \`cmiprune prune\` without fine-tuning.`,
-  );
-  md.push('');
-  if (variants.length === 0) md.push('Not measured yet.');
-  else {
+  // ---- variants (VGG16 only)
+  if (profile.variants) {
+    md.push(section("The method's variants"));
+    md.push('');
     md.push(
-      mdTable(
-        ['formulation', 'order', 'cut-off', 'filters removed', 'parameters removed', 'multiply-adds removed', 'after surgery', 'after BN re-estimation', 'change (points)', 'wall', 'CPU'],
-        variants.map((p) => [
-          String(p.key.formulation),
-          String(p.key.order),
-          String(p.key.cutoff),
-          fmtFrac(p.value.removed.filters),
-          fmtFrac(p.value.removed.params),
-          fmtFrac(p.value.removed.macs),
-          fmtAcc(p.value.accuracy.afterSurgery),
-          fmtAcc(p.value.accuracy.afterBnReestimation),
-          fmtChange(p.value.accuracy.afterBnReestimation, base),
-          fmtSeconds(p.seconds.wall),
-          fmtSeconds(p.seconds.cpu),
-        ]),
-      ),
+      `The paper's formulations (per-layer; compact: conditioned on the kept maps of the previous layer of the chain; full: on every layer already pruned in the chain), orders (forward; bidirectional) and cut-offs (scree, X-Means, permutation test), CMI at α=${r.variantAlpha} with the ${r.variantSigma === 'median' ? 'scale-aware' : r.variantSigma} width, each run through \`cmiprune prune\` without fine-tuning.`,
     );
+    md.push('');
+    if (variants.length === 0) md.push('Not measured yet.');
+    else {
+      md.push(
+        mdTable(
+          ['formulation', 'order', 'cut-off', 'filters removed', 'parameters removed', 'multiply-adds removed', 'after surgery', 'after BN re-estimation', 'change (points)', 'wall', 'CPU'],
+          variants.map((p) => [
+            String(p.key.formulation),
+            String(p.key.order),
+            String(p.key.cutoff),
+            fmtFrac(p.value.removed.filters),
+            fmtFrac(p.value.removed.params),
+            fmtFrac(p.value.removed.macs),
+            fmtAcc(p.value.accuracy.afterSurgery),
+            fmtAcc(p.value.accuracy.afterBnReestimation),
+            fmtChange(p.value.accuracy.afterBnReestimation, base),
+            fmtSeconds(p.seconds.wall),
+            fmtSeconds(p.seconds.cpu),
+          ]),
+        ),
+      );
+    }
+    md.push('');
   }
-  md.push('');
 
-  // ---- 3. recovered
-  md.push('## 3. Recovered by fine-tuning');
+  // ---- recovered
+  md.push(section('Recovered by fine-tuning'));
   md.push('');
   md.push(
     `The best CMI configuration and the best other criterion (${choice.rule}${choice.complete ? '' : '; some sweep points are still missing, so this choice is provisional'}): ${choice.cmi ? `${labelOf(choice.cmi.criterion)} with ${choice.cmi.allocation} allocation (${fmtAcc(choice.cmi.score)})` : 'not known yet'} and ${choice.other ? `${labelOf(choice.other.criterion)} with ${choice.other.allocation} allocation (${fmtAcc(choice.other.score)})` : 'not known yet'}. Each pruned at the same budgets, BN re-estimated, then fine-tuned ${r.finetune.epochs} epochs (SGD Nesterov, cosine, lr ${r.finetune.lr}, batch ${r.finetune.batch}, crop+flip, ${r.finetune.train === 'all' ? 'all' : int(r.finetune.train)} training images), without and with distillation from the unpruned model.`,
@@ -780,14 +861,14 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
   }
   md.push('');
 
-  // ---- 4. anchors beside ours
-  md.push('## 4. Published anchors beside ours');
+  // ---- anchors beside ours
+  md.push(section('Published anchors beside ours'));
   md.push('');
   md.push(
     'Rows marked *published* are the papers’ own numbers (their baselines, training recipes and fine-tuning budgets differ from ours), not reproduced here; rows marked *ours* come from the store.',
   );
   md.push('');
-  const arows: string[][] = PUBLISHED_ANCHORS.map((a) => [
+  const arows: string[][] = profile.anchors.map((a) => [
     '*published*',
     a.method,
     a.source,
@@ -819,14 +900,14 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
   md.push(mdTable(['', 'method', 'source / configuration', 'accuracy', 'change (points)', 'filters removed', 'parameters removed', 'multiply-adds removed', 'fine-tuning'], arows));
   md.push('');
 
-  // ---- 5. CPU time
-  md.push('## 5. Time');
+  // ---- CPU time
+  md.push(section('Time'));
   md.push('');
   md.push(
     'CPU seconds are this process’s user + system time (every thread) while the step ran; wall seconds are elapsed time. The machine (2 cores) may have been shared, so both are upper bounds.',
   );
   md.push('');
-  const ranks = store.list<RankValue>({ kind: 'rank', data: setup.data, samples: setup.samples, seed: setup.seed }).filter((p) => r.settings.includes(String(p.key.criterion)));
+  const ranks = store.list<RankValue>({ kind: 'rank', data: setup.data, samples: setup.samples, seed: setup.seed, residual: setup.residual }).filter((p) => r.settings.includes(String(p.key.criterion)));
   if (ranks.length > 0) {
     md.push('Orderings (one per criterion setting, every prunable layer):');
     md.push('');
@@ -851,7 +932,7 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     );
     md.push('');
   }
-  const sens = store.list({ kind: 'sensitivity', data: setup.data, samples: setup.samples, seed: setup.seed, heldout: setup.heldout });
+  const sens = store.list({ kind: 'sensitivity', data: setup.data, samples: setup.samples, seed: setup.seed, heldout: setup.heldout, residual: setup.residual });
   if (sens.length > 0) {
     md.push(mdTable(['held-out sensitivity (global allocation)', 'wall', 'CPU'], sens.map((p) => [labelOf(String(p.key.criterion)), fmtSeconds(p.seconds.wall), fmtSeconds(p.seconds.cpu)])));
     md.push('');
@@ -883,7 +964,8 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     md.push('');
   }
   const markdown = md.join('\n');
-  const mdPath = join(r.out, 'RESULTS.md');
-  await writeFileAtomic(mdPath, markdown);
-  return { markdown, files: { markdown: mdPath, plots } };
+  const sectionPath = join(sectionsDir(r.out), `${r.id}.md`);
+  await writeFileAtomic(sectionPath, markdown);
+  const all = await assembleResults(r.out);
+  return { markdown, files: { markdown: all.path, section: sectionPath, plots } };
 }
