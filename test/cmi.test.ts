@@ -356,7 +356,7 @@ test("sigma 'median': one width per layer from the median of the summed per-filt
   assert.equal(ref.sigma.maps, referenceSigma(n, hw));
   // a dead layer (all maps constant) has no distances: sigma falls back to 1, the order still runs
   assert.deepEqual(medianSigma(new Float64Array(20).fill(0.5), 5, 4), { sigma: 1, median: 0, basis: 'constant' });
-  await assert.rejects(orderLayer(layer, { backend: 'ts', sigma: 'mean' as 'median' }), /sigma must be/);
+  await assert.rejects(orderLayer(layer, { backend: 'ts', sigma: 'widest' as 'median' }), /sigma must be one of reference, median, mean/);
 });
 
 test("sigma 'median' is scale-invariant; the reference width saturates at a different rate", async () => {
