@@ -298,7 +298,6 @@ class Run {
   readonly t0: number;
 
   constructor(
-    readonly config: ExperimentConfig,
     readonly o: Resolved,
     readonly store: ResultStore,
     readonly setup: Setup,
@@ -825,7 +824,7 @@ export async function runExperiment(config: ExperimentConfig, opts: ExperimentOp
       .filter((p) => (p.key.test === undefined || p.key.test === setup.test) && (p.key.residual ?? null) === (setup.residual ?? null))
       .map((p) => ({ key: p.key, seconds: estimateSeconds(p.key, p.value, p.seconds.wall) })),
   );
-  const run = new Run(config, o, store, setup, ft, est, opts.clock ?? (() => performance.now()), log);
+  const run = new Run(o, store, setup, ft, est, opts.clock ?? (() => performance.now()), log);
   log(`store ${o.results} (${store.size} points of this model); model ${o.model}`);
 
   let stoppedEarly = false;
