@@ -109,7 +109,7 @@ test('errors name the file or option, exit non-zero and print nothing on stdout'
     [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--threads', '0'], /--threads/],
     [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--classes', '3'], /out of range for --classes 3/],
     [['--labels', f('labels.npy')], /--activations/],
-    [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--sigma', 'mean'], /--sigma/],
+    [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--sigma', 'widest'], /--sigma/],
     [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--ptest', '0'], /--ptest/],
     [['--activations', f('maps32.npy'), '--labels', f('labels.npy'), '--ptest-eta', '0.1'], /--ptest-eta needs --ptest/],
   ];
