@@ -138,7 +138,13 @@ test('groups that reach an Add, a grouped conv or a model output are refused wit
   assert.match(by.get('cb')!.reason!, /'sum' \(Add\)/);
   assert.match(by.get('cd')!.reason!, /'cd' \(Conv2d\) is a grouped conv/);
   assert.match(by.get('ce')!.reason!, /model output/);
-  assert.throws(() => applyPlan(m, { keep: { ca: [0, 1] } }), /layer 'ca' cannot be pruned: .*'sum' \(Add\)/);
+  // surgery treats ca and cb as one coupled group (as --residual all does), which the grouped
+  // conv reading their sum still refuses
+  const all = channelGroups(m, 'all');
+  assert.deepEqual(all.find((x) => x.name === 'ca')!.coupled, { convs: ['ca', 'cb'], couplers: ['sum'] });
+  assert.ok(!all.some((x) => x.name === 'cb'));
+  assert.throws(() => applyPlan(m, { keep: { ca: [0, 1] } }), /layer 'ca' cannot be pruned: node 'cd' \(Conv2d\) is a grouped conv/);
+  assert.throws(() => applyPlan(m, { keep: { cb: [0, 1] } }), /layer 'cb' is coupled with the group 'ca' \(through sum\)/);
 });
 
 test('plans are validated: unknown layer, empty, unsorted, out of range', () => {

@@ -36,7 +36,12 @@ export function registerPrune(program: Command): void {
     .option('--cutoff <rule>', `how many filters to keep: ${CUTOFF_FORMS}`, cutoffOption, 'scree')
     .option('--formulation <f>', 'CMI across layers: per-layer, compact (conditioned on the previous pruned layer\'s kept maps), full (on all earlier pruned layers)', choiceOption(['per-layer', 'compact', 'full'] as const), 'per-layer')
     .option('--order <o>', 'with compact/full: forward, or bidirectional (from the most pruned layer outward, two concurrent chains)', choiceOption(['forward', 'bidirectional'] as const), 'forward')
-    .option('--residual <mode>', 'residual networks: inner = prune only convs whose channels do not reach an Add (each block\'s first conv)', choiceOption(['inner'] as const), 'inner')
+    .option(
+      '--residual <mode>',
+      'residual networks: inner = prune only convs whose channels do not reach an Add (each block\'s first conv); all = also prune each residual stream (its convs, BNs, Adds and shortcut Pads) as one coupled group',
+      choiceOption(['inner', 'all'] as const),
+      'inner',
+    )
     .option('--allocation <rule>', 'global budgets across layers: sensitivity (held-out accuracy), uniform, curve', choiceOption(['sensitivity', 'uniform', 'curve'] as const), 'sensitivity')
     .option('--alpha <a>', 'CMI: Renyi order (2: exact fast path; 1.01: the reference)', floatOption(0, true), 2)
     .option('--sigma <rule>', 'CMI: kernel width of the maps: median (scale-aware), mean (scale-aware, a set\'s kernel from its filters\' mean distance: does not saturate) or reference', choiceOption(['median', 'mean', 'reference'] as const), 'median')
@@ -73,6 +78,7 @@ export function registerSweep(program: Command): void {
     .option('--budgets <list>', 'comma list of budgets: keep:F, filters:F, params:F, flops:F', (v: string) => v.split(',').map((s) => s.trim()), ['filters:0.1', 'filters:0.2', 'filters:0.3', 'filters:0.4', 'filters:0.5', 'filters:0.6', 'filters:0.7'])
     .option('--allocation <rule>', 'global budgets across layers: uniform (isolates the criterion) or curve', choiceOption(['uniform', 'curve'] as const), 'uniform')
     .option('--per-layer', 'also prune each layer alone at each fraction (sensitivity analysis)')
+    .option('--residual <mode>', 'residual networks: inner (each block\'s first conv) or all (residual streams as coupled groups too)', choiceOption(['inner', 'all'] as const), 'inner')
     .option('--alpha <a>', 'CMI: Renyi order', floatOption(0, true), 2)
     .option('--sigma <rule>', 'CMI: kernel width of the maps: median, mean or reference', choiceOption(['median', 'mean', 'reference'] as const), 'median')
     .option('--samples <n>', 'CMI: class-balanced training images', intOption(10), 256)

@@ -199,6 +199,8 @@ export interface ResNetCifarOptions {
    * both sides, as akamaster/pytorch_resnet_cifar10; 'B' is a 1x1 conv (stride 2) + BatchNorm
    */
   shortcut?: 'A' | 'B';
+  /** kernel of the blocks' convs: 3 (default, padding 1) or 1 (no padding: removed channels' constants fold exactly) */
+  kernel?: 1 | 3;
 }
 
 /**
@@ -261,8 +263,9 @@ export function resnetCifar(opts: BuilderOptions, o: ResNetCifarOptions = {}): M
       const stride = stage > 0 && b === 0 ? 2 : 1;
       const scope = `/layer${stage + 1}/layer${stage + 1}.${b}`;
       const module = `layer${stage + 1}.${b}`;
-      let y = relu(`${scope}/Relu`, bn(`${scope}/bn1`, `${module}.bn1`, conv(`${scope}/conv1`, `${module}.conv1`, x, cin, planes, 3, stride), planes));
-      y = bn(`${scope}/bn2`, `${module}.bn2`, conv(`${scope}/conv2`, `${module}.conv2`, y, planes, planes, 3, 1), planes);
+      const k = o.kernel ?? 3;
+      let y = relu(`${scope}/Relu`, bn(`${scope}/bn1`, `${module}.bn1`, conv(`${scope}/conv1`, `${module}.conv1`, x, cin, planes, k, stride), planes));
+      y = bn(`${scope}/bn2`, `${module}.bn2`, conv(`${scope}/conv2`, `${module}.conv2`, y, planes, planes, k, 1), planes);
       let short = x;
       if (stride !== 1 || cin !== planes) {
         if ((o.shortcut ?? 'A') === 'A') {

@@ -207,12 +207,13 @@ export interface Checkpoint {
 
 /**
  * The layer of a checkpoint file when it exists, is readable, was written under `key` and is of
- * unit `u` (marked resumed); null otherwise (then the layer is computed).
+ * unit `u` at its tap (marked resumed); null otherwise (then the layer is computed).
  */
 export async function readCheckpoint(path: string, key: string, u: ConvUnit): Promise<LayerRanking | null> {
   try {
     const saved = JSON.parse(await readFile(path, 'utf8')) as Checkpoint;
-    if (saved.key === key && saved.result.layer === u.name) return { ...saved.result, resumed: true };
+    // the tap too: a coupled group (--residual all) is named after its first conv but reads another value
+    if (saved.key === key && saved.result.layer === u.name && saved.result.tap === u.tap) return { ...saved.result, resumed: true };
   } catch {
     // no checkpoint (or unreadable): compute the layer
   }

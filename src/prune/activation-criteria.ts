@@ -12,11 +12,12 @@ import { symmetricEigenvalues } from '../cmi/eigen.js';
 import { loadLinalg } from '../cmi/native.js';
 import { imageSize, subset, type ImageDataset } from '../data/dataset.js';
 import { TorchModel } from '../engine/index.js';
-import { convUnits, type ConvUnit } from '../ir/graph.js';
+import type { ConvUnit } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import { leftOutCurve, orderByScore } from './criteria.js';
+import { groupUnits } from './groups.js';
 import type { Calibration, ChannelGroup, Criterion, GroupRanking } from './types.js';
 
 /** torch.finfo(torch.float32).eps: the maps are float32, so matrix_rank's tolerance uses it */
@@ -287,16 +288,7 @@ export function channelIndependence(
 // ---------------------------------------------------------------------------------------------
 // Activations through the engine, chunk by chunk
 
-/** The conv unit of each group (unit.name === group.name), or a UserError naming the group. */
-function unitsOf(model: Model, groups: ChannelGroup[]): ConvUnit[] {
-  const all = new Map(convUnits(model).map((u) => [u.name, u]));
-  return groups.map((g) => {
-    const u = all.get(g.name);
-    if (!u) throw new UserError(`group '${g.name}': no conv unit of that name in model '${model.name}'`);
-    if (u.channels !== g.channels) throw new UserError(`group '${g.name}': ${g.channels} channels, its conv has ${u.channels}`);
-    return u;
-  });
-}
+const unitsOf = groupUnits;
 
 /** images [start, end) of ds as a view */
 function slice(ds: ImageDataset, start: number, end: number): ImageDataset {

@@ -30,16 +30,10 @@ export interface Allocation {
 
 /** The removed fraction of the budget's measure for the given keep counts. */
 export function removedFraction(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): number {
-  if (budget.kind === 'filters') {
-    let total = 0;
-    let kept = 0;
-    for (const g of groups) {
-      total += g.channels;
-      kept += keep[g.name] ?? g.channels;
-    }
-    return 1 - kept / total;
-  }
   const c = cost.of(keep);
+  // filters: of every conv in the model, as the report counts them (a coupled group's channel
+  // removes a filter from each of its convs that carries it)
+  if (budget.kind === 'filters') return 1 - c.filters / cost.filters;
   return budget.kind === 'params' ? 1 - c.params / cost.params : 1 - c.macs / cost.macs;
 }
 

@@ -2,9 +2,9 @@
 // each layer's filters in greedy CMI order on the calibration sample, the curve
 // I(Y; rest | kept) from the chain rule, per-layer checkpoints by the ordering stage. The
 // cross-layer formulations (src/ordering/chains.ts) share the settings and the conversion.
-import { convUnits } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
 import { type LayerRanking, rankConvUnits, type RankUnitsOptions } from '../ordering/model-rank.js';
+import { groupUnits } from './groups.js';
 import type { SigmaMode } from '../cmi/joint.js';
 import type { Calibration, ChannelGroup, Criterion, GroupRanking } from './types.js';
 
@@ -68,8 +68,8 @@ export function cmiCriterion(s: CmiSettings): Criterion {
     name: 'cmi',
     key,
     async rank(model: Model, groups: ChannelGroup[], cal: Calibration): Promise<GroupRanking[]> {
-      const wanted = new Set(groups.map((g) => g.name));
-      const units = convUnits(model).filter((u) => wanted.has(u.name));
+      // a coupled group (--residual all) is ordered on the maps at its last Add (groups.ts coupledTap)
+      const units = groupUnits(model, groups);
       const r = await rankConvUnits(model, units, cal.data, cmiRankOptions(s, cal));
       return r.layers.map(toGroupRanking);
     },

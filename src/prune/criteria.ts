@@ -24,20 +24,27 @@ export function leftOutCurve(scores: ArrayLike<number>, order: number[]): number
   return curve;
 }
 
-/** Filter weight L1-norm (Li et al. 2017): sum |W[c]| over the filter's kernel. */
+/**
+ * Filter weight L1-norm (Li et al. 2017): sum |W[c]| over the filter's kernel; for a coupled group
+ * (--residual all) channel j scores the sum over every conv writing it (DepGraph's group L1).
+ */
 export const l1Criterion: Criterion = {
   name: 'l1',
   key: 'l1/v1',
   async rank(model: Model, groups: ChannelGroup[]): Promise<GroupRanking[]> {
     return groups.map((g) => {
-      const conv = model.nodes.find((n) => n.name === g.name)!;
-      const w = model.tensors[(conv.params as Record<string, string>).weight!]!;
-      const per = w.data.length / g.channels;
-      const scores = Array.from({ length: g.channels }, (_, c) => {
-        let s = 0;
-        for (let k = c * per; k < (c + 1) * per; k++) s += Math.abs(w.data[k]!);
-        return s;
-      });
+      const scores = new Array<number>(g.channels).fill(0);
+      for (const m of g.members) {
+        const node = model.nodes.find((n) => n.name === m.node)!;
+        if (node.op !== 'Conv2d' || m.role !== 'out' || m.slot !== 'weight') continue;
+        const w = model.tensors[node.params.weight!]!;
+        const per = w.data.length / m.width;
+        for (let c = 0; c < m.width; c++) {
+          let s = 0;
+          for (let k = c * per; k < (c + 1) * per; k++) s += Math.abs(w.data[k]!);
+          scores[c + m.offset]! += s;
+        }
+      }
       const order = orderByScore(scores);
       return { group: g.name, channels: g.channels, order, curve: leftOutCurve(scores, order), curveTotal: 1, curveName: 'share of the layer\u2019s filter L1 mass left out', evidence: { l1: scores } };
     });

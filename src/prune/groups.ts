@@ -2,7 +2,15 @@
 // dependency groups, but static and exact on the closed IR: every op type has exactly one rule in
 // OP_RULES (a Record over OpType, so a new op does not compile without its rule), and a pattern
 // the rules do not cover is reported as not prunable with the node named, never guessed.
-import { consumers, convUnits } from '../ir/graph.js';
+//
+// The analysis works on channel spaces: the values whose channels are tied together. A conv's
+// output starts a space; passthrough ops and Flatten carry it on; an Add ties its inputs and output
+// into one space (a residual stream); a channel Pad ties its input to its output shifted by the
+// padding (input channel c is output channel c + before). Every channel of every value of a space
+// is one of the space's classes (class = channel + the value's offset): removing class j removes
+// channel j - offset from every value that carries it, from every conv writing those values and
+// every consumer reading them. A space with one conv and no Add or Pad is one conv's group.
+import { consumers, convUnits, type ConvUnit } from '../ir/graph.js';
 import type { BatchNormNode, Model, Node, OpType } from '../ir/model.js';
 import { inferShapes } from '../ir/shapes.js';
 import { UserError } from '../util/errors.js';
@@ -15,7 +23,8 @@ import type { ChannelGroup, GroupMember } from './types.js';
  * - passthrough: channel c in is channel c out, with optional per-channel parameters (axis 0);
  * - consumer: reads them (weight axis 1) and emits something that is not a channel group (Linear);
  * - flatten: channel c becomes the span of features [c*HW, (c+1)*HW);
- * - couple: ties the channels of several tensors together (Add: residual coupling, not yet prunable).
+ * - couple: ties the channels of several tensors together (Add: residual coupling; Pad: shifted by its
+ *   channel padding), prunable only as one coupled group (--residual all).
  */
 export type OpRole = 'producer' | 'passthrough' | 'consumer' | 'flatten' | 'couple';
 
@@ -59,119 +68,333 @@ export const OP_RULES: Readonly<Record<OpType, OpRule>> = {
   Add: { role: 'couple' },
   // a spatial subsample keeps channel c as channel c; a constant map stays that constant
   Slice: { role: 'passthrough', constant: identity },
-  // padding channels renumbers them (zero channels of a ResNet option-A shortcut): refused for now
-  Pad: { role: 'couple' },
+  // padding channels renumbers them (zero channels of a ResNet option-A shortcut): the input's
+  // channel c is the output's c + before; spatial padding makes a constant map's border the pad value
+  Pad: {
+    role: 'couple',
+    constant: (_m, n, _c, v) => {
+      const a = (n as Extract<Node, { op: 'Pad' }>).attrs;
+      return { value: v, exact: v === a.value || [2, 3, 6, 7].every((i) => a.pads[i] === 0) };
+    },
+  },
 };
 
-/** One step of a channel walk: a node the group's channels reach and how. */
-export interface WalkStep {
-  node: Node;
-  role: OpRole;
-  /** features per channel at this node's input (1 before a Flatten, H*W after) */
+
+/** Whether residual couplings are pruned: 'inner' refuses coupled spaces, 'all' prunes each as one group. */
+export type ResidualMode = 'inner' | 'all';
+export const RESIDUAL_MODES: readonly ResidualMode[] = ['inner', 'all'];
+
+/** A value carrying a space's channels. */
+export interface SpaceValue {
+  name: string;
+  /** class of this value's channel 0: channel c is class c + offset */
+  offset: number;
+  /** channels of this value */
+  width: number;
+  /** features per channel: 1 for [N, C, H, W], H*W after a Flatten */
   span: number;
 }
 
-export interface ChannelWalk {
-  steps: WalkStep[];
-  /** why the group cannot be pruned, naming the node; undefined when it can */
+/**
+ * A node touching a space, in graph order: 'out' a conv writing it (weight axis 0), 'in' a conv or
+ * Linear reading it (weight axis 1), 'through' an op whose inputs and output both carry it.
+ */
+export interface SpaceStep {
+  node: Node;
+  as: 'out' | 'in' | 'through';
+}
+
+export interface ChannelSpace {
+  /** number of classes: every channel any value of the space carries, classes 0..channels-1 */
+  channels: number;
+  values: Map<string, SpaceValue>;
+  steps: SpaceStep[];
+  /** convs writing the space, in graph order */
+  producers: Node[];
+  /** Adds and Pads tying the space's values together */
+  couplers: Node[];
+  /** why the space cannot be pruned, naming the node or value; undefined when it can */
   refusal?: string;
 }
 
 const label = (n: Node) => `node '${n.name}' (${n.op})`;
 
 /**
- * Follows the output channels of `conv` through passthrough and flatten ops to every consumer,
- * breadth-first in graph order. Stops at the first pattern the rules refuse.
+ * Every channel space of the model, keyed by each of its values. Weighted union-find over values:
+ * rel(v) is the class of v's channel 0 relative to its root, so a Pad's input sits at
+ * rel(output) + before and an Add's inputs at its output's rel; a cycle of Adds and Pads that
+ * would put one channel at two classes is refused naming the node.
  */
-export function walkChannels(model: Model, convName: string, shapes = inferShapes(model, 1), cons = consumers(model)): ChannelWalk {
-  const conv = model.nodes.find((n) => n.name === convName);
-  if (!conv || conv.op !== 'Conv2d') throw new UserError(`no conv node named '${convName}'`);
-  const steps: WalkStep[] = [];
-  if (conv.attrs.groups !== 1) return { steps, refusal: `${label(conv)} is a grouped conv (groups ${conv.attrs.groups}): its channels are coupled` };
+export function channelSpaces(model: Model, shapes = inferShapes(model, 1)): Map<string, ChannelSpace> {
+  const parent = new Map<string, string>();
+  const rel = new Map<string, number>();
+  const span = new Map<string, number>();
+  const refusals: { value: string; text: string }[] = [];
+  const steps: { node: Node; as: SpaceStep['as']; value: string }[] = [];
+  const find = (v: string): { root: string; off: number } => {
+    let off = 0;
+    let r = v;
+    while (parent.get(r) !== r) {
+      off += rel.get(r)!;
+      r = parent.get(r)!;
+    }
+    return { root: r, off };
+  };
+  const register = (v: string, why?: string) => {
+    if (parent.has(v)) return;
+    parent.set(v, v);
+    rel.set(v, 0);
+    span.set(v, 1);
+    if (why) refusals.push({ value: v, text: why });
+  };
+  // rel(x) = rel(y) + d; false when x and y are already tied at another distance
+  const tie = (x: string, y: string, d: number): boolean => {
+    const a = find(x);
+    const b = find(y);
+    if (a.root === b.root) return a.off === b.off + d;
+    parent.set(a.root, b.root);
+    rel.set(a.root, b.off + d - a.off);
+    return true;
+  };
+  for (const input of model.inputs) register(input.name, `value '${input.name}' is a model input: its channels cannot change`);
+  const producedBy = new Map<string, Node>();
+  for (const n of model.nodes) for (const o of n.outputs) producedBy.set(o, n);
+  // a value entering a space that no conv or channel op wrote (a Linear's output, say)
+  const known = (v: string, reader: Node) =>
+    register(v, `value '${v}' reaches ${label(reader)} from ${producedBy.get(v) ? label(producedBy.get(v)!) : 'outside the graph'}, which does not carry conv channels`);
+
   const paramUsers = new Map<string, number>();
   for (const n of model.nodes) for (const key of Object.values(n.params as Record<string, string>)) paramUsers.set(key, (paramUsers.get(key) ?? 0) + 1);
   const shared = (n: Node) => Object.values(n.params as Record<string, string>).find((k) => paramUsers.get(k)! > 1);
-  if (shared(conv)) return { steps, refusal: `${label(conv)} shares its tensor '${shared(conv)}' with another node` };
 
-  const queue: { value: string; span: number }[] = [{ value: conv.outputs[0], span: 1 }];
-  const seen = new Set<string>();
-  while (queue.length > 0) {
-    const { value, span } = queue.shift()!;
-    if (seen.has(value)) continue;
-    seen.add(value);
-    if (model.outputs.includes(value)) return { steps, refusal: `value '${value}' is a model output: its channels cannot change` };
-    for (const node of cons.get(value) ?? []) {
-      const rule = OP_RULES[node.op];
-      if (!rule) return { steps, refusal: `${label(node)} has no channel rule` };
-      if (rule.role === 'couple') {
-        return { steps, refusal: `${label(node)} couples these channels with another tensor (residual connection): not prunable yet` };
+  for (const node of model.nodes) {
+    const rule = OP_RULES[node.op];
+    const out = node.outputs[0]!;
+    for (const v of node.inputs) known(v, node);
+    const refuse = (values: string[], text: string) => values.forEach((value) => refusals.push({ value, text }));
+    if (!rule) {
+      register(out);
+      refuse([...node.inputs, out], `${label(node)} has no channel rule`);
+      continue;
+    }
+    const sharedKey = shared(node);
+    if (rule.role === 'producer' || rule.role === 'consumer') {
+      const x = node.inputs[0]!;
+      steps.push({ node, as: 'in', value: x });
+      if (node.inputs.length !== 1) refuse(node.inputs, `${label(node)} reads channels on an input the rules do not cover`);
+      if (sharedKey) refuse([x], `${label(node)} shares its tensor '${sharedKey}' with another node`);
+      if (node.op === 'Conv2d' && node.attrs.groups !== 1) refuse([x], `${label(node)} is a grouped conv (groups ${node.attrs.groups}): its input and output channels are coupled`);
+      if (rule.role === 'producer') {
+        register(out);
+        steps.push({ node, as: 'out', value: out });
+        if (sharedKey) refuse([out], `${label(node)} shares its tensor '${sharedKey}' with another node`);
+        if (node.op === 'Conv2d' && node.attrs.groups !== 1) refuse([out], `${label(node)} is a grouped conv (groups ${node.attrs.groups}): its channels are coupled`);
       }
-      if (node.inputs.length !== 1 || node.inputs[0] !== value) {
-        return { steps, refusal: `${label(node)} reads the channels on an input the rules do not cover` };
+      continue;
+    }
+    register(out);
+    steps.push({ node, as: 'through', value: out });
+    if (sharedKey) refuse([out], `${label(node)} shares its tensor '${sharedKey}' with another node`);
+    const x = node.inputs[0]!;
+    switch (rule.role) {
+      case 'passthrough':
+      case 'flatten': {
+        if (node.inputs.length !== 1) refuse([...node.inputs, out], `${label(node)} reads channels on an input the rules do not cover`);
+        tie(x, out, 0);
+        if (rule.role === 'flatten') {
+          const s = shapes.get(x)!;
+          if (s.length !== 4) refuse([x], `${label(node)} flattens a ${s.length}-d value; channel spans need [N,C,H,W]`);
+          else span.set(out, span.get(x)! * s[2]! * s[3]!);
+        } else span.set(out, span.get(x)!);
+        break;
       }
-      if (shared(node)) return { steps, refusal: `${label(node)} shares its tensor '${shared(node)}' with another node` };
-      switch (rule.role) {
-        case 'producer':
-          if (node.op === 'Conv2d' && node.attrs.groups !== 1) {
-            return { steps, refusal: `${label(node)} is a grouped conv (groups ${node.attrs.groups}): its input and output channels are coupled` };
+      case 'couple': {
+        if (node.op === 'Pad') {
+          const before = node.attrs.pads[1];
+          if (!tie(x, out, before)) refuse([out], `${label(node)} ties channels that are already tied at another offset`);
+        } else {
+          const s0 = JSON.stringify(shapes.get(x));
+          for (const v of node.inputs) {
+            if (JSON.stringify(shapes.get(v)) !== s0) refuse([v, out], `${label(node)} adds values of different shapes`);
+            if (!tie(v, out, 0)) refuse([out], `${label(node)} ties channels that are already tied at another offset`);
           }
-          steps.push({ node, role: rule.role, span });
-          break;
-        case 'consumer':
-          steps.push({ node, role: rule.role, span });
-          break;
-        case 'passthrough':
-          steps.push({ node, role: rule.role, span });
-          queue.push({ value: node.outputs[0], span });
-          break;
-        case 'flatten': {
-          const inShape = shapes.get(value)!;
-          if (inShape.length !== 4) return { steps, refusal: `${label(node)} flattens a ${inShape.length}-d value; channel spans need [N,C,H,W]` };
-          steps.push({ node, role: rule.role, span });
-          queue.push({ value: node.outputs[0], span: span * inShape[2]! * inShape[3]! });
-          break;
         }
+        span.set(out, 1);
+        for (const v of node.inputs) if (span.get(v) !== 1) refuse([out], `${label(node)} couples flattened features`);
+        break;
       }
     }
   }
-  if (!steps.some((s) => s.role === 'producer' || s.role === 'consumer')) {
-    return { steps, refusal: `the channels of ${label(conv)} reach no consumer` };
+  for (const o of model.outputs) if (parent.has(o)) refusals.push({ value: o, text: `value '${o}' is a model output: its channels cannot change` });
+
+  // gather spaces by root, offsets normalised so classes start at 0
+  const byRoot = new Map<string, ChannelSpace>();
+  const minOff = new Map<string, number>();
+  for (const v of parent.keys()) {
+    const { root, off } = find(v);
+    minOff.set(root, Math.min(minOff.get(root) ?? Infinity, off));
   }
-  return { steps };
+  const spaceOf = new Map<string, ChannelSpace>();
+  for (const v of parent.keys()) {
+    const { root, off } = find(v);
+    let sp = byRoot.get(root);
+    if (!sp) {
+      sp = { channels: 0, values: new Map(), steps: [], producers: [], couplers: [] };
+      byRoot.set(root, sp);
+    }
+    const s = shapes.get(v)!;
+    const sv = span.get(v)!;
+    const width = s.length >= 2 ? Math.floor(s[1]! / sv) : 0;
+    const value: SpaceValue = { name: v, offset: off - minOff.get(root)!, width, span: sv };
+    sp.values.set(v, value);
+    sp.channels = Math.max(sp.channels, value.offset + width);
+    spaceOf.set(v, sp);
+  }
+  for (const st of steps) {
+    const sp = spaceOf.get(st.value)!;
+    sp.steps.push({ node: st.node, as: st.as });
+    if (st.as === 'out') sp.producers.push(st.node);
+    if (st.as === 'through' && OP_RULES[st.node.op].role === 'couple') sp.couplers.push(st.node);
+  }
+  for (const r of refusals) {
+    const sp = spaceOf.get(r.value);
+    if (sp && sp.refusal === undefined) sp.refusal = r.text;
+  }
+  for (const sp of new Set(spaceOf.values())) {
+    if (sp.refusal === undefined && sp.producers.length > 0 && !sp.steps.some((s) => s.as === 'in')) {
+      sp.refusal = `the channels of ${label(sp.producers[0]!)} reach no consumer`;
+    }
+  }
+  return spaceOf;
 }
 
-/** The group of every conv in network order; unprunable ones carry the reason. */
-export function channelGroups(model: Model): ChannelGroup[] {
+/** Whether removing class j touches value v. */
+export const carries = (v: SpaceValue, j: number) => j >= v.offset && j < v.offset + v.width;
+
+/** The members (tensor axes that lose entries) of a space, in graph order. */
+function spaceMembers(model: Model, sp: ChannelSpace): GroupMember[] {
+  const members: GroupMember[] = [];
+  const at = (value: string) => sp.values.get(value)!;
+  for (const s of sp.steps) {
+    const params = s.node.params as Record<string, string | undefined>;
+    if (s.as === 'out') {
+      const v = at(s.node.outputs[0]!);
+      for (const slot of ['weight', 'bias']) if (params[slot]) members.push({ node: s.node.name, slot, axis: 0, span: 1, role: 'out', offset: v.offset, width: v.width });
+    } else if (s.as === 'in') {
+      const v = at(s.node.inputs[0]!);
+      members.push({ node: s.node.name, slot: 'weight', axis: 1, span: v.span, role: 'in', offset: v.offset, width: v.width });
+    } else {
+      const v = at(s.node.inputs[0]!);
+      for (const slot of OP_RULES[s.node.op].channelSlots ?? []) if (params[slot]) members.push({ node: s.node.name, slot, axis: 0, span: v.span, role: 'out', offset: v.offset, width: v.width });
+    }
+  }
+  return members;
+}
+
+/**
+ * The value whose maps a coupled group's criteria read: the output of the last Add that carries
+ * every class (after its ReLU when that is the Add's only reader), else the last full-width value.
+ */
+function coupledTap(model: Model, sp: ChannelSpace, cons: Map<string, Node[]>): string | undefined {
+  const full = (v: string) => {
+    const x = sp.values.get(v);
+    return x !== undefined && x.offset === 0 && x.width === sp.channels && x.span === 1;
+  };
+  const adds = sp.steps.filter((s) => s.node.op === 'Add' && full(s.node.outputs[0]!));
+  if (adds.length > 0) {
+    const out = adds[adds.length - 1]!.node.outputs[0]!;
+    const next = cons.get(out);
+    return next?.length === 1 && next[0]!.op === 'Relu' && !model.outputs.includes(out) ? next[0]!.outputs[0]! : out;
+  }
+  const through = sp.steps.filter((s) => s.as !== 'in' && full(s.node.outputs[0]!));
+  return through.length > 0 ? through[through.length - 1]!.node.outputs[0]! : undefined;
+}
+
+/**
+ * The group of every conv in network order; unprunable ones carry the reason. Under 'inner' a
+ * conv whose channels meet another tensor's in an Add (or are renumbered by a Pad) is refused
+ * naming that node; under 'all' each such space is one group, named after its first conv, whose
+ * channels are the space's classes.
+ */
+export function channelGroups(model: Model, residual: ResidualMode = 'inner'): ChannelGroup[] {
   const shapes = inferShapes(model, 1);
   const cons = consumers(model);
-  const taps = new Map(convUnits(model).map((u) => [u.name, u.tap]));
+  const units = new Map(convUnits(model).map((u) => [u.name, u]));
+  const spaces = channelSpaces(model, shapes);
   const groups: ChannelGroup[] = [];
   for (const conv of model.nodes) {
     if (conv.op !== 'Conv2d') continue;
-    const walk = walkChannels(model, conv.name, shapes, cons);
-    const members: GroupMember[] = [{ node: conv.name, slot: 'weight', axis: 0, span: 1, role: 'out' }];
-    if (conv.params.bias) members.push({ node: conv.name, slot: 'bias', axis: 0, span: 1, role: 'out' });
-    const consumerNames: string[] = [];
-    for (const s of walk.steps) {
-      const rule = OP_RULES[s.node.op];
-      for (const slot of rule.channelSlots ?? []) {
-        if ((s.node.params as Record<string, string | undefined>)[slot]) members.push({ node: s.node.name, slot, axis: 0, span: s.span, role: 'out' });
-      }
-      if (s.role === 'producer' || s.role === 'consumer') {
-        members.push({ node: s.node.name, slot: 'weight', axis: 1, span: s.span, role: 'in' });
-        consumerNames.push(s.node.name);
-      }
+    const sp = spaces.get(conv.outputs[0]!)!;
+    const coupled = sp.producers.length > 1 || sp.couplers.length > 0;
+    const unit = units.get(conv.name)!;
+    if (coupled && residual === 'all' && sp.producers[0] !== conv) continue; // a member of its space's group
+    let reason = sp.refusal;
+    // under 'inner' the coupling is the reason, whatever else the space meets
+    if (coupled && residual === 'inner') {
+      const c = sp.couplers[0]!;
+      reason = `${label(c)} ${c.op === 'Add' ? 'couples these channels with another tensor (residual connection)' : 'renumbers these channels'}: prunable only with --residual all`;
     }
+    const asGroup = coupled && residual === 'all';
+    const tap = asGroup ? coupledTap(model, sp, cons) : unit.tap;
+    if (asGroup && tap === undefined && reason === undefined) reason = `no value of the coupled group of ${label(conv)} carries all ${sp.channels} of its channels`;
+    const members = spaceMembers(model, sp);
     groups.push({
       name: conv.name,
-      index: groups.length,
-      channels: conv.attrs.outChannels,
-      tap: taps.get(conv.name) ?? conv.outputs[0],
+      index: unit.index,
+      channels: asGroup ? sp.channels : conv.attrs.outChannels,
+      tap: tap ?? unit.tap,
       members,
-      consumers: consumerNames,
-      prunable: walk.refusal === undefined,
-      ...(walk.refusal !== undefined ? { reason: walk.refusal } : {}),
+      consumers: sp.steps.filter((s) => s.as === 'in').map((s) => s.node.name),
+      prunable: reason === undefined,
+      ...(reason !== undefined ? { reason } : {}),
+      ...(asGroup ? { coupled: { convs: sp.producers.map((p) => p.name), couplers: sp.couplers.map((c) => c.name) } } : {}),
     });
   }
   return groups;
+}
+
+/** The space of a group (the space its named conv writes). */
+export function groupSpace(model: Model, group: ChannelGroup, spaces = channelSpaces(model)): ChannelSpace {
+  const conv = model.nodes.find((n) => n.name === group.name);
+  if (!conv || conv.op !== 'Conv2d') throw new UserError(`no conv node named '${group.name}'`);
+  return spaces.get(conv.outputs[0]!)!;
+}
+
+/**
+ * The conv unit each group's criteria read (unit.name === group.name): a plain group's own unit; a
+ * coupled group's first conv with the group's tap and channel count.
+ */
+export function groupUnits(model: Model, groups: ChannelGroup[]): ConvUnit[] {
+  const all = new Map(convUnits(model).map((u) => [u.name, u]));
+  return groups.map((g) => {
+    const u = all.get(g.name);
+    if (!u) throw new UserError(`group '${g.name}': no conv unit of that name in model '${model.name}'`);
+    if (!g.coupled) {
+      if (u.channels !== g.channels) throw new UserError(`group '${g.name}': ${g.channels} channels, its conv has ${u.channels}`);
+      return u;
+    }
+    return { name: g.name, index: u.index, conv: u.conv, tap: g.tap, channels: g.channels };
+  });
+}
+
+/**
+ * The first `keep` channels of an order, sorted (a plan's keep list). With a coupled group, a
+ * tensor that would keep none of the channels it carries (an early ResNet stage whose channels all
+ * ranked low) keeps its best-ranked one as well, so the plan is valid (surgery needs every tensor
+ * to keep a channel).
+ */
+export function keptChannels(order: readonly number[], keep: number, group?: ChannelGroup): number[] {
+  const kept = order.slice(0, keep);
+  if (group?.coupled) {
+    const set = new Set(kept);
+    for (const m of group.members) {
+      if (kept.some((j) => j >= m.offset && j < m.offset + m.width)) continue;
+      const best = order.find((j) => j >= m.offset && j < m.offset + m.width && !set.has(j));
+      if (best !== undefined) {
+        kept.push(best);
+        set.add(best);
+      }
+    }
+  }
+  return kept.sort((a, b) => a - b);
 }

@@ -28,12 +28,12 @@ import { allocateByCurve, allocateBySensitivity, allocateUniform, type Allocatio
 import { cmiCriterion, cmiRankOptions, type CmiSettings, toGroupRanking } from './cmi-criterion.js';
 import { convUnits } from '../ir/graph.js';
 import { type ChainsResult, type Formulation, type PruneOrder, rankChains } from '../ordering/chains.js';
-import { costModel } from './cost.js';
+import { convFilters, costModel } from './cost.js';
 import { chipCriterion, hrankCriterion } from './activation-criteria.js';
 import { l1Criterion, randomCriterion, requireCurve } from './criteria.js';
 import { type CutoffSpec, cutoffName, parseCutoff } from './cutoff-spec.js';
 import { fractionCutoff, ptestCutoff, screeCutoff, withCandidate, xmeansCutoff } from './cutoffs.js';
-import { channelGroups } from './groups.js';
+import { channelGroups, keptChannels, RESIDUAL_MODES, type ResidualMode } from './groups.js';
 import { applyPlan, foldingNotes, maskPlan } from './surgery.js';
 import type { ChannelGroup, Criterion, CutoffDecision, GroupRanking, PruningPlan } from './types.js';
 
@@ -64,11 +64,12 @@ export interface PruneOptions {
   /** the order in which layers are pruned with compact/full: forward or bidirectional (default forward) */
   order?: PruneOrder;
   /**
-   * residual networks: 'inner' (the only mode so far) prunes only convs whose channels do not reach
-   * an Add (the first conv of each block, as the L1-norm and HRank papers do for ResNet-56); convs
-   * coupled through an Add keep every channel and the report says why
+   * residual networks: 'inner' (default) prunes only convs whose channels do not reach an Add (the
+   * first conv of each block, as the L1-norm and HRank papers do for ResNet-56), convs coupled
+   * through an Add keep every channel and the report says why; 'all' also prunes each coupled
+   * space (a residual stream, its convs, BNs, Adds and shortcut Pads) as one group
    */
-  residual?: 'inner';
+  residual?: ResidualMode;
   /** global budgets' allocation across layers (default sensitivity) */
   allocation?: AllocationRule;
   /** keep a multiple of this many channels per layer, rounded up (default 1: exactly what the cut-off says) */
@@ -151,6 +152,11 @@ function validate(o: PruneOptions): void {
   if (o.formulation !== undefined && !['per-layer', 'compact', 'full'].includes(o.formulation))
     throw new UserError(`--formulation '${o.formulation}' is not one of: per-layer, compact, full`);
   if (o.order !== undefined && !['forward', 'bidirectional'].includes(o.order)) throw new UserError(`--order '${o.order}' is not one of: forward, bidirectional`);
+  if (o.residual !== undefined && !RESIDUAL_MODES.includes(o.residual)) throw new UserError(`--residual '${o.residual}' is not one of: ${RESIDUAL_MODES.join(', ')}`);
+  // the cross-layer chains condition one conv's maps on the previous conv's kept maps: a chain over
+  // coupled residual streams is not defined by the method (SPEC section 3)
+  if (o.residual === 'all' && o.formulation !== undefined && o.formulation !== 'per-layer')
+    throw new UserError(`--formulation ${o.formulation} chains plain conv layers; with --residual all use --formulation per-layer`);
   if (o.allocation === 'curve' && o.criterion === 'random') throw new UserError(`--allocation curve needs a curve; criterion 'random' gives none`);
   if (o.distill !== undefined && !(o.distill > 0)) throw new UserError(`--distill must be a temperature > 0, got ${o.distill}`);
   if (o.distill !== undefined && !(o.finetuneEpochs! > 0)) throw new UserError(`--distill needs --finetune-epochs >= 1`);
@@ -166,10 +172,8 @@ export async function evalAcc(model: Model, ds: ImageDataset, norm: { mean: read
   }
 }
 
-/** The first `keep` channels of an order, sorted (a plan's keep list). */
-export function sortedPrefix(order: number[], keep: number): number[] {
-  return order.slice(0, keep).sort((a, b) => a - b);
-}
+/** The first `keep` channels of an order, sorted: a plan's keep list (groups.ts keptChannels). */
+export const sortedPrefix = keptChannels;
 
 /**
  * Held-out accuracy of the unpruned model with one layer's filters outside `keepIndices` zeroed
@@ -193,10 +197,16 @@ export function heldoutProbe(model: Model, heldout: ImageDataset, norm: { mean: 
       serial(async () => {
         const key = `${g.name}/${keepIndices.join(',')}`;
         if (cache.has(key)) return cache.get(key)!;
-        const wKey = (model.nodes.find((n) => n.name === g.name)!.params as Record<string, string>).weight!;
-        if (keepIndices.length < g.channels) engine.writeTensors({ [wKey]: maskPlan(model, { keep: { [g.name]: keepIndices } }).tensors[wKey]! });
+        // every conv writing the group's channels (one for a plain group, all of a coupled one's)
+        const wKeys = [...new Set(g.members.filter((m) => m.role === 'out' && m.slot === 'weight').map((m) => (model.nodes.find((n) => n.name === m.node)!.params as Record<string, string>).weight!))].filter(
+          (k) => model.tensors[k]!.shape.length === 4,
+        );
+        if (keepIndices.length < g.channels) {
+          const masked = maskPlan(model, { keep: { [g.name]: keepIndices } });
+          engine.writeTensors(Object.fromEntries(wKeys.map((k) => [k, masked.tensors[k]!])));
+        }
         const a = await acc();
-        engine.writeTensors({ [wKey]: model.tensors[wKey]! });
+        engine.writeTensors(Object.fromEntries(wKeys.map((k) => [k, model.tensors[k]!])));
         cache.set(key, a);
         return a;
       }),
@@ -256,9 +266,10 @@ export async function loadInputs(o: {
   mean?: number[];
   std?: number[];
   checkpointDir?: string;
+  residual?: ResidualMode;
 }): Promise<RunInputs> {
   const { bytes, sha256: modelSha256, model } = await readOnnxModel(o.model);
-  const groups = channelGroups(model);
+  const groups = channelGroups(model, o.residual ?? 'inner');
   const prunable = groups.filter((g) => g.prunable);
   if (prunable.length === 0) {
     const why = groups.map((g) => `${g.name}: ${g.reason}`).join('; ');
@@ -279,7 +290,7 @@ export async function loadInputs(o: {
   const heldout = subset(rest, heldIdx, `${train.name} held-out ${o.heldout}`);
   const calibration = subset(train, calibIdx, `${train.name} calibration ${o.samples}`);
   const runKey = createHash('sha256')
-    .update(JSON.stringify([PRUNE_ALGORITHM_VERSION, modelSha256, o.data, o.criterion, o.samples, o.seed, o.alpha, o.sigma, o.permutations, o.eta, norm.mean, norm.std]))
+    .update(JSON.stringify([PRUNE_ALGORITHM_VERSION, modelSha256, o.data, o.criterion, o.samples, o.seed, o.alpha, o.sigma, o.permutations, o.eta, norm.mean, norm.std, o.residual ?? 'inner']))
     .digest('hex')
     .slice(0, 16);
   const ckptDir = o.checkpointDir ?? join(cacheDir(), 'prune', runKey);
@@ -362,7 +373,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
   }
   stage('rank');
 
-  const cost = costModel(model, groups);
+  const cost = costModel(model, groups, rankings);
   const decisions = new Map<string, CutoffDecision>();
   let allocation: Allocation | undefined;
   const probe = heldoutProbe(model, heldout, norm);
@@ -376,7 +387,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
         heldoutBaseline = await probe.baseline();
         const bar = progress('sensitivity (held-out)', prunable.length * 9);
         allocation = await allocateBySensitivity(budget, prunable, cost, async (g, k) => {
-          const a = await probe.withLayer(g, sortedPrefix(rankings.get(g.name)!.order, k));
+          const a = await probe.withLayer(g, sortedPrefix(rankings.get(g.name)!.order, k, g));
           bar.tick(1, { layer: g.name });
           return heldoutBaseline! - a;
         }, o.minKeep);
@@ -408,7 +419,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
       const accs: Record<number, number> = {};
       let pick: number | undefined;
       for (const k of cands) {
-        accs[k] = await probe.withLayer(g, sortedPrefix(r.order, k));
+        accs[k] = await probe.withLayer(g, sortedPrefix(r.order, k, g));
         if (pick === undefined && heldoutBaseline! - accs[k]! <= o.tolerance) pick = k;
       }
       const chosen = pick ?? cands[cands.length - 1]!;
@@ -449,7 +460,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     probe.dispose();
   }
   const plan: PruningPlan = {
-    keep: Object.fromEntries(prunable.map((g) => [g.name, sortedPrefix(rankings.get(g.name)!.order, decisions.get(g.name)!.keep)])),
+    keep: Object.fromEntries(prunable.map((g) => [g.name, sortedPrefix(rankings.get(g.name)!.order, decisions.get(g.name)!.keep, g)])),
     provenance: { tool: 'cmiprune', version: PRUNE_ALGORITHM_VERSION, criterion: criterionLabel, formulation: o.formulation, order: o.order, cutoff: cutoffName(cutoff), allocation: allocation?.rule ?? null, seed: o.seed },
   };
   stage('cutoff');
@@ -536,8 +547,9 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
 
   const costBefore = modelCost(model);
   const costAfter = modelCost(current);
-  const filtersBefore = groups.reduce((s, g) => s + g.channels, 0);
-  const filtersAfter = groups.reduce((s, g) => s + (plan.keep[g.name]?.length ?? g.channels), 0);
+  // conv filters, counted on the models (a coupled group's channels span several convs' filters)
+  const filtersBefore = convFilters(model);
+  const filtersAfter = convFilters(current);
   const report = {
     tool: { name: 'cmiprune', algorithm: PRUNE_ALGORITHM_VERSION },
     settings: { ...o, criterionKey: criterionLabel, normalization: norm },
@@ -558,6 +570,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
         kept: plan.keep[g.name]?.length ?? g.channels,
         prunable: g.prunable,
         ...(g.reason ? { reason: g.reason } : {}),
+        ...(g.coupled ? { coupled: g.coupled } : {}),
         ...(r ? { order: r.order, curve: r.curve ?? null, curveTotal: r.curveTotal ?? null, curveName: r.curveName ?? null, pValues: r.pValues ?? null, criterion: r.evidence ?? {} } : {}),
         ...(d ? { cutoff: d } : {}),
         ...(chains ? { chain: chains.layers.find((l) => l.layer === g.name)?.chain ?? null, conditionedOn: chains.layers.find((l) => l.layer === g.name)?.conditionedOn ?? [] } : {}),

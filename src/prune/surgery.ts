@@ -11,25 +11,38 @@
 import { cloneModel, type Model, type Node, type Tensor, numel, tensor } from '../ir/model.js';
 import { inferShapes } from '../ir/shapes.js';
 import { UserError } from '../util/errors.js';
-import { channelGroups, OP_RULES, walkChannels } from './groups.js';
+import { carries, channelGroups, channelSpaces, groupSpace, OP_RULES, type SpaceValue } from './groups.js';
 import type { ChannelGroup, PruningPlan } from './types.js';
 
 /** metadata_props key under which applyPlan records the plan in the pruned model */
 export const PLAN_METADATA_KEY = 'cmiprune.plan';
 
-/** Validates a plan against the model's groups; returns the groups it prunes. */
-export function checkPlan(model: Model, plan: PruningPlan, groups = channelGroups(model)): ChannelGroup[] {
+/**
+ * Validates a plan against the model's groups, coupled ones included (a plan that names a coupled
+ * group prunes it as one); returns the groups it prunes. Every tensor a group touches must keep
+ * at least one channel.
+ */
+export function checkPlan(model: Model, plan: PruningPlan, groups = channelGroups(model, 'all')): ChannelGroup[] {
   const byName = new Map(groups.map((g) => [g.name, g]));
   const out: ChannelGroup[] = [];
   for (const [name, keep] of Object.entries(plan.keep)) {
     const g = byName.get(name);
-    if (!g) throw new UserError(`plan: '${name}' is not a conv layer of model '${model.name}'`);
+    if (!g) {
+      const owner = groups.find((x) => x.coupled?.convs.includes(name));
+      if (owner) throw new UserError(`plan: layer '${name}' is coupled with the group '${owner.name}' (through ${owner.coupled!.couplers.slice(0, 3).join(', ')}): plan that group`);
+      throw new UserError(`plan: '${name}' is not a conv layer of model '${model.name}'`);
+    }
     if (!g.prunable) throw new UserError(`plan: layer '${name}' cannot be pruned: ${g.reason}`);
     if (keep.length === 0) throw new UserError(`plan: layer '${name}' would keep no channel`);
     for (let i = 0; i < keep.length; i++) {
       const k = keep[i]!;
       if (!Number.isInteger(k) || k < 0 || k >= g.channels) throw new UserError(`plan: layer '${name}' keeps channel ${k}, outside 0..${g.channels - 1}`);
       if (i > 0 && k <= keep[i - 1]!) throw new UserError(`plan: layer '${name}': keep indices must be sorted and distinct`);
+    }
+    for (const m of g.members) {
+      if (memberKeep(m, keep).length === 0) {
+        throw new UserError(`plan: layer '${name}' keeps none of channels ${m.offset}..${m.offset + m.width - 1}, all that node '${m.node}' carries`);
+      }
     }
     if (keep.length < g.channels) out.push(g);
   }
@@ -44,47 +57,87 @@ export interface FoldingNote {
   inexactAt: string[];
 }
 
+/** Constants per removed class: undefined where a value does not carry the class. */
+type ClassConstants = (Float64Array | undefined)[];
+
 /**
- * Per removed channel, the constant it carries at each consumer's input (length span per channel:
- * after a Flatten each feature may differ, e.g. a BatchNorm1d between Flatten and Linear).
+ * Per removed class, the constant it carries at each consumer's input (length span per channel:
+ * after a Flatten each feature may differ, e.g. a BatchNorm1d between Flatten and Linear), walked
+ * over the group's space in graph order: a conv writing the space emits its bias (its filter is
+ * gone), passthrough ops map the constant by their rule, an Add sums its inputs' constants, a Pad
+ * passes them on and emits its pad value on the channels it adds.
  */
-function removedChannelConstants(model: Model, group: ChannelGroup, removed: number[]) {
-  const conv = model.nodes.find((n) => n.name === group.name) as Extract<Node, { op: 'Conv2d' }>;
-  const bias = conv.params.bias ? model.tensors[conv.params.bias]!.data : undefined;
-  const walk = walkChannels(model, group.name);
-  // value per (removed channel, feature within span) at each node's input, walked in graph order
-  const at = new Map<string, Float64Array[]>(); // value name -> per removed channel, per feature
-  at.set(conv.outputs[0], removed.map((c) => Float64Array.of(bias ? bias[c]! : 0)));
+function removedChannelConstants(model: Model, group: ChannelGroup, removed: number[], spaces = channelSpaces(model)) {
+  const sp = groupSpace(model, group, spaces);
+  const val = (name: string) => sp.values.get(name)!;
+  const at = new Map<string, ClassConstants>(); // value name -> per removed class, per feature
   const inexactAt: string[] = [];
-  const atConsumer = new Map<string, { span: number; values: Float64Array[] }>();
-  for (const step of walk.steps) {
+  const inexact = (n: Node) => {
+    if (!inexactAt.includes(n.name)) inexactAt.push(n.name);
+  };
+  const atConsumer = new Map<string, { input: SpaceValue; values: ClassConstants }>();
+  for (const step of sp.steps) {
     const node = step.node;
-    const vin = at.get(node.inputs[0]!)!;
+    if (step.as === 'out') {
+      const out = val(node.outputs[0]!);
+      const biasKey = (node.params as Record<string, string | undefined>).bias;
+      const bias = biasKey ? model.tensors[biasKey]!.data : undefined;
+      at.set(out.name, removed.map((j) => (carries(out, j) ? Float64Array.of(bias ? bias[j - out.offset]! : 0) : undefined)));
+      continue;
+    }
+    const input = val(node.inputs[0]!);
+    const vin = at.get(input.name)!;
+    if (step.as === 'in') {
+      atConsumer.set(node.name, { input, values: vin });
+      if (node.op === 'Conv2d' && (node.attrs.padding[0] > 0 || node.attrs.padding[1] > 0) && vin.some((v) => v?.some((x) => x !== 0))) inexact(node);
+      continue;
+    }
+    const out = val(node.outputs[0]!);
     const rule = OP_RULES[node.op];
-    if (step.role === 'passthrough') {
-      const vout = vin.map((v, r) =>
-        v.map((x, f) => {
-          // after a Flatten, per-feature params (BatchNorm1d) index feature c*span + f
-          const idx = step.span === 1 ? removed[r]! : removed[r]! * step.span + f;
-          const y = rule.constant!(model, node, idx, x);
-          if (!y.exact && !inexactAt.includes(node.name)) inexactAt.push(node.name);
-          return y.value;
+    if (node.op === 'Add') {
+      const ins = node.inputs.map((v) => at.get(v)!);
+      at.set(out.name, removed.map((_, r) => (ins[0]![r] ? ins[0]![r]!.map((_x, f) => ins.reduce((s, c) => s + c[r]![f]!, 0)) : undefined)));
+    } else if (node.op === 'Pad') {
+      at.set(
+        out.name,
+        removed.map((j, r) => {
+          if (vin[r]) {
+            return vin[r]!.map((x) => {
+              const y = rule.constant!(model, node, j - input.offset, x);
+              if (!y.exact) inexact(node);
+              return y.value;
+            });
+          }
+          return carries(out, j) ? Float64Array.of(node.attrs.value) : undefined;
         }),
       );
-      at.set(node.outputs[0], vout);
-    } else if (step.role === 'flatten') {
-      const shapes = inferShapes(model, 1);
-      const s = shapes.get(node.inputs[0]!)!;
+    } else if (rule.role === 'flatten') {
+      const s = inferShapes(model, 1).get(input.name)!;
       const hw = s[2]! * s[3]!;
-      at.set(node.outputs[0], vin.map((v) => Float64Array.from({ length: v.length * hw }, (_, f) => v[Math.floor(f / hw)]!)));
+      at.set(out.name, vin.map((v) => v && Float64Array.from({ length: v.length * hw }, (_, f) => v[Math.floor(f / hw)]!)));
     } else {
-      atConsumer.set(node.name, { span: step.span, values: vin });
-      if (node.op === 'Conv2d' && (node.attrs.padding[0] > 0 || node.attrs.padding[1] > 0) && vin.some((v) => v.some((x) => x !== 0))) {
-        inexactAt.push(node.name);
-      }
+      at.set(
+        out.name,
+        vin.map(
+          (v, r) =>
+            v &&
+            v.map((x, f) => {
+              // after a Flatten, per-feature params (BatchNorm1d) index feature c*span + f
+              const c = removed[r]! - input.offset;
+              const y = rule.constant!(model, node, input.span === 1 ? c : c * input.span + f, x);
+              if (!y.exact) inexact(node);
+              return y.value;
+            }),
+        ),
+      );
     }
   }
   return { atConsumer, inexactAt };
+}
+
+/** The tensor indices of a member that survive: the kept classes it carries, shifted by its offset. */
+function memberKeep(m: { offset: number; width: number }, keep: number[]): number[] {
+  return keep.filter((j) => j >= m.offset && j < m.offset + m.width).map((j) => j - m.offset);
 }
 
 function sliceAxis(t: Tensor, axis: number, keep: number[], span: number): Tensor {
@@ -111,8 +164,9 @@ function sliceAxis(t: Tensor, axis: number, keep: number[], span: number): Tenso
  * metadata under PLAN_METADATA_KEY.
  */
 export function applyPlan(model: Model, plan: PruningPlan): Model {
-  const groups = channelGroups(model);
+  const groups = channelGroups(model, 'all');
   const pruned = checkPlan(model, plan, groups);
+  const spaces = channelSpaces(model);
   const out = cloneModel(model);
   // 1. fold constants, computed from the ORIGINAL parameters, into consumers' biases (all of a
   //    consumer's outputs; its own pruning, if any, slices the bias afterwards)
@@ -120,10 +174,11 @@ export function applyPlan(model: Model, plan: PruningPlan): Model {
     const keep = plan.keep[g.name]!;
     const keepSet = new Set(keep);
     const removed = Array.from({ length: g.channels }, (_, c) => c).filter((c) => !keepSet.has(c));
-    const { atConsumer } = removedChannelConstants(model, g, removed);
-    for (const [name, { span, values }] of atConsumer) {
+    const { atConsumer } = removedChannelConstants(model, g, removed, spaces);
+    for (const [name, { input, values }] of atConsumer) {
       const node = out.nodes.find((n) => n.name === name)!;
-      if (values.every((v) => v.every((x) => x === 0))) continue;
+      if (values.every((v) => !v || v.every((x) => x === 0))) continue;
+      const span = input.span;
       const wKey = (node.params as Record<string, string>).weight!;
       const w = model.tensors[wKey]!; // original weights: [O, I, kh, kw] or [O, F]
       const outCh = w.shape[0]!;
@@ -132,8 +187,10 @@ export function applyPlan(model: Model, plan: PruningPlan): Model {
       const add = new Float64Array(outCh);
       for (let o = 0; o < outCh; o++) {
         let s = 0;
-        removed.forEach((c, r) => {
-          const v = values[r]!;
+        removed.forEach((j, r) => {
+          const v = values[r];
+          if (!v) return; // this input does not carry class j
+          const c = j - input.offset;
           for (let f = 0; f < span; f++) {
             const x = v[f]!;
             if (x === 0) continue;
@@ -171,7 +228,19 @@ export function applyPlan(model: Model, plan: PruningPlan): Model {
     for (const m of g.members) {
       const node = out.nodes.find((n) => n.name === m.node)!;
       const key = (node.params as Record<string, string>)[m.slot]!;
-      out.tensors[key] = sliceAxis(out.tensors[key]!, m.axis, keep, m.span);
+      out.tensors[key] = sliceAxis(out.tensors[key]!, m.axis, memberKeep(m, keep), m.span);
+    }
+    // a Pad adds as many channels on each side as the plan keeps of the ones it added
+    const sp = groupSpace(model, g, spaces);
+    for (const c of sp.couplers) {
+      if (c.op !== 'Pad') continue;
+      const vin = sp.values.get(c.inputs[0]!)!;
+      const vout = sp.values.get(c.outputs[0]!)!;
+      const node = out.nodes.find((n) => n.name === c.name)! as Extract<Node, { op: 'Pad' }>;
+      const pads = [...node.attrs.pads] as typeof node.attrs.pads;
+      pads[1] = keep.filter((j) => j >= vout.offset && j < vin.offset).length;
+      pads[5] = keep.filter((j) => j >= vin.offset + vin.width && j < vout.offset + vout.width).length;
+      node.attrs = { ...node.attrs, pads };
     }
     for (const m of g.members) {
       const node = out.nodes.find((n) => n.name === m.node)!;
@@ -191,7 +260,7 @@ export function applyPlan(model: Model, plan: PruningPlan): Model {
 }
 
 /** Per pruned group: how many channels go and where their folded constants are inexact. */
-export function foldingNotes(model: Model, plan: PruningPlan, groups = channelGroups(model)): FoldingNote[] {
+export function foldingNotes(model: Model, plan: PruningPlan, groups = channelGroups(model, 'all')): FoldingNote[] {
   return checkPlan(model, plan, groups).map((g) => {
     const keepSet = new Set(plan.keep[g.name]!);
     const removed = Array.from({ length: g.channels }, (_, c) => c).filter((c) => !keepSet.has(c));
@@ -200,18 +269,22 @@ export function foldingNotes(model: Model, plan: PruningPlan, groups = channelGr
 }
 
 /**
- * The unpruned model with the plan's removed filters zeroed (their conv weights; bias and BN kept):
- * what applyPlan's result computes exactly away from padded borders. Used to measure folding.
+ * The unpruned model with the plan's removed filters zeroed (the conv weights of every conv writing
+ * the group's channels; biases and BN kept): what applyPlan's result computes exactly away from
+ * padded borders. Used to measure folding.
  */
 export function maskPlan(model: Model, plan: PruningPlan): Model {
-  const groups = channelGroups(model);
+  const groups = channelGroups(model, 'all');
   const out = cloneModel(model);
   for (const g of checkPlan(model, plan, groups)) {
-    const conv = out.nodes.find((n) => n.name === g.name)! as Extract<Node, { op: 'Conv2d' }>;
-    const w = out.tensors[conv.params.weight!]!;
-    const per = numel(w.shape.slice(1));
     const keepSet = new Set(plan.keep[g.name]!);
-    for (let c = 0; c < g.channels; c++) if (!keepSet.has(c)) w.data.fill(0, c * per, (c + 1) * per);
+    for (const m of g.members) {
+      const node = out.nodes.find((n) => n.name === m.node)!;
+      if (node.op !== 'Conv2d' || m.role !== 'out' || m.slot !== 'weight') continue;
+      const w = out.tensors[node.params.weight!]!;
+      const per = numel(w.shape.slice(1));
+      for (let c = 0; c < m.width; c++) if (!keepSet.has(c + m.offset)) w.data.fill(0, c * per, (c + 1) * per);
+    }
   }
   return out;
 }

@@ -13,9 +13,10 @@ import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } from './allocate.js';
-import { costModel } from './cost.js';
+import { convFilters, costModel } from './cost.js';
 import { cutoffName, parseCutoff } from './cutoff-spec.js';
 import { checkOutDir, CRITERIA, type CriterionName, evalAcc, loadInputs, makeCriterion, sortedPrefix } from './run.js';
+import type { ResidualMode } from './groups.js';
 import { applyPlan } from './surgery.js';
 import type { ChannelGroup, Criterion, GroupRanking, PruningPlan } from './types.js';
 
@@ -34,6 +35,8 @@ export interface SweepOptions {
   samples?: number;
   alpha?: number;
   sigma?: 'reference' | 'median' | 'mean';
+  /** residual networks: inner (default) or all (coupled residual streams pruned as groups) */
+  residual?: ResidualMode;
   bnImages?: number;
   testLimit?: number;
   threads?: number;
@@ -52,8 +55,8 @@ export interface SweepSummary {
 }
 
 /** The plan that keeps, in each listed group, the first `keep[g]` channels of its criterion order. */
-export const planOf = (rankings: Map<string, GroupRanking>, keep: Record<string, number>): PruningPlan => ({
-  keep: Object.fromEntries(Object.entries(keep).map(([g, k]) => [g, sortedPrefix(rankings.get(g)!.order, k)])),
+export const planOf = (rankings: Map<string, GroupRanking>, keep: Record<string, number>, groups: ChannelGroup[] = []): PruningPlan => ({
+  keep: Object.fromEntries(Object.entries(keep).map(([g, k]) => [g, sortedPrefix(rankings.get(g)!.order, k, groups.find((x) => x.name === g))])),
 });
 
 export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
@@ -73,7 +76,7 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   const { model, groups, prunable, test, norm, rest, calibration, ckptDir } = inputs;
   const cost = costModel(model, groups);
   const before = modelCost(model);
-  const filtersBefore = groups.reduce((s, g) => s + g.channels, 0);
+  const filtersBefore = convFilters(model);
   const accuracyBefore = await evalAcc(model, test, norm, 'test: unpruned');
 
   const points: SweepPoint[] = [];
@@ -89,7 +92,7 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
           : o.allocation === 'curve'
             ? allocateByCurve(b as Budget, prunable, rankings, cost).keep
             : allocateUniform(b as Budget, prunable, cost).keep;
-      const pruned = applyPlan(model, planOf(rankings, keep));
+      const pruned = applyPlan(model, planOf(rankings, keep, groups));
       const after = modelCost(pruned);
       const afterSurgery = await evalAcc(pruned, test, norm, `test: ${name} ${cutoffName(b)} after surgery`);
       let afterBn: number | null = null;
@@ -97,7 +100,7 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
         const r = await reestimateBatchNorm(pruned, rest, { mean: norm.mean, std: norm.std, images: Math.min(o.bnImages, rest.n), seed: o.seed, threads: o.threads });
         afterBn = await evalAcc(r.model, test, norm, `test: ${name} ${cutoffName(b)} after BN`);
       }
-      const filtersAfter = groups.reduce((s, g) => s + (keep[g.name] ?? g.channels), 0);
+      const filtersAfter = convFilters(pruned);
       points.push({
         criterion: name,
         budget: cutoffName(b),
@@ -111,7 +114,7 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
       for (const g of prunable as ChannelGroup[]) {
         for (const b of budgets) {
           const kept = Math.max(1, Math.round((b.kind === 'keep' ? b.fraction : 1 - b.fraction) * g.channels));
-          const pruned = applyPlan(model, planOf(rankings, { [g.name]: kept }));
+          const pruned = applyPlan(model, planOf(rankings, { [g.name]: kept }, groups));
           perLayer.push({ criterion: name, layer: g.name, fraction: 1 - kept / g.channels, kept, accuracy: await evalAcc(pruned, test, norm, `test: ${name} ${g.name} keep ${kept}`) });
           bar.tick(1, { criterion: name, layer: g.name });
         }

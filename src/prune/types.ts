@@ -19,14 +19,22 @@ export interface GroupMember {
   span: number;
   /** 'out': the producer's own outputs (conv weight/bias, BN); 'in': a consumer's inputs */
   role: 'out' | 'in';
+  /**
+   * the group's channel j is this tensor's channel j - offset, for offset <= j < offset + width
+   * (a coupled group's members may carry only part of its channels: a ResNet's earlier stage
+   * carries the middle of the next stage's, the rest being its shortcut's zero padding)
+   */
+  offset: number;
+  width: number;
 }
 
 /** The channels of one conv's output, followed through the graph to every tensor they touch. */
 export interface ChannelGroup {
   /** the producing conv's node name (the layer name in CLI, reports and plans) */
   name: string;
-  /** 0-based position among the model's convs in network order */
+  /** 0-based position of the group's (first) conv among the model's convs in network order */
   index: number;
+  /** channels the plan chooses among (a coupled group: every channel any of its tensors carries) */
   channels: number;
   /** value whose maps the criteria read: after Conv -> [BN] -> [ReLU] */
   tap: string;
@@ -36,6 +44,8 @@ export interface ChannelGroup {
   prunable: boolean;
   /** why not, naming the node (Add, grouped conv, shared weight, model output, unknown pattern) */
   reason?: string;
+  /** a coupled group (--residual all): every conv writing its channels and the Adds/Pads tying them */
+  coupled?: { convs: string[]; couplers: string[] };
 }
 
 /** Which channels of each group survive; groups not listed keep everything. */

@@ -1,0 +1,161 @@
+// Pruning across residual Adds (--residual all): coupled channel spaces, their surgery (exact
+// against the masked model without padding, option-A and option-B shortcuts), the Pad's new
+// padding, costs, criteria and plans of coupled groups.
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import { resnetCifar } from '../src/ir/builder.js';
+import type { Model } from '../src/ir/model.js';
+import { inferShapes, modelCost } from '../src/ir/shapes.js';
+import { exportOnnx } from '../src/onnx/index.js';
+import { costModel } from '../src/prune/cost.js';
+import { l1Criterion } from '../src/prune/criteria.js';
+import { channelGroups, keptChannels } from '../src/prune/groups.js';
+import { applyPlan, foldingNotes, maskPlan } from '../src/prune/surgery.js';
+import type { ChannelGroup, PruningPlan } from '../src/prune/types.js';
+import { runOrt } from './support/ort.js';
+import { randn, randomSource, Rng } from './support/random.js';
+import { maxAbsDiff, referenceForward } from './support/reference.js';
+
+/** ResNet-8 (one block per stage) with 1x1 convs (no padding: folding is exact) and BN away from identity. */
+function residualNet(shortcut: 'A' | 'B', seed: number): Model {
+  const m = resnetCifar({ random: randomSource(seed) }, { depth: 8, shortcut, kernel: 1 });
+  const rng = new Rng(seed + 1);
+  for (const n of m.nodes) {
+    if (n.op !== 'BatchNorm') continue;
+    const fill = (key: string, lo: number, hi: number) => m.tensors[key]!.data.forEach((_, i, a) => (a[i] = rng.uniform(lo, hi)));
+    fill(n.params.weight!, 0.5, 1.5);
+    fill(n.params.bias!, -0.5, 0.5);
+    fill(n.params.runningMean!, -0.3, 0.3);
+    fill(n.params.runningVar!, 0.5, 1.5);
+  }
+  return m;
+}
+
+/** A seeded keep list of a group: about `fraction` of its channels, at least one in every tensor it touches. */
+function randomKeep(g: ChannelGroup, fraction: number, seed: number): number[] {
+  const order = Array.from(new Rng(seed).permutation(g.channels));
+  return keptChannels(order, Math.max(1, Math.round(fraction * g.channels)), g);
+}
+
+const N = 2;
+const x = randn(new Rng(99), N * 3 * 32 * 32);
+const logits = (m: Model) => referenceForward(m, x, [N, 3, 32, 32]).outputs[m.outputs[0]!]!.data;
+
+test('option A: the residual stream of every stage is one coupled group of 64 channels, Pads included', () => {
+  const m = residualNet('A', 1);
+  const inner = channelGroups(m, 'inner');
+  // inner: the stem and each block's second conv reach an Add; only the blocks' first convs are prunable
+  assert.deepEqual(
+    inner.filter((g) => g.prunable).map((g) => g.name),
+    ['/layer1/layer1.0/conv1/Conv', '/layer2/layer2.0/conv1/Conv', '/layer3/layer3.0/conv1/Conv'],
+  );
+  assert.match(inner.find((g) => g.name === '/conv1/Conv')!.reason!, /\(Add\) couples these channels .*--residual all/);
+  const all = channelGroups(m, 'all');
+  const stream = all.find((g) => g.coupled)!;
+  assert.equal(all.filter((g) => g.coupled).length, 1);
+  assert.equal(stream.name, '/conv1/Conv');
+  assert.ok(stream.prunable, stream.reason);
+  // stage 3's 64 channels; stage 2 sits at 16..47 (its Pad adds 16 on each side), stage 1 at 24..39
+  assert.equal(stream.channels, 64);
+  assert.deepEqual(stream.coupled!.convs, ['/conv1/Conv', '/layer1/layer1.0/conv2/Conv', '/layer2/layer2.0/conv2/Conv', '/layer3/layer3.0/conv2/Conv']);
+  const at = (node: string, slot: string) => stream.members.find((mm) => mm.node === node && mm.slot === slot)!;
+  assert.deepEqual([at('/conv1/Conv', 'weight').offset, at('/conv1/Conv', 'weight').width], [24, 16]);
+  assert.deepEqual([at('/layer2/layer2.0/conv2/Conv', 'weight').offset, at('/layer2/layer2.0/conv2/Conv', 'weight').width], [16, 32]);
+  assert.deepEqual([at('/layer3/layer3.0/conv2/Conv', 'weight').offset, at('/layer3/layer3.0/conv2/Conv', 'weight').width], [0, 64]);
+  // every block's first conv reads the stream (axis 1), and so does the classifier
+  assert.deepEqual(stream.consumers, ['/layer1/layer1.0/conv1/Conv', '/layer2/layer2.0/conv1/Conv', '/layer3/layer3.0/conv1/Conv', '/linear/Gemm']);
+  // the criteria read the last Add's output after its ReLU
+  assert.equal(stream.tap, '/layer3/layer3.0/Relu_1_output_0');
+});
+
+for (const shortcut of ['A', 'B'] as const) {
+  test(`option ${shortcut}: pruning coupled groups equals the masked model (removed filters zeroed in every conv of the group), onnxruntime agrees`, async () => {
+    const m = residualNet(shortcut, 3);
+    const groups = channelGroups(m, 'all').filter((g) => g.prunable);
+    // option B: a 1x1 conv shortcut separates the stages: one coupled group per stage
+    assert.equal(groups.filter((g) => g.coupled).length, shortcut === 'A' ? 1 : 3);
+    const plan: PruningPlan = { keep: Object.fromEntries(groups.map((g, i) => [g.name, randomKeep(g, 0.6, 10 + i)])) };
+    const pruned = applyPlan(m, plan);
+    const masked = maskPlan(m, plan);
+    const y = logits(pruned);
+    assert.ok(maxAbsDiff(y, logits(masked)) < 1e-4, `pruned vs masked ${maxAbsDiff(y, logits(masked))}`);
+    assert.ok(maxAbsDiff(y, logits(m)) > 1e-2, 'the plan removed something that mattered');
+    assert.deepEqual(
+      foldingNotes(m, plan).flatMap((f) => f.inexactAt),
+      [],
+    );
+    // every Add meets equal widths, and the stream keeps exactly the plan's channels at each stage
+    const shapes = inferShapes(pruned, 1);
+    for (const g of groups.filter((gg) => gg.coupled)) {
+      for (const mm of g.members.filter((mm) => mm.role === 'out' && mm.slot === 'weight')) {
+        const conv = pruned.nodes.find((n) => n.name === mm.node)!;
+        const kept = plan.keep[g.name]!.filter((j) => j >= mm.offset && j < mm.offset + mm.width).length;
+        assert.equal(shapes.get(conv.outputs[0]!)![1], kept, mm.node);
+      }
+    }
+    if (shortcut === 'A') {
+      // each Pad now adds as many channels on each side as the plan keeps of those it added
+      const keep = plan.keep['/conv1/Conv']!;
+      const pads = pruned.nodes.filter((n) => n.op === 'Pad').map((n) => (n.op === 'Pad' ? [n.attrs.pads[1], n.attrs.pads[5]] : []));
+      const count = (lo: number, hi: number) => keep.filter((j) => j >= lo && j < hi).length;
+      assert.deepEqual(pads, [
+        [count(16, 24), count(40, 48)],
+        [count(0, 16), count(48, 64)],
+      ]);
+    }
+    const ort = await runOrt(exportOnnx(pruned), 'input', x, [N, 3, 32, 32]);
+    assert.ok(maxAbsDiff(ort, y) < 1e-4, `onnxruntime vs reference ${maxAbsDiff(ort, y)}`);
+    // costs: exact for plans that keep a prefix of an order the cost model is given
+    const cm = costModel(m, groups, new Map(groups.map((g, i) => [g.name, { order: Array.from(new Rng(10 + i).permutation(g.channels)) }])));
+    const counts = Object.fromEntries(groups.map((g, i) => [g.name, Math.max(1, Math.round(0.6 * g.channels))] as const).map(([k, v], i) => [k, v + 0 * i]));
+    const est = cm.of(counts);
+    const real = modelCost(pruned);
+    assert.deepEqual([est.params, est.macs], [real.params, real.macs]);
+  });
+}
+
+test('a plan that would empty one stage of a coupled group is refused naming the node; keptChannels prevents it', () => {
+  const m = residualNet('A', 5);
+  const stream = channelGroups(m, 'all').find((g) => g.coupled)!;
+  // classes 0..15 and 48..63 are stage 3's own (its shortcut pads zeros there): stage 1 keeps nothing
+  const outer = [...Array.from({ length: 16 }, (_, i) => i), ...Array.from({ length: 16 }, (_, i) => 48 + i)];
+  assert.throws(() => applyPlan(m, { keep: { '/conv1/Conv': outer } }), /keeps none of channels 24..39, all that node '\/conv1\/Conv' carries/);
+  // an order ranking those first: the prefix gains the best-ranked channel of each emptied range
+  // (24, the first of stage 1's range, lies in stage 2's as well)
+  const order = [...outer, ...Array.from({ length: 32 }, (_, i) => 16 + i)];
+  const kept = keptChannels(order, 4, stream);
+  assert.deepEqual(kept, [0, 1, 2, 3, 24]);
+  assert.deepEqual(keptChannels([...outer, 17, 40, 33], 3, stream), [0, 1, 2, 33]);
+  assert.doesNotThrow(() => applyPlan(m, { keep: { '/conv1/Conv': kept } }));
+  // a plain group's prefix is the prefix
+  assert.deepEqual(keptChannels([5, 2, 9], 2), [2, 5]);
+});
+
+test('L1 of a coupled channel sums the filters of every conv writing it', async () => {
+  const m = residualNet('A', 7);
+  const stream = channelGroups(m, 'all').find((g) => g.coupled)!;
+  const [r] = await l1Criterion.rank(m, [stream], undefined as never);
+  const l1 = (conv: string, c: number) => {
+    const w = m.tensors[(m.nodes.find((n) => n.name === conv)!.params as Record<string, string>).weight!]!;
+    const per = w.data.length / w.shape[0]!;
+    let s = 0;
+    for (let k = c * per; k < (c + 1) * per; k++) s += Math.abs(w.data[k]!);
+    return s;
+  };
+  const scores = (r!.evidence as { l1: number[] }).l1;
+  // class 30: stage 1's channel 6, stage 2's 14, stage 3's 30; class 5: stage 3's only
+  const c30 = l1('/conv1/Conv', 6) + l1('/layer1/layer1.0/conv2/Conv', 6) + l1('/layer2/layer2.0/conv2/Conv', 14) + l1('/layer3/layer3.0/conv2/Conv', 30);
+  assert.ok(Math.abs(scores[30]! - c30) < 1e-4 * c30);
+  assert.ok(Math.abs(scores[5]! - l1('/layer3/layer3.0/conv2/Conv', 5)) < 1e-6);
+});
+
+test('--residual inner leaves every Add its width', () => {
+  const m = residualNet('B', 9);
+  const groups = channelGroups(m, 'inner').filter((g) => g.prunable);
+  assert.ok(groups.every((g) => !g.coupled && /\/conv1\/Conv$/.test(g.name) && g.name.startsWith('/layer')));
+  const pruned = applyPlan(m, { keep: Object.fromEntries(groups.map((g, i) => [g.name, randomKeep(g, 0.5, i)])) });
+  const before = inferShapes(m, 1);
+  const after = inferShapes(pruned, 1);
+  for (const n of m.nodes.filter((nn) => nn.op === 'Add')) assert.deepEqual(after.get(n.outputs[0]!), before.get(n.outputs[0]!), n.name);
+  assert.ok(maxAbsDiff(logits(pruned), logits(maskPlan(m, { keep: Object.fromEntries(groups.map((g, i) => [g.name, randomKeep(g, 0.5, i)])) }))) < 1e-4);
+});
