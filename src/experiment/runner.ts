@@ -54,7 +54,8 @@ import { readOnnxModel } from '../onnx/index.js';
 import { finetune } from '../recover/finetune.js';
 import { reestimateBatchNorm } from '../recover/bn.js';
 import { allocateByCurve, allocateBySensitivity, allocateUniform, type Budget, SENSITIVITY_FRACTIONS } from '../prune/allocate.js';
-import { costModel, type CostModel } from '../prune/cost.js';
+import { convFilters, costModel, type CostModel } from '../prune/cost.js';
+import { RESIDUAL_MODES, type ResidualMode } from '../prune/groups.js';
 import { parseCutoff } from '../prune/cutoff-spec.js';
 import { planOf } from '../prune/sweep.js';
 import { evalAcc, heldoutProbe, loadInputs, makeCriterion, prune, type PruneOptions, type RunInputs, sortedPrefix } from '../prune/run.js';
@@ -63,7 +64,6 @@ import type { ChannelGroup, GroupRanking, PruningPlan } from '../prune/types.js'
 import { UserError } from '../util/errors.js';
 import { cacheDir } from '../util/fs.js';
 import { progress } from '../util/progress.js';
-import { convFilters, groupsFor, RESIDUAL_MODES, type ResidualMode } from './residual.js';
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 /** ../shared beside the checkout ($CMIPRUNE_SHARED overrides), as the tests and benchmarks read it */
@@ -336,18 +336,17 @@ class Run {
       threads: this.o.threads,
       testLimit: this.o.testLimit,
       checkpointDir: this.ckpt,
+      ...(this.o.residual ? { residual: this.o.residual } : {}),
     });
-    if (!this.o.residual) return i;
-    const groups = groupsFor(i.model, this.o.residual);
-    const prunable = groups.filter((g) => g.prunable);
-    if (prunable.length === 0) throw new UserError(`${this.o.model}: no conv layer can be pruned with --residual ${this.o.residual} (${groups.map((g) => `${g.name}: ${g.reason}`).join('; ')})`);
-    return { ...i, groups, prunable };
+    return i;
   }
 
-  async cost(): Promise<CostModel> {
+  /** the cost model of a setting's plans: coupled groups' costs depend on which channels its order keeps */
+  async cost(setting: string): Promise<CostModel> {
     const i = await this.inputs();
-    this.costM ??= costModel(i.model, i.groups);
-    return this.costM;
+    const coupled = i.groups.some((g) => g.coupled);
+    if (!coupled) return (this.costM ??= costModel(i.model, i.groups));
+    return costModel(i.model, i.groups, await this.rankings(setting));
   }
 
   /** Would a point of this many seconds likely end after the time budget? */
@@ -404,7 +403,7 @@ class Run {
   async allocate(setting: string, allocation: Allocation, budgetName: string): Promise<{ keep: Record<string, number>; reached: number }> {
     const { prunable } = await this.inputs();
     const budget = parseCutoff(budgetName) as Budget;
-    const cost = await this.cost();
+    const cost = await this.cost(setting);
     if (allocation === 'uniform') return allocateUniform(budget, prunable, cost);
     const rankings = await this.rankings(setting);
     if (allocation === 'curve') return allocateByCurve(budget, prunable, rankings, cost);
@@ -423,7 +422,7 @@ class Run {
     const id = `${setting}|${allocation}|${budget}`;
     if (this.lastPruned?.id !== id) {
       const rankings = await this.rankings(setting);
-      const plan: PruningPlan = planOf(rankings, a.keep);
+      const plan: PruningPlan = planOf(rankings, a.keep, (await this.inputs()).groups);
       this.lastPruned = { id, model: applyPlan(model, plan) };
     }
     return { model: this.lastPruned.model, keep: a.keep, reached: a.reached };
@@ -489,7 +488,7 @@ class Run {
             const k = Math.min(g.channels, Math.max(1, Math.round((1 - f) * g.channels)));
             if (k >= last) continue;
             last = k;
-            accuracy[g.name]![String(k)] = await probe.withLayer(g, sortedPrefix(rankings.get(g.name)!.order, k));
+            accuracy[g.name]![String(k)] = await probe.withLayer(g, sortedPrefix(rankings.get(g.name)!.order, k, g));
           }
         }
         bar.done();
