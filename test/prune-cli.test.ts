@@ -105,6 +105,33 @@ test('prune ResNet-56 --criterion l1 --cutoff keep:0.5 --residual inner: each bl
   for (const c of counted.convs) assert.equal(c.outChannels, layers.find((l) => l.name === c.name)!.kept, c.name);
 });
 
+test('prune ResNet-20 --criterion l1 --cutoff keep:0.5 --residual all: the residual stream is one coupled group, each stage keeps the plan\'s channels, onnxruntime agrees', { skip: addonSkip }, async () => {
+  const out = join(dir, 'r20-all');
+  const r = cli(['prune', '--model', join(MODELS_DIR, 'resnet20_cifar10.onnx'), '--criterion', 'l1', '--cutoff', 'keep:0.5', '--residual', 'all', '--test-limit', '300', '--bn-images', '256', '--heldout', '50', '--out', out]);
+  assert.equal(r.status, 0, r.stderr);
+  const { report, counted } = await checkOutputs(out);
+  type Layer = { name: string; channels: number; kept: number; prunable: boolean; keepIndices: number[]; coupled?: { convs: string[]; couplers: string[] } };
+  const layers = report.layers as Layer[];
+  // 9 inner convs and one group for the stem, the 9 blocks' second convs, 9 Adds and the 2 shortcut Pads
+  assert.equal(layers.length, 10);
+  const stream = layers.find((l) => l.coupled)!;
+  assert.equal(stream.name, '/conv1/Conv');
+  assert.deepEqual([stream.channels, stream.kept, stream.coupled!.convs.length, stream.coupled!.couplers.length], [64, 32, 10, 11]);
+  for (const l of layers) assert.equal(l.prunable, true, l.name);
+  // the written file: every conv of the stream keeps the plan's channels in its stage's range
+  // (stage 3: all 64, stage 2: 16..47, stage 1: 24..39)
+  const range = (name: string) => (name.startsWith('/layer3') ? [0, 64] : name.startsWith('/layer2') ? [16, 48] : [24, 40]);
+  assert.equal(counted.convs.length, 19);
+  for (const c of counted.convs) {
+    const own = layers.find((l) => l.name === c.name && !l.coupled);
+    if (own) assert.equal(c.outChannels, own.kept, c.name);
+    else {
+      const [lo, hi] = range(c.name);
+      assert.equal(c.outChannels, stream.keepIndices.filter((j) => j >= lo! && j < hi!).length, c.name);
+    }
+  }
+});
+
 test('prune --criterion cmi --cutoff scree on a small CNN: per-layer decisions from held-out candidates, report and ONNX agree', { skip: addonSkip }, async () => {
   const out = join(dir, 'small-cmi');
   const r = cli(['prune', '--model', small, '--criterion', 'cmi', '--cutoff', 'scree', '--samples', '60', '--heldout', '100', '--bn-images', '128', '--test-limit', '200', '--out', out, '--fresh', '--checkpoint', join(dir, 'ckpt')]);
