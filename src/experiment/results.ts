@@ -5,6 +5,7 @@
 // RESULTS.md is every section present, concatenated (VGG16 first), so one experiment's report
 // never clobbers another's. Every number except the anchors is read from stored points; nothing
 // here measures anything.
+import type { SigmaMode } from '../cmi/joint.js';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { CriterionName } from '../prune/run.js';
@@ -20,16 +21,22 @@ export interface CriterionSetting {
   id: string;
   criterion: CriterionName;
   alpha?: number;
-  sigma?: 'median' | 'reference';
+  sigma?: SigmaMode;
   label: string;
 }
 
-/** Every criterion setting of the sweep: CMI at alpha 1.01 and 2 with both kernel-width rules, and the other criteria. */
+/**
+ * Every criterion setting of the sweep: CMI at alpha 1.01 and 2 with the three kernel-width rules
+ * (median and mean-distance are scale-aware; mean-distance does not saturate as filters are
+ * added), and the other criteria.
+ */
 export const SWEEP_SETTINGS: readonly CriterionSetting[] = [
   { id: 'cmi-a2-median', criterion: 'cmi', alpha: 2, sigma: 'median', label: 'CMI α=2, scale-aware width' },
   { id: 'cmi-a2-reference', criterion: 'cmi', alpha: 2, sigma: 'reference', label: 'CMI α=2, reference width' },
   { id: 'cmi-a1.01-median', criterion: 'cmi', alpha: 1.01, sigma: 'median', label: 'CMI α=1.01, scale-aware width' },
   { id: 'cmi-a1.01-reference', criterion: 'cmi', alpha: 1.01, sigma: 'reference', label: 'CMI α=1.01, reference width' },
+  { id: 'cmi-a2-mean', criterion: 'cmi', alpha: 2, sigma: 'mean', label: 'CMI α=2, mean-distance width' },
+  { id: 'cmi-a1.01-mean', criterion: 'cmi', alpha: 1.01, sigma: 'mean', label: 'CMI α=1.01, mean-distance width' },
   { id: 'l1', criterion: 'l1', label: 'L1 norm' },
   { id: 'random', criterion: 'random', label: 'random' },
   { id: 'hrank', criterion: 'hrank', label: 'HRank' },

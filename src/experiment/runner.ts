@@ -5,7 +5,7 @@
 // says which steps exist, the defaults, whether residual networks' --residual mode applies and
 // how its RESULTS section is titled, targeted and anchored. Steps:
 //   rankings       one ordering per criterion setting (CMI alpha 1.01 and 2, reference and
-//                  scale-aware widths; L1, random, HRank, CHIP), with its wall and CPU time
+//                  median and mean-distance widths; L1, random, HRank, CHIP), with its wall and CPU time
 //   sweep-uniform  (a) the same fraction of every layer, budgets 10-70% of the filters
 //   sweep-global   (b) each criterion's own global allocation at the same budgets
 //                  (both sweeps: test accuracy after surgery and after BN re-estimation, no fine-tuning)
