@@ -45,7 +45,7 @@ export const PUBLISHED_ANCHORS: readonly PublishedAnchor[] = [
 const RESIDUAL_NOTE: Record<string, string> = {
   inner:
     'Residual mode `inner`: only convs whose output channels reach no residual Add are pruned (the first conv of every block, as the L1-norm and HRank papers do for ResNet-56); the convs coupled through the Adds keep every channel.',
-  all: 'Residual mode `all`: channels coupled through the residual Adds are pruned together: such a group is a whole stage’s channel space (every conv writing it, with the Adds and shortcut pads tying them), besides each block’s first conv.',
+  all: 'Residual mode `all`: channels coupled through the residual Adds are pruned together, besides each block’s first conv: such a group is a residual stream (every conv writing it, with the Adds and shortcut Pads tying them; with option-A shortcuts the whole network’s stream is one group, an earlier stage carrying the middle of the next stage’s channels), its importance read at its last Add.',
 };
 
 export const RESNET56: ExperimentConfig = {
@@ -67,7 +67,7 @@ export const RESNET56: ExperimentConfig = {
     svgDir: 'results/resnet56',
     notes: (setup) => [
       RESIDUAL_NOTE[setup.residual ?? 'inner'] ?? `Residual mode \`${setup.residual}\`.`,
-      'Budgets `filters:F` remove a fraction F of the channels of the groups the mode lets go (the allocation’s measure); the “filters removed” columns count every conv filter of the network.',
+      'Budgets `filters:F` remove a fraction F of every conv filter of the network (a coupled channel removes a filter from each conv that carries it), as the “filters removed” columns count them.',
     ],
   },
 };
