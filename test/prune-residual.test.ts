@@ -12,6 +12,7 @@ import { l1Criterion } from '../src/prune/criteria.js';
 import { channelGroups, keptChannels } from '../src/prune/groups.js';
 import { applyPlan, foldingNotes, maskPlan } from '../src/prune/surgery.js';
 import type { ChannelGroup, PruningPlan } from '../src/prune/types.js';
+import { GraphBuilder } from './support/graph.js';
 import { runOrt } from './support/ort.js';
 import { randn, randomSource, Rng } from './support/random.js';
 import { maxAbsDiff, referenceForward } from './support/reference.js';
@@ -158,4 +159,37 @@ test('--residual inner leaves every Add its width', () => {
   const after = inferShapes(pruned, 1);
   for (const n of m.nodes.filter((nn) => nn.op === 'Add')) assert.deepEqual(after.get(n.outputs[0]!), before.get(n.outputs[0]!), n.name);
   assert.ok(maxAbsDiff(logits(pruned), logits(maskPlan(m, { keep: Object.fromEntries(groups.map((g, i) => [g.name, randomKeep(g, 0.5, i)])) }))) < 1e-4);
+});
+
+/** Pruned vs masked logits (and vs the unpruned ones) of a small graph built with GraphBuilder, on a seeded batch. */
+function prunedVsMasked(m: Model, plan: PruningPlan, inShape: number[]): { masked: number; original: number } {
+  const xs = randn(new Rng(5), 2 * inShape.reduce((a, b) => a * b, 1));
+  const run = (mm: Model) => {
+    const r = referenceForward(mm, xs, [2, ...inShape]);
+    return mm.outputs.map((o) => r.outputs[o]!.data);
+  };
+  const p = run(applyPlan(m, plan));
+  const diff = (ys: Float64Array[]) => Math.max(...p.map((v, i) => maxAbsDiff(v, ys[i]!)));
+  return { masked: diff(run(maskPlan(m, plan))), original: diff(run(m)) };
+}
+
+test('pre-activation block: a bias-free conv writing the stream gets a folded bias, sliced with its filters', () => {
+  // x = c0(input); y = c2(relu(bn2(c1(relu(bn1(x)))))); x + y. c1's removed filters emit
+  // relu(bn2(0)) != 0, folded into c2, which has no bias and no BN after it: surgery creates
+  // c2's bias, and c2 loses the stream's removed filters too (it used to keep a full-length bias:
+  // "parameter 'bias' has shape [4], expected [3]")
+  const b = new GraphBuilder(new Rng(8));
+  const s = b.conv('c0', 'input', 3, 4, 1, { bias: false });
+  const h = b.simple('Relu', 'r2', b.bn('bn2', b.conv('c1', b.simple('Relu', 'r1', b.bn('bn1', s, 4)), 4, 4, 1, { bias: false }), 4));
+  const a = b.add('add', s, b.conv('c2', h, 4, 4, 1, { bias: false }));
+  const m = b.model('preact', [3, 6, 6], b.linear('fc', b.flatten('fl', b.simple('GlobalAvgPool', 'gap', b.simple('Relu', 'r3', b.bn('bn3', a, 4)))), 4, 3));
+  const groups = channelGroups(m, 'all');
+  assert.deepEqual(groups.map((g) => [g.name, g.prunable, g.coupled?.convs ?? null]), [['c0', true, ['c0', 'c2']], ['c1', true, null]]);
+  const plan: PruningPlan = { keep: { c0: [0, 2, 3], c1: [1, 2] } };
+  const pruned = applyPlan(m, plan);
+  const c2 = pruned.nodes.find((n) => n.name === 'c2')!;
+  assert.deepEqual(pruned.tensors[(c2.params as Record<string, string>).bias!]!.shape, [3]);
+  const d = prunedVsMasked(m, plan, [3, 6, 6]);
+  assert.ok(d.masked < 1e-6, `pruned vs masked ${d.masked}`);
+  assert.ok(d.original > 1e-2, 'the plan removed something that mattered');
 });

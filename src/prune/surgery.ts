@@ -229,6 +229,14 @@ export function applyPlan(model: Model, plan: PruningPlan): Model {
       const node = out.nodes.find((n) => n.name === m.node)!;
       const key = (node.params as Record<string, string>)[m.slot]!;
       out.tensors[key] = sliceAxis(out.tensors[key]!, m.axis, memberKeep(m, keep), m.span);
+      // a bias step 1 created for a bias-free conv (a consumer of another group, e.g. a
+      // pre-activation block's second conv writing the stream) is no member: it loses the same
+      // filters as the conv's weight
+      const created = (node.params as Record<string, string | undefined>).bias;
+      const original = (model.nodes.find((n) => n.name === m.node)!.params as Record<string, string | undefined>).bias;
+      if (node.op === 'Conv2d' && m.role === 'out' && m.slot === 'weight' && created !== undefined && original === undefined) {
+        out.tensors[created] = sliceAxis(out.tensors[created]!, 0, memberKeep(m, keep), 1);
+      }
     }
     // a Pad adds as many channels on each side as the plan keeps of the ones it added
     const sp = groupSpace(model, g, spaces);
