@@ -48,14 +48,17 @@ test('scree: candidates option, minKeep clamp, zero denominator, endpoints never
   assert.deepEqual(flat.evidence.q, [-1, 1, 2, 0, 0, -1]);
   assert.equal(flat.keep, 3);
 
-  // an increasing step gives negative q but is still interior: candidates never include the -1 endpoints
+  // a rising curve is read as its running minimum [1, 1, 1]: flat, q = 0 (not the ratio of two
+  // rises, 1); still interior, and candidates never include the -1 endpoints
   const neg = screeCutoff([1, 2, 3]);
-  assert.deepEqual(neg.evidence.q, [-1, 1, -1]);
-  assert.deepEqual(neg.evidence.candidates, [{ index: 1, keep: 2, q: 1 }]);
+  assert.deepEqual(neg.evidence.q, [-1, 0, -1]);
+  assert.deepEqual(neg.evidence.candidates, [{ index: 1, keep: 2, q: 0 }]);
 
-  // overflowing ratios stay finite (JSON-safe) and still rank first
-  const huge = screeCutoff([1e308, -1e308, -1e308 + 1e292, -1e308 + 2e292]);
+  // overflowing ratios stay finite (JSON-safe) and still rank first: q[1] = 2e308 / 4e292 -> +Inf
+  const huge = screeCutoff([1e308, -1e308, -1e308 - 4e292, -1e308 - 8e292]);
   assert.ok((huge.evidence.q as number[]).every(Number.isFinite));
+  assert.equal((huge.evidence.q as number[])[1], Number.MAX_VALUE);
+  assert.equal(huge.keep, 2);
 });
 
 test('scree: fewer than 3 points has no interior q -> keep all', () => {

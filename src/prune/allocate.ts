@@ -3,12 +3,15 @@
 // - uniform: one keep fraction for every layer, the largest that meets the budget;
 // - curve: one threshold t on every layer's normalised curve (curve / curveTotal): each layer
 //   keeps the fewest channels whose left-out share is <= t; the smallest t that meets the budget
-//   (needs comparable curves: CMI with the median width, or L1 shares);
+//   (needs comparable curves: CMI with the median width, or L1 shares). A curve is read through
+//   its running minimum (./cutoffs.ts runningMinimum, as scree and X-Means read it), and t ranges
+//   over every share the curves take, below 0 too (CMI with --sigma mean);
 // - sensitivity: each layer pruned alone at removal fractions 0.1..0.9, its drop in held-out
 //   accuracy measured (images the criterion and the test set never see), then the cheapest drops
 //   per unit of budget are taken greedily until the budget is met.
 import { UserError } from '../util/errors.js';
 import type { CostModel } from './cost.js';
+import { runningMinimum } from './cutoffs.js';
 import type { ChannelGroup, GroupRanking } from './types.js';
 
 export type BudgetKind = 'filters' | 'params' | 'flops';
@@ -41,17 +44,26 @@ function clampKeep(g: ChannelGroup, k: number, minKeep: number): number {
   return Math.min(g.channels, Math.max(Math.min(minKeep, g.channels), k));
 }
 
-/** Bisection over a monotone knob x in [0, 1] (more x = more removed): the smallest x that meets the budget. */
-function bisect(meets: (x: number) => boolean, iterations = 40): number {
-  if (!meets(1)) return 1;
-  let lo = 0;
-  let hi = 1;
+/**
+ * Bisection over a monotone knob x in [from, to] (more x = more removed): the smallest x that meets
+ * the budget (`x`) and the largest tried that does not (`below`); precision (to - from) / 2^40.
+ */
+function bisectRange(meets: (x: number) => boolean, from: number, to: number): { x: number; below: number } {
+  if (!meets(to)) return { x: to, below: to };
+  let lo = from;
+  let hi = to;
+  const iterations = 40 + Math.max(0, Math.ceil(Math.log2(to - from)));
   for (let i = 0; i < iterations; i++) {
     const mid = (lo + hi) / 2;
     if (meets(mid)) hi = mid;
     else lo = mid;
   }
-  return hi;
+  return { x: hi, below: lo };
+}
+
+/** Bisection over a monotone knob x in [0, 1]: the smallest x that meets the budget. */
+function bisect(meets: (x: number) => boolean): number {
+  return bisectRange(meets, 0, 1).x;
 }
 
 function unreachable(budget: Budget, reached: number, minKeep: number): UserError {
@@ -69,25 +81,77 @@ export function allocateUniform(budget: Budget, groups: ChannelGroup[], cost: Co
   return { keep, rule: 'uniform', reached, evidence: { removedPerLayer: x } };
 }
 
-/** Channels to keep so that the normalised curve's left-out share is <= t. */
-function keepForThreshold(r: GroupRanking, t: number): number {
+/** How the curve allocation reads a curve (recorded in its evidence). */
+export const CURVE_ALLOCATION_READING =
+  'each layer keeps the fewest channels whose running minimum of curve / curveTotal is <= t (all of them when it never is; minKeep when curveTotal <= 0); t may be below 0; where one t jumps a layer over several channels (a flat stretch of its running minimum) it keeps back as many as the budget allows';
+
+/** A layer's normalised running minimum, or null when curveTotal <= 0 (nothing to normalise by). */
+function normalisedReading(r: GroupRanking): number[] | null {
   const total = r.curveTotal ?? (r.curve && r.curve.length > 0 ? r.curve[0]! : 0);
-  const curve = r.curve!;
-  if (!(total > 0)) return 1;
-  for (let i = 0; i < curve.length; i++) if (curve[i]! / total <= t) return i + 1; // curve[i] belongs to keep i+1
-  return r.channels;
+  if (!(total > 0)) return null;
+  // non-monotone curves: the running minimum, as scree and X-Means read them (cutoffs.ts header)
+  return runningMinimum(r.curve!).map((v) => v / total);
+}
+
+/** Channels to keep so that the normalised running minimum is <= t. */
+function keepForThreshold(share: number[] | null, channels: number, t: number): number {
+  // curveTotal <= 0: the layer measured no information to leave out, at any t
+  if (!share) return 1;
+  for (let i = 0; i < share.length; i++) if (share[i]! <= t) return i + 1; // share[i] belongs to keep i+1
+  return channels;
 }
 
 export function allocateByCurve(budget: Budget, groups: ChannelGroup[], rankings: Map<string, GroupRanking>, cost: CostModel, minKeep = 1): Allocation {
   for (const g of groups) {
     if (!rankings.get(g.name)?.curve) throw new UserError(`--allocation curve needs a curve for every layer; layer '${g.name}' has none (criterion without a curve?)`);
   }
-  const keepAt = (t: number) => Object.fromEntries(groups.map((g) => [g.name, clampKeep(g, keepForThreshold(rankings.get(g.name)!, t), minKeep)]));
-  const t = bisect((v) => removedFraction(budget, groups, keepAt(v), cost) >= budget.fraction);
+  const shares = new Map(groups.map((g) => [g.name, normalisedReading(rankings.get(g.name)!)]));
+  // t over every share a curve takes: [0, 1] for curves that fall from curveTotal to >= 0; below 0
+  // (or above 1) where a curve does, so a layer that goes below 0 early still has a threshold
+  // between keeping it whole and cutting it to its minimum
+  let from = 0;
+  let to = 1;
+  for (const s of shares.values()) for (const v of s ?? []) (from = Math.min(from, v)), (to = Math.max(to, v));
+  const keepAt = (t: number) => Object.fromEntries(groups.map((g) => [g.name, clampKeep(g, keepForThreshold(shares.get(g.name)!, g.channels, t), minKeep)]));
+  const meets = (k: Record<string, number>) => removedFraction(budget, groups, k, cost) >= budget.fraction;
+  const { x: t, below } = bisectRange((v) => meets(keepAt(v)), from, to);
   const keep = keepAt(t);
+  // a layer whose keep jumps by more than one channel between `below` and t crosses a flat stretch
+  // of its running minimum (or never reaches `below`): the threshold cannot choose inside it, so it
+  // keeps back as many of those channels as the budget allows (one channel per step: no change)
+  const fewer = keepAt(below);
+  const keptBack: Record<string, { from: number; to: number }> = {};
+  for (const g of groups) {
+    const a = keep[g.name]!;
+    const b = fewer[g.name]!;
+    if (b - a <= 1) continue;
+    let ok = a;
+    let bad = b + 1;
+    while (bad - ok > 1) {
+      const mid = Math.floor((ok + bad) / 2);
+      if (meets({ ...keep, [g.name]: mid })) ok = mid;
+      else bad = mid;
+    }
+    if (ok > a) {
+      keptBack[g.name] = { from: a, to: ok };
+      keep[g.name] = ok;
+    }
+  }
   const reached = removedFraction(budget, groups, keep, cost);
   if (reached < budget.fraction) throw unreachable(budget, reached, minKeep);
-  return { keep, rule: 'curve', reached, evidence: { threshold: t } };
+  const noTotal = groups.filter((g) => shares.get(g.name) === null).map((g) => g.name);
+  return {
+    keep,
+    rule: 'curve',
+    reached,
+    evidence: {
+      threshold: t,
+      reading: CURVE_ALLOCATION_READING,
+      thresholdRange: [from, to],
+      ...(Object.keys(keptBack).length ? { keptBack } : {}),
+      ...(noTotal.length ? { nonPositiveTotal: noTotal } : {}),
+    },
+  };
 }
 
 export const SENSITIVITY_FRACTIONS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];

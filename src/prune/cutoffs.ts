@@ -14,6 +14,12 @@
 //
 // Every decision is clamped to [minKeep, C] and says so in `rule` when the clamp bit.
 //
+// NON-MONOTONE CURVES (settled here once, used by scree, X-Means and the curve allocation in
+// ./allocate.ts): a curve is read through its running minimum (`runningMinimum`), the least
+// importance left out by keeping AT MOST i+1 channels. CMI with `--sigma mean` can rise again and
+// go below 0 (averaging a filter into the set can lower the MI); on a non-increasing curve (every
+// other criterion and width rule) the running minimum is the curve itself, so nothing changes there.
+//
 // X-Means is written by hand: it is ~100 lines and no maintained npm package does Pelleg-Moore
 // BIC-splitting X-Means.
 import { UserError } from '../util/errors.js';
@@ -43,6 +49,32 @@ function clampNote(raw: number, keep: number, minKeep: number, channels: number)
   return raw === keep ? '' : ` (${raw} clamped to [minKeep=${minKeep}, channels=${channels}])`;
 }
 
+/**
+ * The one reading of a curve every curve-based rule uses: m[i] = min(c[0..i]), the least importance
+ * left out by keeping at most i+1 channels (keeping more never counts as leaving more out). A
+ * non-increasing curve is returned unchanged (same values). Negative values stay negative.
+ */
+export function runningMinimum(curve: readonly number[]): number[] {
+  const m: number[] = [];
+  let lo = Infinity;
+  for (const v of curve) m.push((lo = Math.min(lo, v)));
+  return m;
+}
+
+/**
+ * Evidence of the reading: null when the curve is non-increasing (read as it is); else where it
+ * first rises (the running minimum is flat from there), its minimum and whether it goes below 0.
+ */
+export function curveReading(curve: readonly number[]): { read: 'running minimum'; risesAt: number; argmin: number; min: number; belowZero: boolean } | null {
+  const rise = curve.findIndex((v, i) => i > 0 && v > curve[i - 1]!);
+  if (rise < 0) return null;
+  let argmin = 0;
+  curve.forEach((v, i) => {
+    if (v < curve[argmin]!) argmin = i;
+  });
+  return { read: 'running minimum', risesAt: rise, argmin, min: curve[argmin]!, belowZero: curve[argmin]! < 0 };
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. scree test
 
@@ -68,6 +100,9 @@ export interface ScreeCandidate {
  * Note the SPEC's "0 where the denominator is 0": an exactly flat tail after a drop gives the
  * elbow q = 0; real CMI curves decrease strictly, so this is kept for parity with the reference.
  * Fewer than 3 points leave no interior q: keep all channels, no candidates.
+ * A non-monotone curve: q is computed on its running minimum (see the header), so a rise after the
+ * minimum is a flat tail (q = 0 there) rather than a ratio of two rises ranked as an elbow, and the
+ * minimum itself is not scored negative; `evidence.reading` says so (null: the curve as it is).
  */
 export function screeCutoff(curve: number[], opts: { candidates?: number; minKeep?: number } = {}): CutoffDecision {
   const fn = 'screeCutoff';
@@ -78,11 +113,13 @@ export function screeCutoff(curve: number[], opts: { candidates?: number; minKee
   checkMinKeep(fn, minKeep);
   const n = curve.length;
   const channels = n + 1;
+  const reading = curveReading(curve);
+  const c = runningMinimum(curve); // non-monotone curves: q on the running minimum (header)
 
   const q = new Array<number>(n).fill(-1);
   for (let i = 1; i < n - 1; i++) {
-    const den = curve[i] - curve[i + 1];
-    let v = den === 0 ? 0 : (curve[i - 1] - curve[i]) / den;
+    const den = c[i] - c[i + 1];
+    let v = den === 0 ? 0 : (c[i - 1] - c[i]) / den;
     if (Number.isNaN(v)) v = 0;
     else if (v === Infinity) v = Number.MAX_VALUE;
     else if (v === -Infinity) v = -Number.MAX_VALUE;
@@ -95,7 +132,7 @@ export function screeCutoff(curve: number[], opts: { candidates?: number; minKee
     return {
       keep: channels,
       rule: `scree: fewer than 3 curve points, no interior q; keep all ${channels}`,
-      evidence: { q, candidates: [], chosen: null, minKeep, channels },
+      evidence: { q, candidates: [], chosen: null, minKeep, channels, reading },
     };
   }
   interior.sort((a, b) => q[b] - q[a] || a - b);
@@ -106,7 +143,7 @@ export function screeCutoff(curve: number[], opts: { candidates?: number; minKee
   return {
     keep: chosen.keep,
     rule: `scree: largest q${clampNote(chosen.index + 1, chosen.keep, minKeep, channels)}`,
-    evidence: { q, candidates, chosen, minKeep, channels },
+    evidence: { q, candidates, chosen, minKeep, channels, reading },
   };
 }
 
@@ -258,6 +295,8 @@ export interface XmeansCluster {
  * not a cut). keep = the FIRST candidate, the earliest regime change (where the steep head ends);
  * later candidates split the flat tail and stay in the evidence for `withCandidate`. One cluster
  * only (no regime change found): keep all channels.
+ * A non-monotone curve is clustered as its running minimum (see the header; `evidence.reading`);
+ * `meanCurve` stays the mean of the raw curve's points.
  */
 export function xmeansCutoff(curve: number[], opts: { kmax?: number; seed?: number; minKeep?: number } = {}): CutoffDecision {
   const fn = 'xmeansCutoff';
@@ -270,10 +309,12 @@ export function xmeansCutoff(curve: number[], opts: { kmax?: number; seed?: numb
   checkMinKeep(fn, minKeep);
   const n = curve.length;
   const channels = n + 1;
+  const reading = curveReading(curve);
+  const read = runningMinimum(curve); // non-monotone curves: clustered as the running minimum (header)
 
-  const lo = Math.min(...curve);
-  const span = Math.max(...curve) - lo;
-  const points: Point[] = curve.map((c, i) => [n > 1 ? i / (n - 1) : 0, span > 0 ? (c - lo) / span : 0] as const);
+  const lo = Math.min(...read);
+  const span = Math.max(...read) - lo;
+  const points: Point[] = read.map((c, i) => [n > 1 ? i / (n - 1) : 0, span > 0 ? (c - lo) / span : 0] as const);
   const all = points.map((_, i) => i);
   const rng = new Rng(seed);
 
@@ -315,7 +356,7 @@ export function xmeansCutoff(curve: number[], opts: { kmax?: number; seed?: numb
     .filter((c) => c.start > 0)
     .map((c) => ({ index: c.start, keep: clampKeep(c.start + 1, minKeep, channels) }));
   const score = bic(points, part);
-  const evidence = { clusters, candidates, bic: Number.isFinite(score) ? score : null, kmax, seed, minKeep, channels };
+  const evidence = { clusters, candidates, bic: Number.isFinite(score) ? score : null, kmax, seed, minKeep, channels, reading };
   if (candidates.length === 0) {
     return { keep: channels, rule: `xmeans: one cluster, no regime change; keep all ${channels}`, evidence };
   }
