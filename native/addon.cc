@@ -1,5 +1,5 @@
 // N-API surface of the engine: parses the JS model spec, copies buffers in and out, and runs
-// forward/trainStep on libuv's thread pool so the event loop keeps going.
+// forward/trainStep/batchNormStatsStep on libuv's thread pool so the event loop keeps going.
 #include <napi.h>
 
 #include <cmath>
@@ -185,6 +185,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return DefineClass(env, "Model",
                        {InstanceMethod("forward", &ModelWrap::Forward),
                         InstanceMethod("trainStep", &ModelWrap::TrainStep),
+                        InstanceMethod("batchNormStatsStep", &ModelWrap::BatchNormStatsStep),
                         InstanceMethod("configureOptimizer", &ModelWrap::ConfigureOptimizer),
                         InstanceMethod("readTensors", &ModelWrap::ReadTensors),
                         InstanceMethod("writeTensors", &ModelWrap::WriteTensors),
@@ -248,12 +249,13 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Engine& use(Napi::Env env, const char* what) {
     if (!engine_) throwJs(env, std::string(what) + ": model has been disposed");
     if (busy_)
-      throwJs(env, std::string(what) + ": model is busy with a forward/trainStep; await it first");
+      throwJs(env, std::string(what) + ": model is busy with a forward/trainStep/batchNormStatsStep; await it first");
     return *engine_;
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value TrainStep(const Napi::CallbackInfo& info);
+  Napi::Value BatchNormStatsStep(const Napi::CallbackInfo& info);
 
   Napi::Value ConfigureOptimizer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -315,7 +317,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    if (busy_) throwJs(info.Env(), "dispose: model is busy with a forward/trainStep; await it first");
+    if (busy_) throwJs(info.Env(), "dispose: model is busy with a forward/trainStep/batchNormStatsStep; await it first");
     engine_.reset();
     return info.Env().Undefined();
   }
@@ -418,6 +420,22 @@ class TrainWork : public ModelWork {
   cmi::TrainResult res_{};
 };
 
+class BnStatsWork : public ModelWork {
+ public:
+  BnStatsWork(Napi::Env env, Napi::Object self, ModelWrap* w, std::shared_ptr<Engine> e, torch::Tensor x)
+      : ModelWork(env, self, w, std::move(e)), x_(std::move(x)) {}
+
+ protected:
+  void Run(Engine& e) override {
+    e.batchNormStatsStep(x_);
+    x_ = torch::Tensor();
+  }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  torch::Tensor x_;
+};
+
 // forward(data: Float32Array, shape: number[], want: string[]) -> Promise<{shape, data}[]>
 Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -485,6 +503,19 @@ Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
                  .to(torch::kLong);  // a copy, owned by torch
   auto* work = new TrainWork(env, info.This().As<Napi::Object>(), this, engine_, std::move(x), std::move(lab),
                              info[3].As<Napi::Number>().DoubleValue(), momentum, std::move(distill));
+  busy_ = true;
+  work->Queue();
+  return work->Promise();
+}
+
+// batchNormStatsStep(data: Float32Array, shape: number[]) -> Promise<undefined>: one train-mode
+// forward without autograd that only updates the BatchNorm running statistics (engine.h)
+Napi::Value ModelWrap::BatchNormStatsStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Engine& e = use(env, "batchNormStatsStep");
+  (void)e;
+  auto x = importInput(env, info[0], info[1]);
+  auto* work = new BnStatsWork(env, info.This().As<Napi::Object>(), this, engine_, std::move(x));
   busy_ = true;
   work->Queue();
   return work->Promise();

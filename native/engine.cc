@@ -592,6 +592,19 @@ TrainResult Engine::trainStep(const torch::Tensor& x, const torch::Tensor& label
   return {loss.item<double>(), correct};
 }
 
+void Engine::batchNormStatsStep(const torch::Tensor& x) {
+  if (outputValues_.empty()) throw std::invalid_argument("model has no outputs");
+  applyEngineThreads();
+  auto profile = maybeProfile();
+  // No graph is recorded: the Winograd and BN+ReLU autograd Functions compute their forwards as under
+  // autograd (same arithmetic; what they save for backward is dropped with the unused node) and max
+  // pooling takes its inference kernel (same values, no window positions kept).
+  torch::NoGradGuard noGrad;
+  packed_.clear();  // BN stats are about to change (blocked inference folds them into conv weights)
+  // trainStep's request, so the same BNs are fused with their ReLUs
+  run(x, {outputValues_[0]}, true, false);
+}
+
 std::vector<std::string> Engine::tensorNames() const {
   std::vector<std::string> names;
   for (auto& kv : tensors_) names.push_back(kv.first);

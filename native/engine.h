@@ -112,6 +112,13 @@ class Engine {
   TrainResult trainStep(const torch::Tensor& x, const torch::Tensor& labels, double lr, double momentum = -1,
                         const DistillTarget* distill = nullptr);
 
+  // Train-mode forward without autograd and nothing else: every BatchNorm normalises with its batch
+  // statistics and updates its running statistics (PyTorch's momentum rule); no loss, no backward,
+  // no optimizer (none needs configuring), weights untouched. The forward is trainStep's (same
+  // kernels, same BN+ReLU fusion: native/bnrelu.h's op computes the same without a graph), so the
+  // running statistics come out as trainStep's would. For BatchNorm re-estimation.
+  void batchNormStatsStep(const torch::Tensor& x);
+
   std::vector<std::string> tensorNames() const;
   // Contiguous copy in standard layout.
   torch::Tensor readTensor(const std::string& name) const;

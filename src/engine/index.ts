@@ -36,6 +36,8 @@ export interface AddonModel {
   /** the training contract's signature (TorchModel checks its arguments before the call) */
   trainStep: TrainableEngine['trainStep'];
   configureOptimizer(momentum: number, nesterov: boolean, weightDecay: number): void;
+  /** one train-mode forward without autograd: updates the BatchNorm running statistics, nothing else */
+  batchNormStatsStep(x: Float32Array, shape: number[]): Promise<void>;
   /** copies; all tensors when names is omitted */
   readTensors(names?: string[]): Record<string, Tensor>;
   writeTensors(tensors: Record<string, Tensor>): void;
@@ -354,7 +356,8 @@ export class TorchModel implements TrainableEngine {
 
   private useIdle(what: string): AddonModel {
     const n = this.use(what);
-    if (this.pending > 0) throw new Error(`TorchModel.${what}: a forward/trainStep is in progress; await it first`);
+    if (this.pending > 0)
+      throw new Error(`TorchModel.${what}: a forward/trainStep/batchNormStatsStep is in progress; await it first`);
     return n;
   }
 
@@ -470,6 +473,21 @@ export class TorchModel implements TrainableEngine {
     }
     const lab = this.pending > 0 ? labels.slice() : labels;
     return this.enqueue(x, (input) => native.trainStep(input, shape, lab, lr, momentum, soft));
+  }
+
+  /**
+   * One train-mode forward pass without autograd that only updates the BatchNorm running
+   * statistics: every BN normalises with the batch's statistics (so later layers see what a
+   * training step shows them) and moves its running mean and unbiased variance by its momentum.
+   * No loss, no backward, no optimizer (configureOptimizer is not needed); weights are untouched.
+   * The forward is trainStep's (same kernels and BN+ReLU fusion), so the running statistics end up
+   * as a trainStep with learning rate 0 leaves them. Needs more than one
+   * value per BN channel (batch > 1, or spatial maps), as any train-mode BN does.
+   */
+  async batchNormStatsStep(x: Float32Array, shape: number[]): Promise<void> {
+    const native = this.use('batchNormStatsStep');
+    this.checkInput(x, shape);
+    return this.enqueue(x, (input) => native.batchNormStatsStep(input, shape));
   }
 
   /** Copies of the model's tensors: those named in `names` (in any order), or all of them. */
