@@ -21,6 +21,13 @@ export interface BnReestimateOptions {
   seed: number;
   /** engine threads for the duration of the call (the previous count is restored) */
   threads?: number;
+  /**
+   * The engine call per batch: 'batchNormStatsStep' (default), a train-mode forward without
+   * autograd; 'trainStep', the former way, a whole training step with learning rate 0 (forward,
+   * loss, backward, a zero SGD update). Same running statistics; the second is kept as the
+   * reference the tests and `npm run bench:bn` compare against.
+   */
+  via?: 'batchNormStatsStep' | 'trainStep';
 }
 
 export interface BnReestimateResult {
@@ -42,11 +49,12 @@ export interface BnReestimateResult {
  * augmentation. Batches are equal-sized (the remainder of the sample is dropped), so the plain
  * average over batches is PyTorch's cumulative average and also the per-image average of the means.
  *
- * How: a copy of the model whose BNs have momentum 1 (after each train-mode step the running stats
- * are exactly that batch's statistics) takes engine train steps with learning rate 0, momentum 0
- * and weight decay 0, and after each step only the running stats are read back and summed here in
- * float64. The returned model takes its weights from the input, never from the engine, so they are
- * untouched by construction; BN momenta are the input's. The input model is not modified.
+ * How: a copy of the model whose BNs have momentum 1 (after each train-mode forward the running
+ * stats are exactly that batch's statistics) runs one engine batchNormStatsStep per batch (a
+ * train-mode forward without autograd; no loss, backward or optimizer), and after each step only
+ * the running stats are read back and summed here in float64. The returned model takes its weights
+ * from the input, never from the engine, so they are untouched by construction; BN momenta are the
+ * input's. The input model is not modified.
  */
 export async function reestimateBatchNorm(
   model: Model,
@@ -61,6 +69,9 @@ export async function reestimateBatchNorm(
   if (!Number.isFinite(opts.seed)) throw new UserError(`reestimateBatchNorm: seed must be a number, got ${opts.seed}`);
   if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1))
     throw new UserError(`reestimateBatchNorm: threads must be an integer >= 1, got ${opts.threads}`);
+  const via = opts.via ?? 'batchNormStatsStep';
+  if (via !== 'batchNormStatsStep' && via !== 'trainStep')
+    throw new UserError(`reestimateBatchNorm: via must be 'batchNormStatsStep' or 'trainStep', got ${JSON.stringify(via)}`);
 
   const bns = model.nodes.filter((n): n is BatchNormNode => n.op === 'BatchNorm');
   const result = cloneModel(model);
@@ -100,18 +111,20 @@ export async function reestimateBatchNorm(
   if (opts.threads !== undefined) setThreads(opts.threads);
   const engine = TorchModel.create(work);
   try {
-    // lr 0 with no weight decay or momentum: the SGD update is p -= 0 * grad
-    engine.configureOptimizer({ momentum: 0, nesterov: false, weightDecay: 0 });
+    // the former way: lr 0 with no weight decay or momentum, so the SGD update is p -= 0 * grad
+    if (via === 'trainStep') engine.configureOptimizer({ momentum: 0, nesterov: false, weightDecay: 0 });
     const sums = new Map(stats.map((k) => [k, new Float64Array(work.tensors[k].data.length)]));
     const shape = [B, data.channels, data.height, data.width];
     const size = data.channels * data.height * data.width;
     const bufs = [new Float32Array(B * size), new Float32Array(B * size)];
-    // the loss is never used; class 0 exists for any classifier head
+    // trainStep's loss is never used; class 0 exists for any classifier head
     const labels = new Int32Array(B);
+    const step = (x: Float32Array) =>
+      via === 'trainStep' ? engine.trainStep(x, shape, labels, 0) : engine.batchNormStatsStep(x, shape);
     const prepare = (k: number) => normalizeBatch(data, sample.subarray(k * B, (k + 1) * B), opts.mean, opts.std, bufs[k % 2]);
     let next = prepare(0);
     for (let k = 0; k < batches; k++) {
-      const pending = engine.trainStep(next, shape, labels, 0);
+      const pending = step(next);
       if (k + 1 < batches) next = prepare(k + 1);
       await pending;
       const got = engine.readTensors(stats);
