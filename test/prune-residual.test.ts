@@ -2,6 +2,9 @@
 // against the masked model without padding, option-A and option-B shortcuts), the Pad's new
 // padding, costs, criteria and plans of coupled groups.
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'node:test';
 import { resnetCifar } from '../src/ir/builder.js';
 import type { Model } from '../src/ir/model.js';
@@ -11,8 +14,11 @@ import { costModel } from '../src/prune/cost.js';
 import { l1Criterion } from '../src/prune/criteria.js';
 import { channelGroups, keptChannels } from '../src/prune/groups.js';
 import { applyPlan, foldingNotes, maskPlan } from '../src/prune/surgery.js';
+import { sweep } from '../src/prune/sweep.js';
 import type { ChannelGroup, PruningPlan } from '../src/prune/types.js';
+import { addonSkip } from './support/addon.js';
 import { GraphBuilder } from './support/graph.js';
+import { writeImageFolder } from './support/images.js';
 import { runOrt } from './support/ort.js';
 import { randn, randomSource, Rng } from './support/random.js';
 import { maxAbsDiff, referenceForward } from './support/reference.js';
@@ -192,4 +198,31 @@ test('pre-activation block: a bias-free conv writing the stream gets a folded bi
   const d = prunedVsMasked(m, plan, [3, 6, 6]);
   assert.ok(d.masked < 1e-6, `pruned vs masked ${d.masked}`);
   assert.ok(d.original > 1e-2, 'the plan removed something that mattered');
+});
+
+test('sweep --residual all: global budgets remove what they say (the cost model follows each criterion\'s orders)', { skip: addonSkip }, async () => {
+  // option A: L1 ranks the middle classes (carried by every stage, so summed over more convs)
+  // first, so a coupled group's early stages keep more than their share. A cost model without the
+  // orders removed 37% of the filters for filters:0.5 and 30% of the MACs for flops:0.5.
+  const dir = await mkdtemp(join(tmpdir(), 'cmiprune-residual-sweep-'));
+  const cache = process.env.CMIPRUNE_CACHE;
+  process.env.CMIPRUNE_CACHE = join(dir, 'cache');
+  try {
+    const m = residualNet('A', 11);
+    m.metadata = { mean: '[0.5,0.5,0.5]', std: '[0.25,0.25,0.25]' };
+    await writeFile(join(dir, 'r8.onnx'), exportOnnx(m));
+    writeImageFolder(join(dir, 'images'), { classes: Array.from({ length: 10 }, (_, i) => `c${i}`), perClass: { train: 3, test: 1 }, width: 32, height: 32, seed: 2 });
+    const budgets = ['filters:0.5', 'params:0.5', 'flops:0.5'];
+    const s = await sweep({ model: join(dir, 'r8.onnx'), data: join(dir, 'images'), criteria: ['l1'], budgets, residual: 'all', samples: 10, bnImages: 0, threads: 1, out: join(dir, 'out') });
+    const removed = s.points.map((p) => [p.budget, p.removed]);
+    for (const [i, p] of s.points.entries()) {
+      const [kind, fraction] = budgets[i]!.split(':') as ['filters' | 'params' | 'flops', string];
+      const got = p.removed[kind === 'flops' ? 'macs' : kind];
+      assert.ok(got >= Number(fraction) && got < Number(fraction) + 0.05, `${budgets[i]}: removed ${got} (${JSON.stringify(removed)})`);
+    }
+  } finally {
+    if (cache === undefined) delete process.env.CMIPRUNE_CACHE;
+    else process.env.CMIPRUNE_CACHE = cache;
+    await rm(dir, { recursive: true, force: true });
+  }
 });

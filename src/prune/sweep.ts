@@ -74,7 +74,6 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   await checkOutDir(o.out);
   const inputs = await loadInputs({ ...o, criterion: o.criteria.join('+'), heldout: 10, permutations: 0, eta: 0.05 });
   const { model, groups, prunable, test, norm, rest, calibration, ckptDir } = inputs;
-  const cost = costModel(model, groups);
   const before = modelCost(model);
   const filtersBefore = convFilters(model);
   const accuracyBefore = await evalAcc(model, test, norm, 'test: unpruned');
@@ -85,6 +84,8 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   for (const name of o.criteria) {
     const criterion: Criterion = makeCriterion(name, { alpha: o.alpha, sigma: o.sigma, samples: o.samples, seed: o.seed, threads: o.threads, checkpointDir: join(ckptDir, 'rank'), fresh: o.fresh });
     const rankings = new Map((await criterion.rank(model, prunable, { data: calibration, mean: norm.mean, std: norm.std, seed: o.seed, threads: o.threads })).map((r) => [r.group, r]));
+    // a coupled group's cost depends on which channels its order keeps (cost.ts): one cost model per criterion
+    const cost = costModel(model, groups, rankings);
     for (const b of budgets) {
       const keep: Record<string, number> =
         b.kind === 'keep'
