@@ -226,3 +226,15 @@ test('sweep --residual all: global budgets remove what they say (the cost model 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('--residual inner names the Add each conv\'s own channels reach, not the first Add of its stream', () => {
+  // a stream's convs share one channel space; the refusal used to name that space's first Add
+  // ('/layer1/layer1.0/Add') for every conv of it, e.g. for '/layer3/layer3.1/conv2/Conv'
+  for (const shortcut of ['A', 'B'] as const) {
+    const m = resnetCifar({ random: randomSource(4) }, { depth: 14, shortcut, kernel: 1 });
+    for (const g of channelGroups(m, 'inner').filter((gg) => !gg.prunable)) {
+      const block = /^\/(layer\d\/layer\d\.\d)\//.exec(g.name)?.[1] ?? 'layer1/layer1.0'; // the stem's channels reach the first block's Add
+      assert.match(g.reason!, new RegExp(`^node '/${block.replace('.', '\\.')}/Add' \\(Add\\) couples these channels`), `${shortcut} ${g.name}: ${g.reason}`);
+    }
+  }
+});

@@ -311,6 +311,27 @@ function coupledTap(model: Model, sp: ChannelSpace, cons: Map<string, Node[]>): 
 }
 
 /**
+ * The Add or Pad this conv's own channels reach first (breadth-first through the ops that carry
+ * them), the one an 'inner' refusal names: the space's first coupler in graph order is another
+ * block's Add for every conv of a stream but the first.
+ */
+function firstCoupler(conv: Node, cons: Map<string, Node[]>): Node | undefined {
+  const queue = [conv.outputs[0]!];
+  const seen = new Set(queue);
+  while (queue.length > 0) {
+    for (const n of cons.get(queue.shift()!) ?? []) {
+      const role = OP_RULES[n.op]?.role;
+      if (role === 'couple') return n;
+      if ((role === 'passthrough' || role === 'flatten') && !seen.has(n.outputs[0]!)) {
+        seen.add(n.outputs[0]!);
+        queue.push(n.outputs[0]!);
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
  * The group of every conv in network order; unprunable ones carry the reason. Under 'inner' a
  * conv whose channels meet another tensor's in an Add (or are renumbered by a Pad) is refused
  * naming that node; under 'all' each such space is one group, named after its first conv, whose
@@ -331,7 +352,7 @@ export function channelGroups(model: Model, residual: ResidualMode = 'inner'): C
     let reason = sp.refusal;
     // under 'inner' the coupling is the reason, whatever else the space meets
     if (coupled && residual === 'inner') {
-      const c = sp.couplers[0]!;
+      const c = firstCoupler(conv, cons) ?? sp.couplers[0]!;
       reason = `${label(c)} ${c.op === 'Add' ? 'couples these channels with another tensor (residual connection)' : 'renumbers these channels'}: prunable only with --residual all`;
     }
     const asGroup = coupled && residual === 'all';
