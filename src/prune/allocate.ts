@@ -119,7 +119,8 @@ export function allocateByCurve(budget: Budget, groups: ChannelGroup[], rankings
   // a layer whose keep jumps by more than one channel between `below` and t crosses a flat stretch
   // of its running minimum (or never reaches `below`): the threshold cannot choose inside it, so it
   // keeps back as many of those channels as the budget allows (one channel per step: no change)
-  const fewer = keepAt(below);
+  // (`below` untested: the budget is met down to `from`, so compare with no layer reaching any t)
+  const fewer = keepAt(below > from ? below : -Infinity);
   const keptBack: Record<string, { from: number; to: number }> = {};
   for (const g of groups) {
     const a = keep[g.name]!;
