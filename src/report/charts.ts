@@ -11,6 +11,8 @@ import { compile, type TopLevelSpec } from 'vega-lite';
 export const SERIES = {
   /** one line per prunable layer: curve / curveTotal against channels kept */
   curvesLine: 'curves_line',
+  /** a dashed line per layer whose curve rises again: its running minimum, what the cut-offs read */
+  curvesReading: 'curves_reading',
   /** one symbol per cut-off candidate */
   curvesCandidates: 'curves_candidates',
   /** one vertical rule per layer at the chosen keep */
@@ -31,7 +33,7 @@ export const SERIES = {
   sweepMacsBaseline: 'sweep_macs_baseline',
 } as const;
 
-const COLORS = { curve: '#4c78a8', candidate: '#f58518', chosen: '#e45756', before: '#9ecae9', after: '#4c78a8', accuracy: '#4c78a8' };
+const COLORS = { curve: '#4c78a8', reading: '#54a24b', candidate: '#f58518', chosen: '#e45756', before: '#9ecae9', after: '#4c78a8', accuracy: '#4c78a8' };
 
 const CONFIG = {
   font: 'sans-serif',
@@ -93,7 +95,12 @@ export interface CurvePanel {
   kept: number;
   /** normalised curve; values[i] belongs to keep = i + 1 */
   values: number[];
-  /** candidates as curve points: keep = curve index + 1 (where the point sits on the curve) */
+  /**
+   * where the curve rises again (CMI with --sigma mean): its normalised running minimum, the curve
+   * the cut-offs and the curve allocation read (src/prune/cutoffs.ts runningMinimum); else absent
+   */
+  reading?: number[];
+  /** candidates as points of the read curve (`reading` where present): keep = curve index + 1 */
   candidates: { keep: number; value: number; label: string }[];
   /** the chosen keep, null when the layer has no decision */
   chosen: number | null;
@@ -103,21 +110,23 @@ export function curvesSpec(panels: CurvePanel[], opts: { yTitle: string; columns
   const rows: Record<string, unknown>[] = [];
   for (const p of panels) {
     p.values.forEach((v, i) => rows.push({ layer: p.layer, series: 'curve', keep: i + 1, value: v, description: `curve of ${p.layer}` }));
+    p.reading?.forEach((v, i) => rows.push({ layer: p.layer, series: 'reading', keep: i + 1, value: v, description: `running minimum of ${p.layer}` }));
     for (const c of p.candidates) rows.push({ layer: p.layer, series: 'candidate', keep: c.keep, value: c.value, description: c.label });
     if (p.chosen !== null) rows.push({ layer: p.layer, series: 'chosen', keep: p.chosen, description: `chosen keep ${p.chosen} of ${p.channels} in ${p.layer}` });
     // each panel's x axis runs 0..channels: an invisible mark at keep = channels
     rows.push({ layer: p.layer, series: 'extent', keep: p.channels });
   }
-  const domain = ['normalised curve', 'cut-off candidate', 'chosen keep'];
+  const withReading = panels.some((p) => p.reading);
+  const domain = ['normalised curve', 'cut-off candidate', 'chosen keep', ...(withReading ? ['running minimum (read by the cut-offs)'] : [])];
   const color = (d: string) => ({
     datum: d,
     type: 'nominal' as const,
-    scale: { domain, range: [COLORS.curve, COLORS.candidate, COLORS.chosen] },
+    scale: { domain, range: [COLORS.curve, COLORS.candidate, COLORS.chosen, COLORS.reading].slice(0, domain.length) },
     legend: { title: null, orient: 'top' as const, symbolType: 'stroke', symbolStrokeWidth: 3 },
   });
   const x = { field: 'keep', type: 'quantitative' as const, title: 'channels kept', scale: { domainMin: 0, nice: false } };
-  // curves are non-increasing from curveTotal, so normalised values sit in [0, 1]; estimator
-  // noise may overshoot a little, and the domain then grows rather than clipping
+  // a curve falling from curveTotal sits in [0, 1]; one that goes below 0 (CMI with --sigma mean)
+  // or above 1 widens the shared linear axis rather than being clipped (no log axis: values may be <= 0)
   let lo = 0;
   let hi = 1;
   for (const p of panels) for (const v of p.values) if (Number.isFinite(v)) (lo = Math.min(lo, v)), (hi = Math.max(hi, v));
@@ -138,6 +147,16 @@ export function curvesSpec(panels: CurvePanel[], opts: { yTitle: string; columns
           mark: { type: 'line', strokeWidth: 1.5 },
           encoding: { x, y, color: color(domain[0]!), description: desc },
         },
+        ...(withReading
+          ? [
+              {
+                name: SERIES.curvesReading,
+                transform: [{ filter: "datum.series === 'reading'" }],
+                mark: { type: 'line', strokeWidth: 1.5, strokeDash: [4, 3] },
+                encoding: { x, y, color: color(domain[3]!), description: desc },
+              },
+            ]
+          : []),
         {
           name: 'curves_extent',
           transform: [{ filter: "datum.series === 'extent'" }],

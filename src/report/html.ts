@@ -8,6 +8,7 @@
 // JSON.parse'd report.json) is assignable to PruneReportLike. Every value is checked at run time
 // as well, so a report from an older version or a hand-edited file renders what it has.
 import { basename } from 'node:path';
+import { runningMinimum } from '../prune/cutoffs.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { accuracySpec, type CurvePanel, curvesSpec, renderSvg, type SweepRow, sweepSpec, widthsSpec } from './charts.js';
 
@@ -143,7 +144,11 @@ function heldoutOf(l: ReportLayer): Record<string, unknown> {
   return h && typeof h === 'object' ? (h as Record<string, unknown>) : {};
 }
 
-/** Curves normalised by curveTotal (or, lacking it, by the curve's largest value), with candidates and the chosen keep. */
+/**
+ * Curves normalised by curveTotal (or, lacking a positive one, by the curve's largest absolute
+ * value), with candidates and the chosen keep; a curve that rises again also gets its running
+ * minimum (`reading`), and its candidates sit on that, where the cut-off read them.
+ */
 function curvePanels(layers: ReportLayer[], labels: string[]): { panels: CurvePanel[]; curveName: string | null; fallback: string[] } {
   const panels: CurvePanel[] = [];
   const fallback: string[] = [];
@@ -158,6 +163,9 @@ function curvePanels(layers: ReportLayer[], labels: string[]): { panels: CurvePa
     }
     curveName ??= typeof l.curveName === 'string' ? l.curveName : null;
     const values = curve.map((v) => v / total!);
+    // non-monotone curves: the cut-offs and the curve allocation read the running minimum (src/prune/cutoffs.ts)
+    const min = runningMinimum(values);
+    const reading = min.some((v, i) => v !== values[i]) ? min : undefined;
     const held = heldoutOf(l);
     const candidates: CurvePanel['candidates'] = [];
     for (const c of candidatesOf(l)) {
@@ -166,9 +174,9 @@ function curvePanels(layers: ReportLayer[], labels: string[]): { panels: CurvePa
       const keep = isNum(c.keep) ? c.keep : index + 1;
       const h = num(held[String(keep)]);
       const bits = [`candidate keep ${keep} in ${labels[li]}`, ...(isNum(c.q) ? [`q ${c.q.toFixed(3)}`] : []), ...(h !== null ? [`held-out ${pct(h)}`] : [])];
-      candidates.push({ keep: index + 1, value: values[index]!, label: bits.join(', ') });
+      candidates.push({ keep: index + 1, value: (reading ?? values)[index]!, label: bits.join(', ') });
     }
-    panels.push({ layer: labels[li]!, channels: l.channels, kept: l.kept, values, candidates, chosen: isNum(l.cutoff?.keep) ? l.cutoff!.keep : null });
+    panels.push({ layer: labels[li]!, channels: l.channels, kept: l.kept, values, ...(reading ? { reading } : {}), candidates, chosen: isNum(l.cutoff?.keep) ? l.cutoff!.keep : null });
   });
   return { panels, curveName, fallback };
 }
@@ -372,14 +380,18 @@ export async function renderReportHtml(report: PruneReportLike, opts: ReportHtml
   // 1. curves
   const { panels, curveName, fallback } = curvePanels(layers, labels);
   const curvesSvg = panels.length
-    ? await renderSvg(curvesSpec(panels, { yTitle: fallback.length === panels.length ? 'curve / max(curve)' : 'curve / curveTotal', columns: panels.length <= 3 ? panels.length : 4 }), { idPrefix: 'plot-curves' })
+    ? await renderSvg(curvesSpec(panels, { yTitle: fallback.length === panels.length ? 'curve / max abs(curve)' : 'curve / curveTotal', columns: panels.length <= 3 ? panels.length : 4 }), { idPrefix: 'plot-curves' })
     : null;
   const nCands = panels.reduce((s, p) => s + p.candidates.length, 0);
+  const rising = panels.filter((p) => p.reading).map((p) => p.layer);
   const curvesCaption =
     `Each prunable layer's importance curve${curveName ? ` (<code>${escapeHtml(curveName)}</code>)` : ''}, divided by its value with nothing kept ` +
     `(<code>curveTotal</code>) so layers compare, against the number of channels kept: point <i>i</i> of the curve belongs to keep = <i>i</i> + 1. ` +
     `Orange points: the cut-off rule's candidates (${nCands} in all); dashed red line: the chosen keep. Each panel has its own x scale.` +
-    (fallback.length && fallback.length < panels.length ? ` Without curveTotal, normalised by the curve's largest value: ${escapeHtml(fallback.join(', '))}.` : '');
+    (rising.length
+      ? ` Dashed green: the running minimum of a curve that rises again (${escapeHtml(rising.join(', '))}): the cut-offs and the curve allocation read that, and the candidates sit on it.`
+      : '') +
+    (fallback.length && fallback.length < panels.length ? ` Without a positive curveTotal, normalised by the curve's largest absolute value: ${escapeHtml(fallback.join(', '))}.` : '');
 
   // 2. widths
   const widthsSvg = layers.length
