@@ -24,8 +24,8 @@ import { randn, randomSource, Rng } from './support/random.js';
 import { maxAbsDiff, referenceForward } from './support/reference.js';
 
 /** ResNet-8 (one block per stage) with 1x1 convs (no padding: folding is exact) and BN away from identity. */
-function residualNet(shortcut: 'A' | 'B', seed: number): Model {
-  const m = resnetCifar({ random: randomSource(seed) }, { depth: 8, shortcut, kernel: 1 });
+function residualNet(shortcut: 'A' | 'B', seed: number, depth = 8): Model {
+  const m = resnetCifar({ random: randomSource(seed) }, { depth, shortcut, kernel: 1 });
   const rng = new Rng(seed + 1);
   for (const n of m.nodes) {
     if (n.op !== 'BatchNorm') continue;
@@ -238,3 +238,25 @@ test('--residual inner names the Add each conv\'s own channels reach, not the fi
     }
   }
 });
+
+for (const [shortcut, depth] of [['A', 14], ['B', 20]] as const) {
+  test(`option ${shortcut}, ResNet-${depth} (several blocks per stage): pruned = masked, and costs from the orders = modelCost even where keptChannels adds channels`, () => {
+    const m = residualNet(shortcut, depth, depth);
+    const groups = channelGroups(m, 'all').filter((g) => g.prunable);
+    const rng = new Rng(depth);
+    for (let trial = 0; trial < 3; trial++) {
+      const orders = new Map(groups.map((g) => [g.name, { order: Array.from(rng.permutation(g.channels)) }]));
+      // trial 0 keeps 1 channel of each coupled group: every stage whose range misses it gains one
+      const counts = Object.fromEntries(groups.map((g) => [g.name, g.coupled && trial === 0 ? 1 : 1 + Math.floor(rng.next() * g.channels)]));
+      const plan: PruningPlan = { keep: Object.fromEntries(groups.map((g) => [g.name, keptChannels(orders.get(g.name)!.order, counts[g.name]!, g)])) };
+      if (trial === 0 && shortcut === 'A') assert.ok(groups.some((g) => g.coupled && plan.keep[g.name]!.length > 1), 'keptChannels added channels');
+      const pruned = applyPlan(m, plan);
+      const d = maxAbsDiff(logits(pruned), logits(maskPlan(m, plan)));
+      assert.ok(d < 1e-4, `pruned vs masked ${d}`);
+      const est = costModel(m, groups, orders).of(counts);
+      const real = modelCost(pruned);
+      const filters = pruned.nodes.reduce((sum, n) => sum + (n.op === 'Conv2d' ? n.attrs.outChannels : 0), 0);
+      assert.deepEqual([est.params, est.macs, est.filters], [real.params, real.macs, filters]);
+    }
+  });
+}
