@@ -49,6 +49,66 @@ test('curve allocation: one threshold on normalised curves keeps more of the lay
   assert.deepEqual(a.keep, { c1: 4, c2: 20, c3: 4 });
   assert.ok(a.reached >= 0.6);
   assert.ok(a.evidence.threshold as number >= 0.00025 && (a.evidence.threshold as number) < 0.001 / 3);
+  // non-increasing curves: the threshold stays in [0, 1] and nothing is kept back
+  assert.deepEqual(a.evidence.thresholdRange, [0, 1]);
+  assert.equal(a.evidence.keptBack, undefined);
+});
+
+// CMI with --sigma mean: curves may dip below 0 and rise again (averaging a filter in can lower the MI)
+const mkRanking = (name: string, c: number, curve: number[], curveTotal = 1): GroupRanking => ({ group: name, channels: c, order: Array.from({ length: c }, (_, i) => i), curve, curveTotal });
+const linear = (c: number) => Array.from({ length: c - 1 }, (_, i) => 1 - (i + 1) / c);
+// c1: below 0 from keep 2 (share -2, the deepest), rising back toward 0
+const dipC1 = [0.5, -2, -1.5, -1, -0.5, -0.25, -0.125, -0.0625, -0.03125];
+// c3: falls to 0.125, minimum -1 at keep 5, then rises back to 0
+const dipC3 = [0.75, 0.5, 0.25, 0.125, -1, ...Array.from({ length: 34 }, (_, i) => -1 + (i + 1) / 35)];
+
+test('curve allocation on curves that dip below 0 and rise again: a threshold below 0, the budget met (not every layer cut to 1), flat stretches kept back', () => {
+  const { m, groups } = net();
+  const cost = costModel(m, groups);
+  const r = new Map([mkRanking('c1', 10, dipC1), mkRanking('c2', 20, linear(20)), mkRanking('c3', 40, dipC3)].map((x) => [x.group, x]));
+  // 30% of 70 filters = 21. A threshold t in [0, 1] cuts c1 to 2 and c3 to 5 at once (43 filters,
+  // 61%): t must go below 0. At t = -1 (c3's minimum share) c1 keeps 2 (-2 <= -1) and c3 5; just
+  // below, c3 never reaches t and keeps all 40 (8 removed). Between 5 and 40 c3's running minimum
+  // is flat: it keeps back as many as the budget allows, 27 (8 + 13 = 21 removed).
+  const a = allocateByCurve({ kind: 'filters', fraction: 0.3 }, groups, r, cost);
+  assert.deepEqual(a.keep, { c1: 2, c2: 20, c3: 27 });
+  assert.ok(Math.abs(a.reached - 21 / 70) < 1e-12, `${a.reached}`);
+  assert.ok(Math.abs((a.evidence.threshold as number) + 1) < 1e-9, `threshold ${a.evidence.threshold}`);
+  assert.deepEqual(a.evidence.thresholdRange, [-2, 1]);
+  assert.deepEqual(a.evidence.keptBack, { c3: { from: 5, to: 27 } });
+  assert.match(a.evidence.reading as string, /running minimum/);
+  // budget met already at the lowest threshold (c1 alone at its minimum removes 8 > 3.5): c1 keeps back to 6
+  const low = allocateByCurve({ kind: 'filters', fraction: 0.05 }, groups, r, cost);
+  assert.deepEqual(low.keep, { c1: 6, c2: 20, c3: 40 });
+  assert.deepEqual(low.evidence.keptBack, { c1: { from: 2, to: 6 } });
+  // every budget from 5% to 90%: met, never by more than 3 filters (c1, c2 and c3 share the
+  // share 0.5 and move together), and more budget never keeps more in any layer
+  let prev: Record<string, number> | undefined;
+  for (let f = 0.05; f < 0.91; f += 0.05) {
+    const b = allocateByCurve({ kind: 'filters', fraction: f }, groups, r, cost);
+    assert.ok(b.reached >= f - 1e-12 && b.reached <= f + 3 / 70 + 1e-12, `budget ${f}: reached ${b.reached} ${JSON.stringify(b.keep)}`);
+    assert.equal(b.reached, removedFraction({ kind: 'filters', fraction: f }, groups, b.keep, cost));
+    if (prev) for (const g of ['c1', 'c2', 'c3']) assert.ok(b.keep[g]! <= prev[g]!, `budget ${f}: ${g} ${b.keep[g]} > ${prev[g]}`);
+    prev = b.keep;
+  }
+  // params and flops budgets too
+  for (const kind of ['params', 'flops'] as const) {
+    const b = allocateByCurve({ kind, fraction: 0.3 }, groups, r, cost);
+    assert.ok(b.reached >= 0.3 && b.reached < 0.4, `${kind} ${b.reached}`);
+  }
+});
+
+test('curve allocation: a layer with curveTotal <= 0 (no information measured) keeps minKeep at every threshold and is named in the evidence', () => {
+  const { m, groups } = net();
+  const cost = costModel(m, groups);
+  for (const total of [0, -0.01]) {
+    const r = new Map([mkRanking('c1', 10, Array(9).fill(0), total), mkRanking('c2', 20, linear(20)), mkRanking('c3', 40, dipC3)].map((x) => [x.group, x]));
+    const a = allocateByCurve({ kind: 'filters', fraction: 0.2 }, groups, r, cost);
+    assert.equal(a.keep.c1, 1);
+    assert.deepEqual(a.evidence.nonPositiveTotal, ['c1']);
+    assert.ok(a.reached >= 0.2 && a.reached < 0.2 + 1 / 70 + 1e-12, `${a.reached}`);
+    assert.equal(allocateByCurve({ kind: 'filters', fraction: 0.2 }, groups, r, cost, 3).keep.c1, 3);
+  }
 });
 
 test('sensitivity allocation: the layer whose pruning costs no accuracy is pruned first, and the budget is met exactly', async () => {

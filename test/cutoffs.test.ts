@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { fractionCutoff, ptestCutoff, screeCutoff, withCandidate, xmeansCutoff } from '../src/prune/cutoffs.js';
+import { curveReading, fractionCutoff, ptestCutoff, runningMinimum, screeCutoff, withCandidate, xmeansCutoff } from '../src/prune/cutoffs.js';
 import { UserError } from '../src/util/errors.js';
 
 const userError = (re: RegExp) => (e: unknown) => e instanceof UserError && re.test(e.message);
@@ -178,6 +178,88 @@ test('xmeans: input errors name the function', () => {
   assert.throws(() => xmeansCutoff([1, 0], { kmax: 0 }), userError(/kmax/));
   assert.throws(() => xmeansCutoff([1, 0], { seed: 0.5 }), userError(/seed/));
   assert.throws(() => xmeansCutoff([1, 0], { minKeep: -1 }), userError(/minKeep/));
+});
+
+// ------------------------------------------------------------- non-monotone curves (--sigma mean)
+// CMI with --sigma mean: averaging a filter into the set can lower the MI, so a curve may go below 0
+// and rise again. Every curve-based rule reads the running minimum (cutoffs.ts header).
+
+// conv0 of the small CNN (test/support/images.ts writeSmallCnn) under --sigma mean, 4 decimals:
+// below 0 throughout, minimum at index 1 (keep 2), then rising back toward 0
+const meanCurve = [-0.0566, -0.0759, -0.0549, -0.0382, -0.0275, -0.0205, -0.0147, -0.0105, -0.0073, -0.0048, -0.0029, -0.0013];
+
+test('runningMinimum / curveReading: identity (null) on non-increasing curves; where a curve rises, its minimum and sign', () => {
+  assert.deepEqual(runningMinimum(screeCurve), screeCurve);
+  assert.deepEqual(runningMinimum(threePlateaus), threePlateaus);
+  assert.equal(curveReading(screeCurve), null);
+  assert.equal(curveReading([1, 1, 0.5]), null, 'flat is not a rise');
+  assert.deepEqual(runningMinimum([32, 16, 4, -4, -2, 0, 2, 3]), [32, 16, 4, -4, -4, -4, -4, -4]);
+  assert.deepEqual(curveReading([32, 16, 4, -4, -2, 0, 2, 3]), { read: 'running minimum', risesAt: 4, argmin: 3, min: -4, belowZero: true });
+  assert.deepEqual(curveReading([3, 1, 2]), { read: 'running minimum', risesAt: 2, argmin: 1, min: 1, belowZero: false });
+  assert.equal(screeCutoff(screeCurve).evidence.reading, null);
+  assert.equal(xmeansCutoff(threePlateaus).evidence.reading, null);
+});
+
+test('scree on curves that dip below 0 and rise again: q on the running minimum, the minimum is a candidate, no elbow on the rise', () => {
+  // running minimum [32, 16, 4, -4, -4, -4, -4, -4]: q[1] = 16/12, q[2] = 12/8 = 1.5, q[3] = 8/0 -> 0,
+  // flat after. On the raw curve q[3] = 8/-2 = -4 (the minimum never a candidate) and q[6] =
+  // (0-2)/(2-3) = 2, an 'elbow' of the rise, would win: keep 7.
+  const d = screeCutoff([32, 16, 4, -4, -2, 0, 2, 3]);
+  assert.deepEqual(d.evidence.q, [-1, 16 / 12, 1.5, 0, 0, 0, 0, -1]);
+  assert.deepEqual(d.evidence.candidates, [
+    { index: 2, keep: 3, q: 1.5 },
+    { index: 1, keep: 2, q: 16 / 12 },
+    { index: 3, keep: 4, q: 0 },
+  ]);
+  assert.equal(d.keep, 3);
+  assert.deepEqual(d.evidence.reading, { read: 'running minimum', risesAt: 4, argmin: 3, min: -4, belowZero: true });
+
+  // falls, crosses 0, minimum at index 3 (keep 4), rises to 0.5: raw candidates were keeps 3, 5, 6
+  // (two of them on the rise); read as the running minimum none lies past the minimum
+  const e = screeCutoff([0.5, 0.25, -0.25, -0.5, -0.375, -0.25, -0.125, 0, 0.125, 0.25, 0.375, 0.5]);
+  assert.deepEqual((e.evidence.candidates as { keep: number }[]).map((c) => c.keep), [3, 2, 4]);
+  assert.equal(e.keep, 3);
+
+  // the real --sigma mean curve: every point below 0, the rise after the minimum is flat when read;
+  // the minimum (keep 2) is the decision (raw: keep 4, candidates 4, 5, 7 all on the rise)
+  const m = screeCutoff(meanCurve);
+  assert.deepEqual((m.evidence.candidates as { keep: number }[]).map((c) => c.keep), [2, 3, 4]);
+  assert.equal(m.keep, 2);
+  assert.ok((m.evidence.q as number[]).every((q) => Number.isFinite(q) && q >= -1));
+  assert.doesNotThrow(() => JSON.stringify(m)); // JSON-safe: no NaN, no Infinity
+  assert.ok(!/null/.test(JSON.stringify(m.evidence.q)));
+  // withCandidate still works on the recorded candidates
+  assert.equal(withCandidate(m, 4, 'held-out accuracy').keep, 4);
+  assert.throws(() => withCandidate(m, 5, 'x'), userError(/not a candidate/));
+});
+
+test('xmeans on curves that dip below 0 and rise again: clustered as the running minimum, the first cut at the minimum, meanCurve raw', () => {
+  // raw: clusters [0..3], [4..11] -> keep 5, a cut on the rise; read: [0], [1..11] -> keep 2
+  const m = xmeansCutoff(meanCurve);
+  assert.deepEqual((m.evidence.clusters as { start: number; end: number }[]).map((c) => [c.start, c.end]), [[0, 0], [1, 11]]);
+  assert.deepEqual(m.evidence.candidates, [{ index: 1, keep: 2 }]);
+  assert.equal(m.keep, 2);
+  assert.equal((m.evidence.clusters as { meanCurve: number }[])[0]!.meanCurve, meanCurve[0]);
+  assert.ok(Math.abs((m.evidence.clusters as { meanCurve: number }[])[1]!.meanCurve - meanCurve.slice(1).reduce((a, b) => a + b, 0) / 11) < 1e-15);
+  assert.equal((m.evidence.reading as { argmin: number }).argmin, 1);
+
+  // falls through 0 to its minimum at index 3, then rises: raw keep 4, read keep 3
+  const e = xmeansCutoff([0.5, 0.25, -0.25, -0.5, -0.375, -0.25, -0.125, 0, 0.125, 0.25, 0.375, 0.5]);
+  assert.equal(e.keep, 3);
+  // the same curve shifted below 0 throughout: the scaling to [0, 1] makes the sign irrelevant
+  const shifted = xmeansCutoff([0.5, 0.25, -0.25, -0.5, -0.375, -0.25, -0.125, 0, 0.125, 0.25, 0.375, 0.5].map((v) => v - 10));
+  assert.deepEqual(shifted.evidence.candidates, e.evidence.candidates);
+  assert.equal(typeof shifted.evidence.bic === 'number' || shifted.evidence.bic === null, true);
+  assert.doesNotThrow(() => JSON.stringify(shifted));
+  // deterministic for every seed's first regime change
+  for (let seed = 0; seed < 20; seed++) assert.equal(xmeansCutoff(meanCurve, { seed }).keep, 2, `seed ${seed}`);
+});
+
+test('ptest and keep:F read no curve: a curve below 0 cannot change them (p-values and channels only)', () => {
+  // the permutation test's p-values are probabilities whatever the curve's sign; keep:F counts channels
+  assert.equal(ptestCutoff([0, 0.01, 0.2], { channels: 13 }).keep, 2);
+  assert.equal(ptestCutoff([0.3], { channels: 13, minKeep: 2 }).keep, 2);
+  assert.equal(fractionCutoff(13, 0.5).keep, 7);
 });
 
 // -------------------------------------------------------------------------- permutation test
