@@ -322,3 +322,45 @@ test(
     }
   },
 );
+
+test('report html: a curve below 0 that rises again (CMI --sigma mean) is drawn with its running minimum, candidates on that, no NaN, the axis below 0', async () => {
+  const r = fakeReport();
+  // conv1 under --sigma mean: every point below 0 (shares down to -6.8), minimum at keep 2, then rising
+  const curve = [-0.0566, -0.0759, -0.0549, -0.0382, -0.0275];
+  r.layers[1] = {
+    ...r.layers[1]!,
+    channels: 6,
+    kept: 2,
+    curve,
+    curveTotal: 0.0112,
+    cutoff: { keep: 2, rule: 'scree: largest q', evidence: { candidates: [{ index: 1, keep: 2, q: 0 }, { index: 2, keep: 3, q: 0 }, { index: 3, keep: 4, q: 0 }] } },
+  };
+  const html = await renderReportHtml(r);
+  const { document } = parseHTML(html);
+  const fig = document.getElementById('plot-curves') as unknown as El;
+  assert.ok(!/NaN|Infinity/.test(html.slice(html.indexOf('id="plot-curves"'), html.indexOf('id="widths"'))), 'no NaN/Infinity in the curves figure');
+  const readings = marks(fig, SERIES.curvesReading);
+  assert.equal(readings.length, 1, 'one running-minimum line: only conv1 rises again');
+  assert.equal(readings[0]!.getAttribute('aria-label'), 'running minimum of conv1');
+  assert.match(fig.textContent ?? '', /running minimum of a curve that rises again \(conv1\)/);
+  const cells = all(fig, 'g[class~="cell"] > g');
+  const cell = cells[1]!;
+  const v = vertices(marks(cell, SERIES.curvesLine)[0]!.getAttribute('d')!);
+  const w = vertices(readings[0]!.getAttribute('d')!);
+  assert.equal(v.length, 5);
+  assert.equal(w.length, 5);
+  // same x; the reading is the curve up to its minimum (vertex 1), flat at it after; SVG y grows downwards
+  v.forEach(([x], i) => assert.ok(Math.abs(x - w[i]![0]) < 0.01));
+  assert.ok(Math.abs(v[0]![1] - w[0]![1]) < 0.01 && Math.abs(v[1]![1] - w[1]![1]) < 0.01);
+  for (let i = 2; i < 5; i++) assert.ok(Math.abs(w[i]![1] - w[1]![1]) < 0.01 && v[i]![1] < w[i]![1] - 1, `vertex ${i}`);
+  // candidates sit on the reading (where scree read them), at keep = index + 1
+  const cands = marks(cell, SERIES.curvesCandidates).map((p) => translate(p.getAttribute('transform')));
+  assert.deepEqual(
+    cands.map(([x, y]) => w.findIndex(([wx, wy]) => Math.abs(wx - x) < 0.01 && Math.abs(wy - y) < 0.01)),
+    [1, 2, 3],
+  );
+  // the monotone layer has no reading line and its candidates stay on its curve (first test)
+  assert.equal(marks(cells[0]!, SERIES.curvesReading).length, 0);
+  // the y axis reaches below 0: a tick labelled with a negative value
+  assert.ok(all(fig, 'text').some((t) => /^[−-]\d/.test(t.textContent ?? '')), 'a negative y tick');
+});
