@@ -260,3 +260,19 @@ for (const [shortcut, depth] of [['A', 14], ['B', 20]] as const) {
     }
   });
 }
+
+test('a Pad that only pads spatially carries channels like a passthrough: its conv stays a plain prunable group, folding there is border-inexact', () => {
+  const g = new GraphBuilder(new Rng(31));
+  const p = g.pad('border', g.conv('c0', 'input', 3, 5, 1), [0, 0, 1, 1, 0, 0, 1, 1]);
+  const m = g.model('padded', [3, 6, 6], g.linear('fc', g.flatten('flat', g.conv('c1', p, 5, 4, 3)), 4 * 6 * 6, 3));
+  for (const mode of ['inner', 'all'] as const) {
+    const c0 = channelGroups(m, mode).find((x) => x.name === 'c0')!;
+    assert.ok(c0.prunable, c0.reason);
+    assert.equal(c0.coupled, undefined);
+    assert.equal(c0.tap, 'c0');
+  }
+  const plan = { keep: { c0: [0, 2, 3] } };
+  assert.deepEqual(inferShapes(applyPlan(m, plan), 1).get('border'), [1, 3, 8, 8]);
+  // c0's bias makes the removed maps non-zero constants, which the zero border breaks
+  assert.deepEqual(foldingNotes(m, plan).find((f) => f.group === 'c0')!.inexactAt, ['border']);
+});

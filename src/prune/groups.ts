@@ -254,7 +254,7 @@ export function channelSpaces(model: Model, shapes = inferShapes(model, 1)): Map
     const sp = spaceOf.get(st.value)!;
     sp.steps.push({ node: st.node, as: st.as });
     if (st.as === 'out') sp.producers.push(st.node);
-    if (st.as === 'through' && OP_RULES[st.node.op].role === 'couple') sp.couplers.push(st.node);
+    if (st.as === 'through' && couples(st.node)) sp.couplers.push(st.node);
   }
   for (const r of refusals) {
     const sp = spaceOf.get(r.value);
@@ -266,6 +266,11 @@ export function channelSpaces(model: Model, shapes = inferShapes(model, 1)): Map
     }
   }
   return spaceOf;
+}
+
+/** Whether a node ties channels together: an Add, or a Pad that adds channels (a spatial-only Pad just carries them). */
+function couples(n: Node): boolean {
+  return n.op === 'Add' || (n.op === 'Pad' && (n.attrs.pads[1] > 0 || n.attrs.pads[5] > 0));
 }
 
 /** Whether removing class j touches value v. */
@@ -321,8 +326,8 @@ function firstCoupler(conv: Node, cons: Map<string, Node[]>): Node | undefined {
   while (queue.length > 0) {
     for (const n of cons.get(queue.shift()!) ?? []) {
       const role = OP_RULES[n.op]?.role;
-      if (role === 'couple') return n;
-      if ((role === 'passthrough' || role === 'flatten') && !seen.has(n.outputs[0]!)) {
+      if (couples(n)) return n;
+      if ((role === 'passthrough' || role === 'flatten' || role === 'couple') && !seen.has(n.outputs[0]!)) {
         seen.add(n.outputs[0]!);
         queue.push(n.outputs[0]!);
       }
