@@ -114,8 +114,11 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
       // each layer alone at keep = 1 - F (F from the budgets' fractions), after surgery only
       for (const g of prunable as ChannelGroup[]) {
         for (const b of budgets) {
-          const kept = Math.max(1, Math.round((b.kind === 'keep' ? b.fraction : 1 - b.fraction) * g.channels));
-          const pruned = applyPlan(model, planOf(rankings, { [g.name]: kept }, groups));
+          const asked = Math.max(1, Math.round((b.kind === 'keep' ? b.fraction : 1 - b.fraction) * g.channels));
+          const plan = planOf(rankings, { [g.name]: asked }, groups);
+          // what the plan keeps: a coupled group may keep one more channel per stage it would empty
+          const kept = plan.keep[g.name]!.length;
+          const pruned = applyPlan(model, plan);
           perLayer.push({ criterion: name, layer: g.name, fraction: 1 - kept / g.channels, kept, accuracy: await evalAcc(pruned, test, norm, `test: ${name} ${g.name} keep ${kept}`) });
           bar.tick(1, { criterion: name, layer: g.name });
         }
