@@ -75,7 +75,8 @@ export interface GroupRanking {
   order: number[];
   /**
    * importance left out after keeping the first i+1 channels of `order` (curve[i] belongs to
-   * keep = i+1), non-increasing where it exists; CMI: I(Y; rest | kept)
+   * keep = i+1), non-increasing for every criterion but CMI under --sigma mean (cut-offs read its running
+   * minimum, cutoffs.ts runningMinimum); CMI: I(Y; rest | kept)
    */
   curve?: number[];
   /** the curve's value with nothing kept (CMI: I(Y; all filters)); curves / curveTotal are comparable across layers */
