@@ -49,7 +49,7 @@ for (const [name, formulation, order] of all.filter(([n]) => !wanted || wanted.i
         alpha,
         wallSeconds: (performance.now() - t0) / 1000,
         startLayer: r.startLayer,
-        chains: r.chains.map((c) => ({ name: c.name, layers: c.layers.length, seconds: c.seconds, threads: c.threads })),
+        chains: r.chains.map((c) => ({ name: c.name, layers: c.layers.length, seconds: c.seconds, threads: c.threads, ...(c.threadsPerLayer ? { threadsPerLayer: c.threadsPerLayer } : {}) })),
         noiseFloorSteps: r.layers.map((l) => l.noiseFloorStep),
       })}\n`,
     );

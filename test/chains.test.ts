@@ -198,7 +198,7 @@ test('an interrupted bidirectional run resumes from its checkpoints and gives th
   }
 });
 
-test('compact bidirectional: the forward and backward chains run concurrently, one thread each, with their own times', { skip: addonSkip }, async () => {
+test('compact bidirectional: the forward and backward chains run concurrently, one thread each until one ends, with their own times', { skip: addonSkip }, async () => {
   const { model, units, sample } = net();
   // the first decide of each chain (layers 2 and 0) waits for the other chain's: run one after
   // the other, they could not both be in flight and the wait would time out
@@ -222,6 +222,9 @@ test('compact bidirectional: the forward and backward chains run concurrently, o
         });
       }
       inFlight.delete(u.name);
+      // the forward chain (layers 2, 3) goes on only after the backward chain (layer 0 alone) has
+      // ended: its remaining steps are promise continuations, all run before the next macrotask
+      if (i === 2) for (let k = 0; k < 3; k++) await new Promise<void>((resolve) => setImmediate(resolve));
     }
     return KEEP[i]!;
   };
@@ -230,6 +233,9 @@ test('compact bidirectional: the forward and backward chains run concurrently, o
   const byName = new Map(r.chains.map((c) => [c.name, c]));
   assert.equal(byName.get('forward')!.threads, 1);
   assert.equal(byName.get('backward')!.threads, 1);
+  // once the backward chain has ended, the forward chain's next layer gets both threads
+  assert.deepEqual(byName.get('forward')!.threadsPerLayer, [1, 2]);
+  assert.deepEqual(byName.get('backward')!.threadsPerLayer, [1]);
   for (const c of r.chains) assert.ok(c.seconds > 0 && c.seconds <= r.seconds, `${c.name}: ${c.seconds} s of ${r.seconds}`);
   assert.equal(r.startLayer, units[1]!.name);
 });
