@@ -1,7 +1,6 @@
 // End-to-end: the CLI on the shared VGG16-BN and CIFAR-10, and the engine against onnxruntime on an
 // exported copy (issue acceptance), plus the CLI's error contract (one message, non-zero, no stdout).
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,12 +18,9 @@ import { onnx } from '../src/onnx/proto.js';
 import { addonSkip } from './support/addon.js';
 import { runOrt } from './support/ort.js';
 import { maxAbsDiff } from './support/reference.js';
-import { CLI, MODELS_DIR, VGG16_ONNX } from './support/shared.js';
+import { CLI, MODELS_DIR, VGG16_ONNX, runCli } from './support/shared.js';
 
-function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, CMIPRUNE_NO_PROGRESS: '1' } });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = runCli;
 
 test('cmiprune eval reproduces the published 94.04% on the 10,000 CIFAR-10 test images', { skip: addonSkip }, () => {
   const r = cli(['eval', '--model', VGG16_ONNX, '--threads', '2']);

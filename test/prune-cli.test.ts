@@ -3,7 +3,6 @@
 // written ONNX, onnxruntime against the engine, and the error contract (one message, non-zero
 // exit, nothing on stdout, nothing in --out).
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,12 +20,9 @@ import { runOrt } from './support/ort.js';
 import { writeImageFolder, writeSmallCnn } from './support/images.js';
 import { Rng } from './support/random.js';
 import { maxAbsDiff } from './support/reference.js';
-import { CLI, MODELS_DIR, VGG16_ONNX } from './support/shared.js';
+import { MODELS_DIR, VGG16_ONNX, runCli } from './support/shared.js';
 
-function cli(args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, CMIPRUNE_NO_PROGRESS: '1' } });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = runCli;
 
 let dir = '';
 let small = '';

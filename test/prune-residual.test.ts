@@ -20,22 +20,13 @@ import { addonSkip } from './support/addon.js';
 import { GraphBuilder } from './support/graph.js';
 import { writeImageFolder } from './support/images.js';
 import { runOrt } from './support/ort.js';
-import { randn, randomSource, Rng } from './support/random.js';
+import { randn, randomizeBatchNorm, randomSource, Rng } from './support/random.js';
 import { maxAbsDiff, referenceForward } from './support/reference.js';
 
 /** ResNet-8 (one block per stage) with 1x1 convs (no padding: folding is exact) and BN away from identity. */
 function residualNet(shortcut: 'A' | 'B', seed: number, depth = 8): Model {
   const m = resnetCifar({ random: randomSource(seed) }, { depth, shortcut, kernel: 1 });
-  const rng = new Rng(seed + 1);
-  for (const n of m.nodes) {
-    if (n.op !== 'BatchNorm') continue;
-    const fill = (key: string, lo: number, hi: number) => m.tensors[key]!.data.forEach((_, i, a) => (a[i] = rng.uniform(lo, hi)));
-    fill(n.params.weight!, 0.5, 1.5);
-    fill(n.params.bias!, -0.5, 0.5);
-    fill(n.params.runningMean!, -0.3, 0.3);
-    fill(n.params.runningVar!, 0.5, 1.5);
-  }
-  return m;
+  return randomizeBatchNorm(m, new Rng(seed + 1), { weight: [0.5, 1.5], bias: [-0.5, 0.5], mean: [-0.3, 0.3], var: [0.5, 1.5] });
 }
 
 /** A seeded keep list of a group: about `fraction` of its channels, at least one in every tensor it touches. */

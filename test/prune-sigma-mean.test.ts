@@ -5,7 +5,6 @@
 // recomputed here from the curves report.json records, and the written model's conv widths are
 // read back from the ONNX.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,12 +18,9 @@ import { channelGroups } from '../src/prune/groups.js';
 import type { GroupRanking } from '../src/prune/types.js';
 import { addonSkip } from './support/addon.js';
 import { writeSmallCnn } from './support/images.js';
-import { CLI } from './support/shared.js';
+import { runCli } from './support/shared.js';
 
-function cli(args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, CMIPRUNE_NO_PROGRESS: '1' } });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = runCli;
 
 let dir = '';
 let small = '';

@@ -11,7 +11,8 @@ import { cloneModel, type Model, type Tensor } from '../src/ir/model.js';
 import { reestimateBatchNorm } from '../src/recover/index.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
-import { Rng, randomSource } from './support/random.js';
+import { bnNodes } from './support/graph.js';
+import { randomizeBatchNorm, Rng, randomSource } from './support/random.js';
 
 if (!addonSkip) setThreads(2);
 
@@ -39,19 +40,7 @@ function oddNet(seed: number): Model {
   b.conv(13, 3, { padding: 1 }).bn().relu().maxpool(2); // 2x2
   b.conv(13, 3, { padding: 1 }).bn().relu(); // tiny-image conv
   const m = b.flatten().bn().linear(19).bn().relu().linear(5).build();
-  const r = new Rng(seed + 100);
-  for (const n of m.nodes) {
-    if (n.op !== 'BatchNorm') continue;
-    m.tensors[n.params.weight!].data.forEach((_, i, a) => (a[i] = r.uniform(0.5, 1.5)));
-    m.tensors[n.params.bias!].data.forEach((_, i, a) => (a[i] = r.uniform(-0.5, 0.5)));
-    m.tensors[n.params.runningMean!].data.forEach((_, i, a) => (a[i] = r.uniform(-1, 1)));
-    m.tensors[n.params.runningVar!].data.forEach((_, i, a) => (a[i] = r.uniform(0.5, 3)));
-  }
-  return m;
-}
-
-function bnNodes(m: Model) {
-  return m.nodes.filter((n) => n.op === 'BatchNorm') as Extract<Model['nodes'][number], { op: 'BatchNorm' }>[];
+  return randomizeBatchNorm(m, new Rng(seed + 100), { weight: [0.5, 1.5], bias: [-0.5, 0.5], mean: [-1, 1], var: [0.5, 3] });
 }
 
 function statNames(m: Model): string[] {

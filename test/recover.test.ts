@@ -16,7 +16,8 @@ import type { TrainableEngine } from '../src/train/engine.js';
 import { train } from '../src/train/train.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
-import { Rng, randomSource } from './support/random.js';
+import { bnNodes } from './support/graph.js';
+import { randomizeBatchNorm, Rng, randomSource } from './support/random.js';
 import { referenceForward } from './support/reference.js';
 
 if (!addonSkip) setThreads(2);
@@ -38,19 +39,7 @@ function bnNet(seed: number, classes = 5): Model {
   b.conv(4, 3, { padding: 1 }).bn().relu().conv(6, 3, { padding: 1, bias: false }).bn().relu().maxpool(2);
   const m = b.flatten().linear(12).bn().relu().linear(classes).build();
   // non-trivial affine BN parameters and running stats, so every layer's input depends on them
-  const r = new Rng(seed + 100);
-  for (const n of m.nodes) {
-    if (n.op !== 'BatchNorm') continue;
-    m.tensors[n.params.weight!].data.forEach((_, i, a) => (a[i] = r.uniform(0.5, 1.5)));
-    m.tensors[n.params.bias!].data.forEach((_, i, a) => (a[i] = r.uniform(-0.5, 0.5)));
-    m.tensors[n.params.runningMean!].data.forEach((_, i, a) => (a[i] = r.uniform(-1, 1)));
-    m.tensors[n.params.runningVar!].data.forEach((_, i, a) => (a[i] = r.uniform(0.5, 3)));
-  }
-  return m;
-}
-
-function bnNodes(m: Model) {
-  return m.nodes.filter((n) => n.op === 'BatchNorm') as Extract<Model['nodes'][number], { op: 'BatchNorm' }>[];
+  return randomizeBatchNorm(m, new Rng(seed + 100), { weight: [0.5, 1.5], bias: [-0.5, 0.5], mean: [-1, 1], var: [0.5, 3] });
 }
 
 function assertNear(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): void {

@@ -4,7 +4,6 @@
 // with the reference interpreter, train, export to TF.js and fail by node name.
 import { expectImportError } from './support/onnx.js';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,15 +26,12 @@ import { GraphBuilder } from './support/graph.js';
 import { runOrt } from './support/ort.js';
 import { Rng, randn, randomSource } from './support/random.js';
 import { maxAbsDiff, referenceForward } from './support/reference.js';
-import { CLI, MODELS_DIR } from './support/shared.js';
+import { MODELS_DIR, runCli } from './support/shared.js';
 
 const RESNET20 = join(MODELS_DIR, 'resnet20_cifar10.onnx');
 const RESNET56 = join(MODELS_DIR, 'resnet56_cifar10.onnx');
 
-function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, CMIPRUNE_NO_PROGRESS: '1' } });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = runCli;
 
 for (const [file, accuracy] of [
   [RESNET20, 0.9173],

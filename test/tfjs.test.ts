@@ -14,7 +14,7 @@ import { inferShapes } from '../src/ir/shapes.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
 import { GraphBuilder } from './support/graph.js';
-import { Rng, randn, randomSource } from './support/random.js';
+import { randomizeBatchNorm, Rng, randn, randomSource } from './support/random.js';
 import { maxAbsDiff, referenceForward } from './support/reference.js';
 
 const TOL = 1e-4;
@@ -72,18 +72,7 @@ async function engineLogits(model: Model, x: Float32Array, shape: number[]): Pro
 
 /** gives every BatchNorm non-trivial affine parameters and running statistics */
 function randomizeBn(model: Model, rng: Rng): Model {
-  for (const n of model.nodes) {
-    if (n.op !== 'BatchNorm') continue;
-    const fill = (key: string, lo: number, hi: number) => {
-      const t = model.tensors[key]!;
-      for (let i = 0; i < t.data.length; i++) t.data[i] = rng.uniform(lo, hi);
-    };
-    fill(n.params.weight!, 0.5, 1.5);
-    fill(n.params.bias!, -0.3, 0.3);
-    fill(n.params.runningMean!, -0.3, 0.3);
-    fill(n.params.runningVar!, 0.4, 2.5);
-  }
-  return model;
+  return randomizeBatchNorm(model, rng, { weight: [0.5, 1.5], bias: [-0.3, 0.3], mean: [-0.3, 0.3], var: [0.4, 2.5] });
 }
 
 /** the per-sample shape feeding each Flatten: the (h,w,c) vs (c,h,w) permutation only matters with H*W > 1 and C > 1 */

@@ -101,3 +101,8 @@ export class GraphBuilder {
     return { name, inputs: [{ name: this.inputName, shape: [-1, ...inShape] }], outputs: [out], nodes: this.nodes, tensors: this.tensors, metadata };
   }
 }
+
+/** The model's BatchNorm nodes, in graph order. */
+export function bnNodes(m: Model): Extract<Node, { op: 'BatchNorm' }>[] {
+  return m.nodes.filter((n): n is Extract<Node, { op: 'BatchNorm' }> => n.op === 'BatchNorm');
+}

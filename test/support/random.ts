@@ -1,5 +1,5 @@
 // Seeded test data from the project's Rng (src/util/rng.ts): the same seed gives the same tensors.
-import { numel, type Tensor } from '../../src/ir/model.js';
+import { type Model, numel, type Tensor } from '../../src/ir/model.js';
 import { Rng } from '../../src/util/rng.js';
 
 export { Rng };
@@ -23,4 +23,32 @@ export function uniformTensor(rng: Rng, shape: number[], lo = -1, hi = 1): Tenso
 export function randomSource(seed: number): () => number {
   const r = new Rng(seed);
   return () => r.next();
+}
+
+/** [lo, hi) per BatchNorm tensor: affine weight and bias, running mean and variance */
+export interface BatchNormRanges {
+  weight: [number, number];
+  bias: [number, number];
+  mean: [number, number];
+  var: [number, number];
+}
+
+/**
+ * Gives every BatchNorm of `model` (in place) uniform affine parameters and running statistics in
+ * the ranges, node by node (weight, bias, mean, var): BN away from identity, so a test's layers
+ * depend on them. Returns the model.
+ */
+export function randomizeBatchNorm(model: Model, rng: Rng, r: BatchNormRanges): Model {
+  for (const n of model.nodes) {
+    if (n.op !== 'BatchNorm') continue;
+    const fill = (key: string, [lo, hi]: [number, number]) => {
+      const t = model.tensors[key]!;
+      for (let i = 0; i < t.data.length; i++) t.data[i] = rng.uniform(lo, hi);
+    };
+    fill(n.params.weight!, r.weight);
+    fill(n.params.bias!, r.bias);
+    fill(n.params.runningMean!, r.mean);
+    fill(n.params.runningVar!, r.var);
+  }
+  return model;
 }
