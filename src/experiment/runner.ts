@@ -16,8 +16,8 @@
 //   report         the experiment's RESULTS section and its SVG plots from the store (numbers
 //                  generated, none typed), and RESULTS.md assembled from every section present
 //   all            every step of the config in that order, then the report
-// Results go to the cache (or --results DIR); RESULTS.md and results/ to --out (default: the
-// repository root).
+// Points go to results/points/<id>/<model sha16> in the repository (or --results DIR), committed so
+// the next session resumes them; RESULTS.md and results/ to --out (default: the repository root).
 import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
@@ -62,7 +62,6 @@ import { evalAcc, heldoutProbe, loadInputs, makeCriterion, prune, type PruneOpti
 import { applyPlan } from '../prune/surgery.js';
 import type { ChannelGroup, GroupRanking, PruningPlan } from '../prune/types.js';
 import { UserError } from '../util/errors.js';
-import { cacheDir } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
@@ -89,7 +88,7 @@ export const variantName = (v: Variant) => `${v.formulation}${v.order === 'indep
 
 /** What one model's experiment is: everything else is this file's. */
 export interface ExperimentConfig {
-  /** 'vgg16': the command experiment:<id>, the default store <cache>/experiments/<id>, the RESULTS section's name */
+  /** 'vgg16': the command experiment:<id>, the default store results/points/<id>, the RESULTS section's name */
   id: string;
   description: string;
   /** default model (absolute path) and how the report names it */
@@ -113,7 +112,7 @@ export interface ExperimentOptions {
   budgets?: string[];
   /** sweep criterion settings (ids of SWEEP_SETTINGS; default all) */
   criteria?: string[];
-  /** the result store (default: under the cache, per model) */
+  /** the result store (default: results/points/<id>/<model sha16> in the repository) */
   results?: string;
   /** where RESULTS.md (and results/*.svg) go (default: the repository root) */
   out?: string;
@@ -748,7 +747,9 @@ function resolveOptions(config: ExperimentConfig, opts: ExperimentOptions): Reso
     steps: opts.steps ?? [...config.steps],
     budgets,
     criteria,
-    results: resolve(opts.results ?? join(cacheDir(), 'experiments', config.id)),
+    // the default store is committed with the repository (results/points/<id>): every machine a
+    // session runs on is fresh, so points in a cache would not reach the next session
+    results: resolve(opts.results ?? join(REPO_ROOT, 'results', 'points', config.id)),
     out: resolve(opts.out ?? REPO_ROOT),
     timeBudgetMinutes: opts.timeBudgetMinutes ?? null,
     testLimit: opts.testLimit,
@@ -933,7 +934,7 @@ export async function experimentMain(config: ExperimentConfig, argv = process.ar
     .option('--step <steps>', `all, or some of: ${config.steps.join(', ')} (comma-separated)`, stepsOption(config), [...config.steps])
     .option('--budgets <list>', 'sweep budgets (filters:F, params:F, flops:F or bare F = filters)', list, [...config.defaultBudgets])
     .option('--criteria <list>', `sweep criterion settings: ${SWEEP_SETTINGS.map((s) => s.id).join(', ')}`, list)
-    .option('--results <dir>', `result store (default: <cache>/experiments/${config.id}/<model sha256>)`)
+    .option('--results <dir>', `result store (default: results/points/${config.id}/<model sha256> in the repository)`)
     .option('--out <dir>', 'where RESULTS.md and results/ go (default: the repository root)')
     .option('--time-budget <minutes>', 'stop cleanly before a point that would likely end after this many minutes', floatOption(0, true))
     .option('--test-limit <n>', 'evaluate on the first N test images only (quick runs)', intOption(1))
