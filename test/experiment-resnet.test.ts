@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -119,10 +119,11 @@ test('ResNet experiment on a tiny residual net: every step, residual mode in the
   for (const p of reread.list()) assert.equal(p.createdAt, stamps.get(p.id), p.id);
 
   // the section: generated numbers, anchors labelled as published, the target stated
-  const section = await readFile(join(out, 'results', 'sections', 'resnet56.md'), 'utf8');
-  assert.equal(r2.files!.section, join(out, 'results', 'sections', 'resnet56.md'));
-  assert.match(section, /^# resnet8\.onnx on cifar10: pruning by conditional mutual information against other criteria\n/);
-  assert.ok(section.includes('`npm run experiment:resnet56`'));
+  // --residual inner is not the default mode: its own section, titled and commanded with the mode
+  const section = await readFile(join(out, 'results', 'sections', 'resnet56-inner.md'), 'utf8');
+  assert.equal(r2.files!.section, join(out, 'results', 'sections', 'resnet56-inner.md'));
+  assert.match(section, /^# resnet8\.onnx on cifar10, `--residual inner`: pruning by conditional mutual information against other criteria\n/);
+  assert.ok(section.includes('`npm run experiment:resnet56 -- --residual inner`'));
   const base = reread.get<{ accuracy: number }>(keys.baseline(setup))!.value.accuracy;
   assert.ok(section.includes(`**${fmtAcc(base)}** top-1 on 200 test images`));
   assert.ok(section.includes('Residual mode `inner`'));
@@ -149,8 +150,8 @@ test('ResNet experiment on a tiny residual net: every step, residual mode in the
   // untrained and tiny: a missed target states its distance (a drop over, or short of a reduction)
   assert.match(targetRow, /\| \*\*(yes|no)\*\* \| (met: |not met: .*(points over 0\.30|percentage points short of|reached, at an accuracy change))/);
   // the plots are this experiment's own, not VGG16's files
-  assert.deepEqual((await readdir(join(out, 'results', 'resnet56'))).sort(), ['sweep-global.svg', 'sweep-uniform.svg']);
-  assert.ok(section.includes('](results/resnet56/sweep-uniform.svg)'));
+  assert.deepEqual((await readdir(join(out, 'results', 'resnet56-inner'))).sort(), ['sweep-global.svg', 'sweep-uniform.svg']);
+  assert.ok(section.includes('](results/resnet56-inner/sweep-uniform.svg)'));
 
   // RESULTS.md: the VGG16 section (first) and this one; each report keeps the other's section
   const vggModel = join(dir, 'small.onnx');
@@ -208,10 +209,15 @@ test('command line: --residual (default all) and the steps it has; variants is n
   // (sensitivity: the random order's global allocation, with every criterion by default)
   assert.deepEqual(Object.keys(s.steps).sort(), ['baseline', 'rankings', 'sensitivity', 'sweep-global', 'sweep-uniform']);
   assert.match(s.waiting[0], /^recovered: the best configurations are chosen from both sweeps/);
-  assert.match(s.files.section, /results\/sections\/resnet56\.md$/);
+  assert.match(s.files.section, /results\/sections\/resnet56-inner\.md$/);
   const byDefault = spawnSync(process.execPath, [cli, '--model', resnet, '--step', 'report', '--results', results, '--out', join(results, 'out')], { encoding: 'utf8', env });
   assert.equal(byDefault.status, 0, byDefault.stderr);
-  assert.equal(JSON.parse(byDefault.stdout.trim()).residual, 'all');
+  const d = JSON.parse(byDefault.stdout.trim());
+  assert.equal(d.residual, 'all');
+  assert.match(d.files.section, /results\/sections\/resnet56\.md$/);
+  // both modes' sections stay in RESULTS.md, the default's first
+  const md = readFileSync(d.files.markdown, 'utf8');
+  assert.deepEqual(md.match(/^# .*$/gm)?.map((h) => /--residual inner/.test(h)), [false, true]);
   for (const [args, message] of [
     [['--step', 'variants'], /expected all or one of: rankings, sweep-uniform, sweep-global, recovered, report/],
     [['--residual', 'outer'], /expected one of: inner, all/],

@@ -870,9 +870,15 @@ export async function runExperiment(config: ExperimentConfig, opts: ExperimentOp
   let files: ExperimentSummary['files'] = null;
   if (o.steps.includes('report')) {
     const isDefault = o.model === config.defaultModel.path;
+    // a residual mode other than the default is its own section beside the default's (both stay
+    // in RESULTS.md): its points are distinct, and the two are read side by side
+    const other = config.residual && o.residual !== config.residual.default ? o.residual : null;
+    const profile = other
+      ? { ...config.report, title: `${config.report.title}, \`--residual ${other}\``, svgDir: `${config.report.svgDir ?? 'results'}-${other}` }
+      : config.report;
     const r = await writeResults({
-      id: config.id,
-      profile: config.report,
+      id: other ? `${config.id}-${other}` : config.id,
+      profile,
       store,
       setup,
       finetune: ft,
@@ -883,8 +889,8 @@ export async function runExperiment(config: ExperimentConfig, opts: ExperimentOp
       modelPath: isDefault ? config.defaultModel.label : o.model,
       plan: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, { planned: v.planned, stored: v.stored }])),
       out: o.out,
-      command: `npm run experiment:${config.id}`,
-      ...(isDefault && o.data === 'cifar10' ? {} : { title: `${basename(o.model)} on ${o.data}` }),
+      command: `npm run experiment:${config.id}${other ? ` -- --residual ${other}` : ''}`,
+      ...(isDefault && o.data === 'cifar10' ? {} : { title: `${basename(o.model)} on ${o.data}${other ? `, \`--residual ${other}\`` : ''}` }),
     });
     files = r.files;
     log(`wrote ${r.files.markdown} and ${r.files.plots.length} plot(s)`);
