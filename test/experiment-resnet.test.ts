@@ -162,6 +162,9 @@ test('ResNet experiment on a tiny residual net: every step, residual mode in the
   assert.match(vggSection, /## 2\. The method's variants/);
   const both = await readFile(v.files!.markdown, 'utf8');
   assert.equal(both, `${vggSection}\n${section}`);
+  // a point of the other residual mode in the same store is not counted in this mode's section
+  assert.ok(section.includes(`from ${reread.size} stored result points`));
+  await reread.put({ step: 'rankings', kind: 'rank', criterion: 'l1', residual: 'all' }, { rankings: [] }, { wall: 0, cpu: 0 });
   const again = await runResnet({ ...o, steps: ['report'] });
   assert.equal(again.computed, 0);
   assert.equal(await readFile(join(out, 'RESULTS.md'), 'utf8'), both);
