@@ -45,7 +45,7 @@ export const PUBLISHED_ANCHORS: readonly PublishedAnchor[] = [
 const RESIDUAL_NOTE: Record<string, string> = {
   inner:
     'Residual mode `inner`: only convs whose output channels reach no residual Add are pruned (the first conv of every block, as the L1-norm and HRank papers do for ResNet-56); the convs coupled through the Adds keep every channel.',
-  all: 'Residual mode `all`: channels coupled through the residual Adds are pruned together, besides each block’s first conv: such a group is a residual stream (every conv writing it, with the Adds and shortcut Pads tying them; with option-A shortcuts the whole network’s stream is one group, an earlier stage carrying the middle of the next stage’s channels), its importance read at its last Add.',
+  all: 'Residual mode `all`: channels coupled through the residual Adds are pruned together, besides each block’s first conv: such a group is a residual stream (every conv writing it, with the Adds and shortcut Pads tying them; with option-A shortcuts the whole network’s stream is one group, an earlier stage carrying the middle of the next stage’s channels), its importance read at its last Add. The uniform allocation takes the same fraction of every conv of such a group as well: each stage’s channels in proportion, best first by the criterion’s order.',
 };
 
 export const RESNET56: ExperimentConfig = {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { runExperiment as runResnet } from '../experiments/resnet56.js';
 import { runExperiment as runVgg } from '../experiments/vgg16.js';
-import { type EpochValue, fmtAcc, keys, type RecoveredStartValue, type Setup, type SweepValue, targetRecovered } from '../src/experiment/results.js';
+import { type EpochValue, fmtAcc, keys, type RecoveredStartValue, type Setup, sweepRecords, type SweepValue, targetRecovered } from '../src/experiment/results.js';
 import { ResultStore } from '../src/experiment/store.js';
 import { resnetCifar } from '../src/ir/builder.js';
 import { exportOnnx } from '../src/onnx/index.js';
@@ -196,7 +196,17 @@ test('--residual all: the residual stream is one coupled group; the sweeps remov
     // measured on the written model; the allocator's own figure agrees (coupled costs follow the order)
     assert.ok(p.value.removed.filters >= asked - 0.02 && p.value.removed.filters < asked + 0.06, `${p.id}: ${p.value.removed.filters}`);
     assert.ok(Math.abs(p.value.reached - p.value.removed.filters) < 1e-9, `${p.id}: reached ${p.value.reached}, measured ${p.value.removed.filters}`);
+    // the uniform sweep's keys say its coupled orders were stratified (points before that are not reused)
+    assert.equal(p.key.uniform, p.key.allocation === 'uniform' ? 'per-conv' : undefined, p.id);
   }
+  // a stored uniform point without that field (the plain-prefix rule) is not read into the report
+  const uniform = points.find((p) => p.key.allocation === 'uniform' && p.key.stage === 'bn')!;
+  const setup: Setup = { data: 'cifar10', samples: 64, seed: 0, test: 100, bnImages: 64, heldout: 100, residual: 'all' };
+  const { uniform: _, ...plainKey } = uniform.key;
+  await store.put({ ...plainKey, budget: 'filters:0.9' } as typeof uniform.key, uniform.value, { wall: 0, cpu: 0 });
+  const reread = await ResultStore.open(join(dir, 'store-all'), sha);
+  const budgetsRead = new Set(sweepRecords(reread, setup).map((x) => x.budget));
+  assert.deepEqual([...budgetsRead].sort(), ['filters:0.3', 'filters:0.6']);
 });
 
 test('command line: --residual (default all) and the steps it has; variants is not one of them', () => {

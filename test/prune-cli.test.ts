@@ -124,6 +124,8 @@ test('prune ResNet-20 --criterion l1 --cutoff keep:0.5 --residual all: the resid
     else {
       const [lo, hi] = range(c.name);
       assert.equal(c.outChannels, stream.keepIndices.filter((j) => j >= lo! && j < hi!).length, c.name);
+      // keep:0.5 takes half of every conv, also of each stage of the stream (groups.ts stratifiedOrder)
+      assert.equal(c.outChannels, (hi! - lo!) / 2, c.name);
     }
   }
 });

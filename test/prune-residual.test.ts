@@ -12,7 +12,7 @@ import { inferShapes, modelCost } from '../src/ir/shapes.js';
 import { exportOnnx } from '../src/onnx/index.js';
 import { costModel } from '../src/prune/cost.js';
 import { l1Criterion } from '../src/prune/criteria.js';
-import { channelGroups, keptChannels } from '../src/prune/groups.js';
+import { channelGroups, keptChannels, stratifiedOrder, uniformRankings } from '../src/prune/groups.js';
 import { applyPlan, foldingNotes, maskPlan } from '../src/prune/surgery.js';
 import { sweep } from '../src/prune/sweep.js';
 import type { ChannelGroup, PruningPlan } from '../src/prune/types.js';
@@ -127,6 +127,37 @@ test('a plan that would empty one stage of a coupled group is refused naming the
   assert.doesNotThrow(() => applyPlan(m, { keep: { '/conv1/Conv': kept } }));
   // a plain group's prefix is the prefix
   assert.deepEqual(keptChannels([5, 2, 9], 2), [2, 5]);
+});
+
+test('uniform orders: every prefix of a coupled group takes each stratum in proportion, best first; every conv of the stream loses the same fraction', () => {
+  const m = residualNet('A', 5);
+  const groups = channelGroups(m, 'all');
+  const stream = groups.find((g) => g.coupled)!;
+  // an order that ranks stage 1's channels (24..39) last: its plain prefixes would cut stage 1 first
+  const stage1 = (j: number) => j >= 24 && j < 40;
+  const stage2only = (j: number) => (j >= 16 && j < 24) || (j >= 40 && j < 48);
+  const order = [...Array.from({ length: 64 }, (_, j) => 63 - j).filter((j) => !stage1(j)), ...Array.from({ length: 16 }, (_, i) => 24 + i)];
+  const s = stratifiedOrder(order, stream);
+  assert.deepEqual([...s].sort((a, b) => a - b), Array.from({ length: 64 }, (_, j) => j), 'a permutation of the channels');
+  // within a stratum, the criterion's order
+  for (const inStratum of [stage1, stage2only, (j: number) => !stage1(j) && !stage2only(j)]) assert.deepEqual(s.filter(inStratum), order.filter(inStratum));
+  // every prefix holds each stratum (16, 16, 32 channels) to within one of its share
+  for (let k = 1; k <= 64; k++) {
+    const p = s.slice(0, k);
+    for (const [inStratum, n] of [[stage1, 16], [stage2only, 16]] as const) assert.ok(Math.abs(p.filter(inStratum).length - (k * n) / 64) < 1, `k=${k}`);
+  }
+  // so every conv writing the stream keeps the same fraction of what it carries: half at k = 32
+  const plan: PruningPlan = { keep: { [stream.name]: keptChannels(s, 32, stream) } };
+  const pruned = applyPlan(m, plan);
+  const width = (model: Model, conv: string) => (model.nodes.find((n) => n.name === conv)!.attrs as { outChannels: number }).outChannels;
+  for (const conv of stream.coupled!.convs) assert.equal(width(pruned, conv), width(m, conv) / 2, conv);
+  // the plain order's prefix of 32 would have kept none of stage 1's channels but keptChannels' one
+  assert.equal(width(applyPlan(m, { keep: { [stream.name]: keptChannels(order, 32, stream) } }), '/conv1/Conv'), 1);
+  // uniformRankings: coupled groups' orders stratified, other groups' untouched
+  const rankings = new Map(groups.filter((g) => g.prunable).map((g) => [g.name, { group: g.name, channels: g.channels, order: g === stream ? order : Array.from({ length: g.channels }, (_, j) => g.channels - 1 - j) }]));
+  const u = uniformRankings(rankings, groups);
+  for (const g of groups.filter((x) => x.prunable)) assert.deepEqual(u.get(g.name)!.order, g === stream ? s : rankings.get(g.name)!.order, g.name);
+  assert.deepEqual(rankings.get(stream.name)!.order, order, 'the input is not changed');
 });
 
 test('L1 of a coupled channel sums the filters of every conv writing it', async () => {

@@ -106,6 +106,16 @@ export interface Variant {
 const residualField = (s: Setup): { residual?: string } => (s.residual !== undefined ? { residual: s.residual } : {});
 const evalFields = (s: Setup) => ({ data: s.data, samples: s.samples, seed: s.seed, test: s.test, bnImages: s.bnImages, ...residualField(s) });
 
+/**
+ * Uniform allocations of coupled groups (--residual all) take the same fraction of every conv of
+ * the group (groups.ts stratifiedOrder) since experiment points of this field; points without it
+ * took a plain prefix of the group's order and are not reused. No field where nothing is coupled.
+ */
+const stratifiedField = (allocation: Allocation, s: Setup): Record<string, Json> => (allocation === 'uniform' && s.residual === 'all' ? { uniform: 'per-conv' } : {});
+
+/** Whether a stored point's uniform allocation took the stratified orders this setup's keys ask for. */
+const sameStratification = (k: PointKey, s: Setup) => (k.uniform ?? null) === (stratifiedField(k.allocation as Allocation, s).uniform ?? null);
+
 export const keys = {
   baseline: (s: Setup): PointKey => ({ step: 'baseline', kind: 'baseline', data: s.data, test: s.test }),
   rank: (criterion: string, s: Setup): PointKey => ({ step: 'rankings', kind: 'rank', criterion, data: s.data, samples: s.samples, seed: s.seed, ...residualField(s) }),
@@ -119,6 +129,7 @@ export const keys = {
     stage,
     ...evalFields(s),
     ...(allocation === 'sensitivity' ? { heldout: s.heldout } : {}),
+    ...stratifiedField(allocation, s),
   }),
   variant: (v: Variant, alpha: number, sigma: string, s: Setup): PointKey => ({
     step: 'variants',
@@ -139,6 +150,7 @@ export const keys = {
     budget,
     ...evalFields(s),
     ...(allocation === 'sensitivity' ? { heldout: s.heldout } : {}),
+    ...stratifiedField(allocation, s),
   }),
   epoch: (criterion: string, allocation: Allocation, budget: string, distill: number | null, epoch: number, f: FinetuneSetup, s: Setup): PointKey => ({
     step: 'recovered',
@@ -154,6 +166,7 @@ export const keys = {
     train: f.train,
     ...evalFields(s),
     ...(allocation === 'sensitivity' ? { heldout: s.heldout } : {}),
+    ...stratifiedField(allocation, s),
   }),
 };
 
@@ -296,6 +309,7 @@ export function sweepRecords(store: ResultStore, s: Setup): SweepRecord[] {
   for (const p of store.list<SweepValue>({ kind: 'sweep' })) {
     if (!same(p, evalFields(s))) continue;
     if (p.key.allocation === 'sensitivity' && p.key.heldout !== s.heldout) continue;
+    if (!sameStratification(p.key, s)) continue;
     const id = [byKey(p, 'step'), byKey(p, 'criterion'), byKey(p, 'allocation'), byKey(p, 'budget')].join('|');
     const r = out.get(id) ?? { step: p.key.step as SweepStep, criterion: String(p.key.criterion), allocation: p.key.allocation as Allocation, budget: String(p.key.budget) };
     r[p.key.stage as SweepStage] = p.value;
@@ -316,12 +330,12 @@ export interface RecoveredRecord {
 export function recoveredRecords(store: ResultStore, s: Setup, f: FinetuneSetup): RecoveredRecord[] {
   const starts = new Map<string, RecoveredStartValue>();
   for (const p of store.list<RecoveredStartValue>({ kind: 'recovered-start' })) {
-    if (!same(p, evalFields(s))) continue;
+    if (!same(p, evalFields(s)) || !sameStratification(p.key, s)) continue;
     starts.set([p.key.criterion, p.key.allocation, p.key.budget].join('|'), p.value);
   }
   const out = new Map<string, RecoveredRecord>();
   for (const p of store.list<EpochValue>({ kind: 'finetune-epoch' })) {
-    if (!same(p, { ...evalFields(s), epochs: f.epochs, lr: f.lr, batch: f.batch, train: f.train })) continue;
+    if (!same(p, { ...evalFields(s), epochs: f.epochs, lr: f.lr, batch: f.batch, train: f.train }) || !sameStratification(p.key, s)) continue;
     const base = [p.key.criterion, p.key.allocation, p.key.budget].join('|');
     const id = `${base}|${p.key.distill}`;
     const r = out.get(id) ?? {

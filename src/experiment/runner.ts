@@ -55,7 +55,7 @@ import { finetune } from '../recover/finetune.js';
 import { reestimateBatchNorm } from '../recover/bn.js';
 import { allocateByCurve, allocateBySensitivity, allocateUniform, type Budget, SENSITIVITY_FRACTIONS } from '../prune/allocate.js';
 import { convFilters, costModel, type CostModel } from '../prune/cost.js';
-import { RESIDUAL_MODES, type ResidualMode } from '../prune/groups.js';
+import { RESIDUAL_MODES, type ResidualMode, uniformRankings } from '../prune/groups.js';
 import { parseCutoff } from '../prune/cutoff-spec.js';
 import { planOf } from '../prune/sweep.js';
 import { evalAcc, heldoutProbe, loadInputs, makeCriterion, prune, type PruneOptions, type RunInputs, sortedPrefix } from '../prune/run.js';
@@ -341,11 +341,17 @@ class Run {
   }
 
   /** the cost model of a setting's plans: coupled groups' costs depend on which channels its order keeps */
-  async cost(setting: string): Promise<CostModel> {
+  async cost(setting: string, allocation: Allocation): Promise<CostModel> {
     const i = await this.inputs();
     const coupled = i.groups.some((g) => g.coupled);
     if (!coupled) return (this.costM ??= costModel(i.model, i.groups));
-    return costModel(i.model, i.groups, await this.rankings(setting));
+    return costModel(i.model, i.groups, await this.orders(setting, allocation));
+  }
+
+  /** The orders an allocation prunes by: the uniform one's coupled groups stratified (groups.ts stratifiedOrder). */
+  async orders(setting: string, allocation: Allocation): Promise<Map<string, GroupRanking>> {
+    const r = await this.rankings(setting);
+    return allocation === 'uniform' ? uniformRankings(r, (await this.inputs()).prunable) : r;
   }
 
   /** Would a point of this many seconds likely end after the time budget? */
@@ -402,7 +408,7 @@ class Run {
   async allocate(setting: string, allocation: Allocation, budgetName: string): Promise<{ keep: Record<string, number>; reached: number }> {
     const { prunable } = await this.inputs();
     const budget = parseCutoff(budgetName) as Budget;
-    const cost = await this.cost(setting);
+    const cost = await this.cost(setting, allocation);
     if (allocation === 'uniform') return allocateUniform(budget, prunable, cost);
     const rankings = await this.rankings(setting);
     if (allocation === 'curve') return allocateByCurve(budget, prunable, rankings, cost);
@@ -420,8 +426,7 @@ class Run {
     const a = await this.allocate(setting, allocation, budget);
     const id = `${setting}|${allocation}|${budget}`;
     if (this.lastPruned?.id !== id) {
-      const rankings = await this.rankings(setting);
-      const plan: PruningPlan = planOf(rankings, a.keep, (await this.inputs()).groups);
+      const plan: PruningPlan = planOf(await this.orders(setting, allocation), a.keep, (await this.inputs()).groups);
       this.lastPruned = { id, model: applyPlan(model, plan) };
     }
     return { model: this.lastPruned.model, keep: a.keep, reached: a.reached };

@@ -424,3 +424,52 @@ export function keptChannels(order: readonly number[], keep: number, group?: Cha
   }
   return kept.sort((a, b) => a - b);
 }
+
+/**
+ * A coupled group's order for the uniform allocation ("every layer loses the same fraction"):
+ * the group's channels fall into strata by the members that carry them (an option-A stream: the
+ * channels every stage carries, those of the later stages only, those of the last stage only),
+ * and any prefix of the result takes from each stratum in proportion to its size, best first by
+ * `order` within it. So every conv of the group loses the same fraction, as every other layer
+ * does; the plain order would let the one reading at the group's last Add choose between stages,
+ * which is an allocation, not a ranking. Other groups: `order` unchanged.
+ */
+export function stratifiedOrder(order: readonly number[], group: ChannelGroup): number[] {
+  if (!group.coupled) return [...order];
+  const strata = new Map<string, number[]>();
+  for (const j of order) {
+    const sig = group.members.map((m) => (j >= m.offset && j < m.offset + m.width ? '1' : '0')).join('');
+    const s = strata.get(sig);
+    if (s) s.push(j);
+    else strata.set(sig, [j]);
+  }
+  const lists = [...strata.values()];
+  if (lists.length === 1) return [...order];
+  const rank = new Map(order.map((j, i) => [j, i]));
+  const taken = lists.map(() => 0);
+  const out: number[] = [];
+  for (let m = 1; m <= order.length; m++) {
+    // the stratum furthest below its share of the first m channels; ties: its next channel ranks first
+    let best = -1;
+    let bestDeficit = -Infinity;
+    for (let s = 0; s < lists.length; s++) {
+      if (taken[s]! >= lists[s]!.length) continue;
+      const deficit = (m * lists[s]!.length) / order.length - taken[s]!;
+      const better = deficit > bestDeficit + 1e-12 || (Math.abs(deficit - bestDeficit) <= 1e-12 && rank.get(lists[s]![taken[s]!]!)! < rank.get(lists[best]![taken[best]!]!)!);
+      if (better) (best = s), (bestDeficit = deficit);
+    }
+    out.push(lists[best]![taken[best]!++]!);
+  }
+  return out;
+}
+
+/** Rankings whose coupled groups' orders are stratified (stratifiedOrder): what the uniform allocation prunes by. */
+export function uniformRankings<R extends { order: number[] }>(rankings: ReadonlyMap<string, R>, groups: readonly ChannelGroup[]): Map<string, R> {
+  const byName = new Map(groups.map((g) => [g.name, g]));
+  return new Map(
+    [...rankings].map(([name, r]) => {
+      const g = byName.get(name);
+      return [name, g?.coupled ? { ...r, order: stratifiedOrder(r.order, g) } : r];
+    }),
+  );
+}

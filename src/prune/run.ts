@@ -33,7 +33,7 @@ import { chipCriterion, hrankCriterion } from './activation-criteria.js';
 import { l1Criterion, randomCriterion, requireCurve } from './criteria.js';
 import { type CutoffSpec, cutoffName, parseCutoff } from './cutoff-spec.js';
 import { fractionCutoff, ptestCutoff, screeCutoff, withCandidate, xmeansCutoff } from './cutoffs.js';
-import { channelGroups, keptChannels, RESIDUAL_MODES, type ResidualMode } from './groups.js';
+import { channelGroups, keptChannels, RESIDUAL_MODES, type ResidualMode, uniformRankings } from './groups.js';
 import { applyPlan, foldingNotes, maskPlan } from './surgery.js';
 import type { ChannelGroup, Criterion, CutoffDecision, GroupRanking, PruningPlan } from './types.js';
 
@@ -372,6 +372,8 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     for (const r of list) rankings.set(r.group, r);
   }
   stage('rank');
+  // the uniform allocation and keep:F take the same fraction of every conv, also inside a coupled group (groups.ts stratifiedOrder)
+  if ((budget && o.allocation === 'uniform') || cutoff.kind === 'keep') for (const [name, r] of uniformRankings(rankings, prunable)) rankings.set(name, r);
 
   const cost = costModel(model, groups, rankings);
   const decisions = new Map<string, CutoffDecision>();

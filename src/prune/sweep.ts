@@ -16,7 +16,7 @@ import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } fr
 import { convFilters, costModel } from './cost.js';
 import { cutoffName, parseCutoff } from './cutoff-spec.js';
 import { checkOutDir, CRITERIA, type CriterionName, evalAcc, loadInputs, makeCriterion, sortedPrefix } from './run.js';
-import type { ResidualMode } from './groups.js';
+import { type ResidualMode, uniformRankings } from './groups.js';
 import { applyPlan } from './surgery.js';
 import type { ChannelGroup, Criterion, GroupRanking, PruningPlan } from './types.js';
 
@@ -83,7 +83,9 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   const bar = progress('sweep', o.criteria.length * (budgets.length + (o.perLayer ? prunable.length * budgets.length : 0)));
   for (const name of o.criteria) {
     const criterion: Criterion = makeCriterion(name, { alpha: o.alpha, sigma: o.sigma, samples: o.samples, seed: o.seed, threads: o.threads, checkpointDir: join(ckptDir, 'rank'), fresh: o.fresh });
-    const rankings = new Map((await criterion.rank(model, prunable, { data: calibration, mean: norm.mean, std: norm.std, seed: o.seed, threads: o.threads })).map((r) => [r.group, r]));
+    const ranked = new Map((await criterion.rank(model, prunable, { data: calibration, mean: norm.mean, std: norm.std, seed: o.seed, threads: o.threads })).map((r) => [r.group, r]));
+    // the uniform allocation takes the same fraction of every conv, also inside a coupled group (groups.ts stratifiedOrder)
+    const rankings = o.allocation === 'uniform' ? uniformRankings(ranked, prunable) : ranked;
     // a coupled group's cost depends on which channels its order keeps (cost.ts): one cost model per criterion
     const cost = costModel(model, groups, rankings);
     for (const b of budgets) {
