@@ -106,7 +106,7 @@ test('prune ResNet-20 --criterion l1 --cutoff keep:0.5 --residual all: the resid
   const r = cli(['prune', '--model', join(MODELS_DIR, 'resnet20_cifar10.onnx'), '--criterion', 'l1', '--cutoff', 'keep:0.5', '--residual', 'all', '--test-limit', '300', '--bn-images', '256', '--heldout', '50', '--out', out]);
   assert.equal(r.status, 0, r.stderr);
   const { report, counted } = await checkOutputs(out);
-  type Layer = { name: string; channels: number; kept: number; prunable: boolean; keepIndices: number[]; coupled?: { convs: string[]; couplers: string[] } };
+  type Layer = { name: string; channels: number; kept: number; prunable: boolean; keepIndices: number[]; order: number[]; cutOrder?: number[]; coupled?: { convs: string[]; couplers: string[] } };
   const layers = report.layers as Layer[];
   // 9 inner convs and one group for the stem, the 9 blocks' second convs, 9 Adds and the 2 shortcut Pads
   assert.equal(layers.length, 10);
@@ -128,6 +128,15 @@ test('prune ResNet-20 --criterion l1 --cutoff keep:0.5 --residual all: the resid
       assert.equal(c.outChannels, (hi! - lo!) / 2, c.name);
     }
   }
+  // the report keeps the criterion's order (what its curve belongs to) and names the order the
+  // group was cut by: keepIndices are the first `kept` of cutOrder, not of order (stage 1's
+  // channels 24..39 would otherwise not be exactly halved, as asserted above)
+  const sorted = (a: number[]) => [...a].sort((x, y) => x - y);
+  assert.ok(stream.cutOrder, 'the stream group records its cut order');
+  assert.deepEqual(sorted(stream.cutOrder!), sorted(stream.order));
+  assert.deepEqual(sorted(stream.keepIndices), sorted(stream.cutOrder!.slice(0, stream.kept)));
+  assert.notDeepEqual(sorted(stream.keepIndices), sorted(stream.order.slice(0, stream.kept)));
+  for (const l of layers) if (!l.coupled) assert.equal(l.cutOrder, undefined, l.name);
 });
 
 test('prune --criterion cmi --cutoff scree on a small CNN: per-layer decisions from held-out candidates, report and ONNX agree', { skip: addonSkip }, async () => {

@@ -372,10 +372,15 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     for (const r of list) rankings.set(r.group, r);
   }
   stage('rank');
-  // the uniform allocation and keep:F take the same fraction of every conv, also inside a coupled group (groups.ts stratifiedOrder)
-  if ((budget && o.allocation === 'uniform') || cutoff.kind === 'keep') for (const [name, r] of uniformRankings(rankings, prunable)) rankings.set(name, r);
+  // the uniform allocation and keep:F take the same fraction of every conv, also inside a coupled
+  // group (groups.ts stratifiedOrder): those groups are cut by their stratified order, while the
+  // report keeps the criterion's own order, which its curve belongs to
+  const cutOrders = new Map<string, number[]>();
+  if ((budget && o.allocation === 'uniform') || cutoff.kind === 'keep')
+    for (const [name, r] of uniformRankings(rankings, prunable)) if (r.order !== rankings.get(name)!.order) cutOrders.set(name, r.order);
+  const orderOf = (name: string): number[] => cutOrders.get(name) ?? rankings.get(name)!.order;
 
-  const cost = costModel(model, groups, rankings);
+  const cost = costModel(model, groups, new Map([...rankings.keys()].map((name) => [name, { order: orderOf(name) }])));
   const decisions = new Map<string, CutoffDecision>();
   let allocation: Allocation | undefined;
   const probe = heldoutProbe(model, heldout, norm);
@@ -389,7 +394,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
         heldoutBaseline = await probe.baseline();
         const bar = progress('sensitivity (held-out)', prunable.length * 9);
         allocation = await allocateBySensitivity(budget, prunable, cost, async (g, k) => {
-          const a = await probe.withLayer(g, sortedPrefix(rankings.get(g.name)!.order, k, g));
+          const a = await probe.withLayer(g, sortedPrefix(orderOf(g.name), k, g));
           bar.tick(1, { layer: g.name });
           return heldoutBaseline! - a;
         }, o.minKeep);
@@ -456,13 +461,16 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
           return d.keep;
         },
       });
-      for (const l of chains.layers) rankings.set(l.layer, { ...toGroupRanking(l), evidence: { ...toGroupRanking(l).evidence, chain: l.chain, conditionedOn: l.conditionedOn } });
+      for (const l of chains.layers) {
+        rankings.set(l.layer, { ...toGroupRanking(l), evidence: { ...toGroupRanking(l).evidence, chain: l.chain, conditionedOn: l.conditionedOn } });
+        cutOrders.delete(l.layer); // a chain's ranking is cut as it comes
+      }
     }
   } finally {
     probe.dispose();
   }
   const plan: PruningPlan = {
-    keep: Object.fromEntries(prunable.map((g) => [g.name, sortedPrefix(rankings.get(g.name)!.order, decisions.get(g.name)!.keep, g)])),
+    keep: Object.fromEntries(prunable.map((g) => [g.name, sortedPrefix(orderOf(g.name), decisions.get(g.name)!.keep, g)])),
     provenance: { tool: 'cmiprune', version: PRUNE_ALGORITHM_VERSION, criterion: criterionLabel, formulation: o.formulation, order: o.order, cutoff: cutoffName(cutoff), allocation: allocation?.rule ?? null, seed: o.seed },
   };
   stage('cutoff');
@@ -559,6 +567,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     data: { name: o.data, source: describeDataSpec(o.data), calibration: calibration.n, heldout: heldout.n, test: test.n, heldoutFrom: 'training images outside the calibration sample' },
     cutoffRules: {
       offByOne: 'curve[i] is measured after i+1 channels are kept, so curve index i means keep = i + 1',
+      cutOrder: "a coupled group under the uniform allocation or keep:F is cut by its cutOrder: the criterion's order stratified so every conv carrying the group loses the same fraction (keepIndices = the first `kept` of it); its curve belongs to `order`, so the curve at `kept` approximates what was removed",
       candidates: 'scree/X-Means: among the candidates, the fewest channels whose held-out accuracy with that layer pruned alone is within the tolerance; else the most',
       budgets: `keep:F per layer; filters/params/flops:F global by the '${o.allocation}' allocation (uniform: one fraction per layer; curve: one threshold on curve/curveTotal; sensitivity: greedy on per-layer held-out drops)`,
     },
@@ -574,6 +583,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
         ...(g.reason ? { reason: g.reason } : {}),
         ...(g.coupled ? { coupled: g.coupled } : {}),
         ...(r ? { order: r.order, curve: r.curve ?? null, curveTotal: r.curveTotal ?? null, curveName: r.curveName ?? null, pValues: r.pValues ?? null, criterion: r.evidence ?? {} } : {}),
+        ...(cutOrders.has(g.name) ? { cutOrder: cutOrders.get(g.name) } : {}),
         ...(d ? { cutoff: d } : {}),
         ...(chains ? { chain: chains.layers.find((l) => l.layer === g.name)?.chain ?? null, conditionedOn: chains.layers.find((l) => l.layer === g.name)?.conditionedOn ?? [] } : {}),
         keepIndices: plan.keep[g.name] ?? null,
