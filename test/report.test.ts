@@ -259,6 +259,14 @@ test('report html: a report without curves, fine-tuning or sweep still renders e
   assert.equal(document.getElementById('plot-sweep'), null);
 });
 
+test('report html: the curves caption names a coupled group cut by its stratified order, and only then', async () => {
+  const caption = (html: string) => parseHTML(html).document.querySelector('#plot-curves figcaption')!.textContent!;
+  assert.doesNotMatch(caption(await page()), /stratified order/);
+  const r = fakeReport();
+  r.layers[1]!.cutOrder = [3, 0, 5, 1, 2, 4];
+  assert.match(caption(await renderReportHtml(r)), /Cut by a stratified order \(conv1\)/);
+});
+
 test('renderSvg: idPrefix makes clip-path ids and their url(#...) references page-unique', async () => {
   const spec = { data: { values: [{ x: 0, y: 0 }, { x: 2, y: 3 }] }, mark: { type: 'line', clip: true }, encoding: { x: { field: 'x', type: 'quantitative', scale: { domain: [0, 1] } }, y: { field: 'y', type: 'quantitative' } } } as const;
   const [a, b] = [await renderSvg(spec as never, { idPrefix: 'fig-a' }), await renderSvg(spec as never, { idPrefix: 'fig-b' })];

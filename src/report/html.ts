@@ -32,6 +32,8 @@ export interface ReportLayer {
   /** the curve's value with nothing kept; curve / curveTotal is comparable across layers */
   curveTotal?: number | null;
   curveName?: string | null;
+  /** a coupled group cut by its stratified order (every conv carrying it loses the same fraction), not by the curve's order */
+  cutOrder?: number[] | null;
   /** evidence: candidates (ReportCandidate[]), heldoutAccuracy ({keep: accuracy}), heldoutBaseline */
   cutoff?: { keep: number; rule: string; evidence?: Record<string, unknown> };
 }
@@ -384,6 +386,7 @@ export async function renderReportHtml(report: PruneReportLike, opts: ReportHtml
     : null;
   const nCands = panels.reduce((s, p) => s + p.candidates.length, 0);
   const rising = panels.filter((p) => p.reading).map((p) => p.layer);
+  const stratified = layers.flatMap((l, i) => (Array.isArray(l.cutOrder) && Array.isArray(l.curve) ? [labels[i]!] : []));
   const curvesCaption =
     `Each prunable layer's importance curve${curveName ? ` (<code>${escapeHtml(curveName)}</code>)` : ''}, divided by its value with nothing kept ` +
     `(<code>curveTotal</code>) so layers compare, against the number of channels kept: point <i>i</i> of the curve belongs to keep = <i>i</i> + 1. ` +
@@ -391,7 +394,10 @@ export async function renderReportHtml(report: PruneReportLike, opts: ReportHtml
     (rising.length
       ? ` Dashed green: the running minimum of a curve that rises again (${escapeHtml(rising.join(', '))}): the cut-offs and the curve allocation read that, and the candidates sit on it.`
       : '') +
-    (fallback.length && fallback.length < panels.length ? ` Without a positive curveTotal, normalised by the curve's largest absolute value: ${escapeHtml(fallback.join(', '))}.` : '');
+    (fallback.length && fallback.length < panels.length ? ` Without a positive curveTotal, normalised by the curve's largest absolute value: ${escapeHtml(fallback.join(', '))}.` : '') +
+    (stratified.length
+      ? ` Cut by a stratified order (${escapeHtml(stratified.join(', '))}): a coupled group whose convs each lose the same fraction, so its kept channels are not the first ones of the order its curve follows, and the curve at the chosen keep only approximates what was removed.`
+      : '');
 
   // 2. widths
   const widthsSvg = layers.length
