@@ -24,6 +24,9 @@ export const DEFAULT_MODEL = sharedModel('resnet56_cifar10.onnx').path;
 /** CHIP's published ResNet-56 reductions: 47.4% of the multiply-adds, 42.8% of the parameters */
 export const DEFAULT_RECOVER_BUDGETS = ['flops:0.474', 'params:0.428'];
 
+/** `--residual inner`'s sweep budgets: the default grid up to what that mode can remove */
+export const INNER_BUDGETS = [0.1, 0.2, 0.3, 0.4].map((f) => `filters:${f}`);
+
 /** DepGraph reports a MAC speed-up; as a fraction removed that is 1 - 1/2.13 */
 const DEPGRAPH_SPEEDUP = 2.13;
 
@@ -55,8 +58,10 @@ export const RESNET56: ExperimentConfig = {
   steps: ['rankings', 'sweep-uniform', 'sweep-global', 'recovered', 'report'],
   defaultBudgets: DEFAULT_BUDGETS,
   defaultRecoverBudgets: DEFAULT_RECOVER_BUDGETS,
-  // coupled pruning across the Adds by default: the anchors prune the stage channels too
-  residual: { default: 'all' },
+  // coupled pruning across the Adds by default: the anchors prune the stage channels too.
+  // `inner` prunes only the blocks' first convs, 1,008 of the 2,032 filters: at one filter left
+  // per conv at most 48.3% of all filters can go, so its sweep stops at 40%
+  residual: { default: 'all', budgets: { inner: INNER_BUDGETS } },
   report: {
     title: 'ResNet-56 on CIFAR-10',
     // the issue's target: with ≤ 3 epochs of CPU fine-tuning, ≥ 47% fewer multiply-adds and ≥ 42%

@@ -223,10 +223,14 @@ test('command line: --residual (default all) and the steps it has; variants is n
   assert.deepEqual(Object.keys(s.steps).sort(), ['baseline', 'rankings', 'sensitivity', 'sweep-global', 'sweep-uniform']);
   assert.match(s.waiting[0], /^recovered: the best configurations are chosen from both sweeps/);
   assert.match(s.files.section, /results\/sections\/resnet56-inner\.md$/);
+  // inner can remove at most ~48% of all filters: its sweeps stop at 40% (10 settings x 4 budgets
+  // x 2 stages), the default mode's go to 70% (x 7 budgets)
+  assert.equal(s.steps['sweep-uniform'].planned, 10 * 4 * 2);
   const byDefault = spawnSync(process.execPath, [cli, '--model', resnet, '--step', 'report', '--results', results, '--out', join(results, 'out')], { encoding: 'utf8', env });
   assert.equal(byDefault.status, 0, byDefault.stderr);
   const d = JSON.parse(byDefault.stdout.trim());
   assert.equal(d.residual, 'all');
+  assert.equal(d.steps['sweep-uniform'].planned, 10 * 7 * 2);
   assert.match(d.files.section, /results\/sections\/resnet56\.md$/);
   // both modes' sections stay in RESULTS.md, the default's first
   const md = readFileSync(d.files.markdown, 'utf8');

@@ -97,8 +97,11 @@ export interface ExperimentConfig {
   steps: readonly Step[];
   defaultBudgets: readonly string[];
   defaultRecoverBudgets: readonly string[];
-  /** residual networks: the --residual option and its default; absent: no option, and no residual field in any key */
-  residual?: { default: ResidualMode };
+  /**
+   * residual networks: the --residual option and its default, and sweep budgets per mode where
+   * they differ from defaultBudgets; absent: no option, and no residual field in any key
+   */
+  residual?: { default: ResidualMode; budgets?: Partial<Record<ResidualMode, readonly string[]>> };
   /** the RESULTS section: title, targets, anchors, notes */
   report: ReportProfile;
 }
@@ -718,9 +721,15 @@ function fmtMinutes(s: number): string {
 
 // ---------------------------------------------------------------------------------------------
 
+/** The sweep budgets of a run without --budgets: the residual mode's own where the config has them. */
+export function defaultBudgetsOf(config: ExperimentConfig, residual?: ResidualMode): readonly string[] {
+  return (residual && config.residual?.budgets?.[residual]) || config.defaultBudgets;
+}
+
 function resolveOptions(config: ExperimentConfig, opts: ExperimentOptions): Resolved {
   const model = resolve(opts.model ?? config.defaultModel.path);
-  const budgets = (opts.budgets ?? config.defaultBudgets).map(normBudget);
+  const mode = config.residual ? (opts.residual ?? config.residual.default) : undefined;
+  const budgets = (opts.budgets ?? defaultBudgetsOf(config, mode as ResidualMode | undefined)).map(normBudget);
   const recoverBudgets = (opts.recoverBudgets ?? config.defaultRecoverBudgets).map(normBudget);
   if (opts.steps) {
     const other = opts.steps.filter((st) => !config.steps.includes(st));
@@ -943,7 +952,14 @@ export async function experimentMain(config: ExperimentConfig, argv = process.ar
     .option('--model <path>', 'ONNX model', config.defaultModel.path)
     .option('--data <spec>', 'cifar10, an image folder or arrays (as cmiprune prune)', 'cifar10')
     .option('--step <steps>', `all, or some of: ${config.steps.join(', ')} (comma-separated)`, stepsOption(config), [...config.steps])
-    .option('--budgets <list>', 'sweep budgets (filters:F, params:F, flops:F or bare F = filters)', list, [...config.defaultBudgets])
+    .option(
+      '--budgets <list>',
+      `sweep budgets (filters:F, params:F, flops:F or bare F = filters) (default: ${config.defaultBudgets.join(',')}` +
+        `${Object.entries(config.residual?.budgets ?? {})
+          .map(([m, b]) => `; with --residual ${m}: ${b!.join(',')}`)
+          .join('')})`,
+      list,
+    )
     .option('--criteria <list>', `sweep criterion settings: ${SWEEP_SETTINGS.map((s) => s.id).join(', ')}`, list)
     .option('--results <dir>', `result store (default: results/points/${config.id}/<model sha256> in the repository)`)
     .option('--out <dir>', 'where RESULTS.md and results/ go (default: the repository root)')
