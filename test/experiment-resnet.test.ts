@@ -119,11 +119,12 @@ test('ResNet experiment on a tiny residual net: every step, residual mode in the
   for (const p of reread.list()) assert.equal(p.createdAt, stamps.get(p.id), p.id);
 
   // the section: generated numbers, anchors labelled as published, the target stated
-  // --residual inner is not the default mode: its own section, titled and commanded with the mode
-  const section = await readFile(join(out, 'results', 'sections', 'resnet56-inner.md'), 'utf8');
-  assert.equal(r2.files!.section, join(out, 'results', 'sections', 'resnet56-inner.md'));
-  assert.match(section, /^# resnet8\.onnx on cifar10, `--residual inner`: pruning by conditional mutual information against other criteria\n/);
-  assert.ok(section.includes('`npm run experiment:resnet56 -- --residual inner`'));
+  // --residual inner is the default mode: the experiment's own section, no mode in its title or command
+  const section = await readFile(join(out, 'results', 'sections', 'resnet56.md'), 'utf8');
+  assert.equal(r2.files!.section, join(out, 'results', 'sections', 'resnet56.md'));
+  assert.match(section, /^# resnet8\.onnx on cifar10: pruning by conditional mutual information against other criteria\n/);
+  assert.ok(section.includes('`npm run experiment:resnet56`'));
+  assert.ok(!section.includes('--residual'));
   const base = reread.get<{ accuracy: number }>(keys.baseline(setup))!.value.accuracy;
   assert.ok(section.includes(`**${fmtAcc(base)}** top-1 on 200 test images`));
   assert.ok(section.includes('Residual mode `inner`'));
@@ -150,8 +151,8 @@ test('ResNet experiment on a tiny residual net: every step, residual mode in the
   // untrained and tiny: a missed target states its distance (a drop over, or short of a reduction)
   assert.match(targetRow, /\| \*\*(yes|no)\*\* \| (met: |not met: .*(points over 0\.30|percentage points short of|reached, at an accuracy change))/);
   // the plots are this experiment's own, not VGG16's files
-  assert.deepEqual((await readdir(join(out, 'results', 'resnet56-inner'))).sort(), ['sweep-global.svg', 'sweep-uniform.svg']);
-  assert.ok(section.includes('](results/resnet56-inner/sweep-uniform.svg)'));
+  assert.deepEqual((await readdir(join(out, 'results', 'resnet56'))).sort(), ['sweep-global.svg', 'sweep-uniform.svg']);
+  assert.ok(section.includes('](results/resnet56/sweep-uniform.svg)'));
 
   // RESULTS.md: the VGG16 section (first) and this one; each report keeps the other's section
   const vggModel = join(dir, 'small.onnx');
@@ -209,32 +210,33 @@ test('--residual all: the residual stream is one coupled group; the sweeps remov
   assert.deepEqual([...budgetsRead].sort(), ['filters:0.3', 'filters:0.6']);
 });
 
-test('command line: --residual (default all) and the steps it has; variants is not one of them', () => {
+test('command line: --residual (default inner) and the steps it has; variants is not one of them', () => {
   const cli = join(REPO_ROOT, 'dist/experiments/resnet56.js');
   const env = { ...process.env, CMIPRUNE_NO_PROGRESS: '1' };
   const results = join(dir, 'cli');
-  const ok = spawnSync(process.execPath, [cli, '--model', resnet, '--residual', 'inner', '--step', 'report', '--results', results, '--out', join(results, 'out')], { encoding: 'utf8', env });
+  const ok = spawnSync(process.execPath, [cli, '--model', resnet, '--residual', 'all', '--step', 'report', '--results', results, '--out', join(results, 'out')], { encoding: 'utf8', env });
   assert.equal(ok.status, 0, ok.stderr);
   const s = JSON.parse(ok.stdout.trim());
   assert.equal(s.computed, 0);
-  assert.equal(s.residual, 'inner');
+  assert.equal(s.residual, 'all');
   // nothing stored: the recovered step waits for the sweeps, the variants are not planned at all
   // (sensitivity: the random order's global allocation, with every criterion by default)
   assert.deepEqual(Object.keys(s.steps).sort(), ['baseline', 'rankings', 'sensitivity', 'sweep-global', 'sweep-uniform']);
   assert.match(s.waiting[0], /^recovered: the best configurations are chosen from both sweeps/);
-  assert.match(s.files.section, /results\/sections\/resnet56-inner\.md$/);
+  // --residual all is not the default mode: its own section
+  assert.match(s.files.section, /results\/sections\/resnet56-all\.md$/);
   // inner can remove at most ~48% of all filters: its sweeps stop at 40% (10 settings x 4 budgets
-  // x 2 stages), the default mode's go to 70% (x 7 budgets)
-  assert.equal(s.steps['sweep-uniform'].planned, 10 * 4 * 2);
+  // x 2 stages), all's go to 70% (x 7 budgets)
+  assert.equal(s.steps['sweep-uniform'].planned, 10 * 7 * 2);
   const byDefault = spawnSync(process.execPath, [cli, '--model', resnet, '--step', 'report', '--results', results, '--out', join(results, 'out')], { encoding: 'utf8', env });
   assert.equal(byDefault.status, 0, byDefault.stderr);
   const d = JSON.parse(byDefault.stdout.trim());
-  assert.equal(d.residual, 'all');
-  assert.equal(d.steps['sweep-uniform'].planned, 10 * 7 * 2);
+  assert.equal(d.residual, 'inner');
+  assert.equal(d.steps['sweep-uniform'].planned, 10 * 4 * 2);
   assert.match(d.files.section, /results\/sections\/resnet56\.md$/);
   // both modes' sections stay in RESULTS.md, the default's first
   const md = readFileSync(d.files.markdown, 'utf8');
-  assert.deepEqual(md.match(/^# .*$/gm)?.map((h) => /--residual inner/.test(h)), [false, true]);
+  assert.deepEqual(md.match(/^# .*$/gm)?.map((h) => /--residual all/.test(h)), [false, true]);
   for (const [args, message] of [
     [['--step', 'variants'], /expected all or one of: rankings, sweep-uniform, sweep-global, recovered, report/],
     [['--residual', 'outer'], /expected one of: inner, all/],
