@@ -128,6 +128,8 @@ test('ResNet experiment on a tiny residual net: every step, residual mode in the
   const base = reread.get<{ accuracy: number }>(keys.baseline(setup))!.value.accuracy;
   assert.ok(section.includes(`**${fmtAcc(base)}** top-1 on 200 test images`));
   assert.ok(section.includes('Residual mode `inner`'));
+  // the prunable layers this mode has (the baseline point is shared with --residual all's)
+  assert.ok(section.includes(`; ${INNER.length} prunable conv layers (a coupled group counted as one);`));
   for (const step of ['sweep-uniform', 'sweep-global'] as const) {
     for (const [c, allocation] of [['cmi-a2-median', step === 'sweep-uniform' ? 'uniform' : 'curve'], ['l1', step === 'sweep-uniform' ? 'uniform' : 'curve']] as const) {
       for (const b of o.budgets) {

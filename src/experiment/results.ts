@@ -700,8 +700,12 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
   md.push('');
   if (basePoint) {
     const b = basePoint.value;
+    // the baseline is shared by the residual modes, its prunable count by the mode it ran under:
+    // this setup's rankings say how many groups this mode prunes
+    const ranked = store.list<RankValue>({ kind: 'rank', data: setup.data, samples: setup.samples, seed: setup.seed, residual: setup.residual })[0];
+    const layers = ranked ? ranked.value.rankings.length : b.layers;
     md.push(
-      `Unpruned: **${fmtAcc(b.accuracy)}** top-1 on ${int(b.test)} test images; ${int(b.filters)} filters in ${b.layers} prunable conv layers, ${int(b.params)} parameters, ${int(b.macs)} multiply-adds per image. Drops below are in percentage points against this accuracy, on the same test images.`,
+      `Unpruned: **${fmtAcc(b.accuracy)}** top-1 on ${int(b.test)} test images; ${int(b.filters)} conv filters; ${layers} prunable conv layers (a coupled group counted as one); ${int(b.params)} parameters, ${int(b.macs)} multiply-adds per image. Drops below are in percentage points against this accuracy, on the same test images.`,
     );
   } else md.push('Unpruned accuracy: not measured yet.');
   md.push('');
