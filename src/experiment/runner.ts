@@ -599,7 +599,10 @@ class Run {
     for (const { criterion, allocation } of configs) {
       items.push(this.rankItem(criterion));
       if (allocation === 'sensitivity') items.push(this.sensitivityItem(criterion));
-      for (const b of this.o.recoverBudgets) {
+    }
+    // budget by budget, every configuration: a run cut by its time budget leaves whole comparisons
+    for (const b of this.o.recoverBudgets) {
+      for (const { criterion, allocation } of configs) {
         const startKey = keys.recoveredStart(criterion, allocation, b, this.setup);
         items.push(
           this.single(startKey, `recovered ${criterion} ${allocation} ${b}: surgery + BN`, async (): Promise<RecoveredStartValue> => {
