@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { runExperiment, type ExperimentOptions } from '../experiments/vgg16.js';
 import {
+  accuracyAt,
+  chooseRecovered,
   fmtAcc,
   keys,
   type Setup,
@@ -71,6 +73,48 @@ async function allFiles(root: string): Promise<string[]> {
   }
   return out;
 }
+
+test('accuracyAt: linear between the sweep points around x, the nearest point outside the swept range', () => {
+  const pts = [{ x: 0.4, accuracy: 0.6 }, { x: 0.2, accuracy: 0.9 }, { x: 0.6, accuracy: 0.2 }];
+  assert.ok(Math.abs(accuracyAt(pts, 0.3) - 0.75) < 1e-12);
+  assert.ok(Math.abs(accuracyAt(pts, 0.5) - 0.4) < 1e-12);
+  assert.equal(accuracyAt(pts, 0.4), 0.6);
+  assert.equal(accuracyAt(pts, 0.1), 0.9);
+  assert.equal(accuracyAt(pts, 0.9), 0.2);
+});
+
+test('chooseRecovered: the configurations are scored at the recovery budgets, not over the sweep\'s 30-60%', async () => {
+  const store = await ResultStore.open(join(dir, 'choice-store'), 'c'.repeat(64));
+  const setup: Setup = { data: 'cifar10', samples: 64, seed: 0, test: 'all', bnImages: 128, heldout: 100 };
+  const budgets = ['filters:0.1', 'filters:0.3', 'filters:0.5'];
+  // bn accuracy per budget; multiply-adds removed = 2 x filters removed for every configuration
+  const acc: Record<string, number[]> = {
+    'l1@uniform': [0.9, 0.8, 0.1], // best at 40-60% multiply-adds removed, poor at 50% filters
+    'chip@uniform': [0.85, 0.7, 0.5], // best over 30-50% filters
+    'cmi-a2-median@uniform': [0.88, 0.75, 0.3],
+  };
+  for (const c of ['l1', 'chip', 'cmi-a2-median'])
+    for (const [step, allocation] of [['sweep-uniform', 'uniform'], ['sweep-global', 'curve']] as const)
+      for (const [i, b] of budgets.entries()) {
+        const f = Number(b.split(':')[1]);
+        const accuracy = acc[`${c}@${allocation}`]?.[i] ?? 0.2;
+        await store.put(keys.sweep(step, c, allocation, b, 'bn', setup), { keep: {}, reached: f, removed: { filters: f, params: 2 * f, macs: 2 * f }, accuracy }, { wall: 0, cpu: 0 });
+      }
+  const settings = ['l1', 'chip', 'cmi-a2-median'];
+  const choice = chooseRecovered(store, setup, settings, budgets, ['flops:0.5']);
+  assert.equal(choice.complete, true);
+  // at 50% of the multiply-adds (25% filters): l1 0.825, chip 0.7375, cmi 0.7825
+  assert.deepEqual([choice.other?.criterion, choice.other?.allocation], ['l1', 'uniform']);
+  assert.ok(Math.abs(choice.other!.score! - 0.825) < 1e-12);
+  assert.deepEqual([choice.cmi?.criterion, choice.cmi?.allocation], ['cmi-a2-median', 'uniform']);
+  assert.ok(Math.abs(choice.cmi!.score! - 0.7825) < 1e-12);
+  // at 100% multiply-adds removed (beyond the sweep), the last point's: chip 0.5 wins
+  assert.equal(chooseRecovered(store, setup, settings, budgets, ['flops:1']).other?.criterion, 'chip');
+  // a missing sweep point: that configuration has no score, and the choice is not complete
+  const partial = chooseRecovered(store, setup, settings, [...budgets, 'filters:0.7'], ['flops:0.5']);
+  assert.equal(partial.complete, false);
+  assert.equal(partial.other, null);
+});
 
 test('store: stable ids, points written atomically, reread; other versions, other models and damaged files are not listed', async () => {
   const root = join(dir, 'store-unit');

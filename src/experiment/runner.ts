@@ -581,7 +581,7 @@ class Run {
       return { criterion, allocation: (allocation ?? globalAllocationOf(criterion)) as Allocation };
     };
     if (this.o.recoverCmi && this.o.recoverOther) return { configs: [parse(this.o.recoverCmi), parse(this.o.recoverOther)], waiting: null };
-    const choice = chooseRecovered(this.store, this.setup, this.o.criteria, this.o.budgets);
+    const choice = chooseRecovered(this.store, this.setup, this.o.criteria, this.o.budgets, this.o.recoverBudgets);
     if (!choice.complete) {
       const missing = choice.scores.filter((s) => s.score === null).length;
       return { configs: [], waiting: `recovered: the best configurations are chosen from both sweeps, and ${missing} of ${choice.scores.length} configurations still lack points (or give --recover-cmi and --recover-other)` };
@@ -901,6 +901,7 @@ export async function runExperiment(config: ExperimentConfig, opts: ExperimentOp
       finetune: ft,
       settings: o.criteria,
       budgets: o.budgets,
+      recoverBudgets: o.recoverBudgets,
       variantAlpha: o.variantAlpha,
       variantSigma: o.variantSigma,
       modelPath: isDefault ? config.defaultModel.label : o.model,
