@@ -109,13 +109,15 @@ test('ResNet experiment on a tiny residual net: every step, residual mode in the
     assert.ok(what >= Number(String(p.key.budget).split(':')[1]) - 1e-9, `${p.id}: ${what}`);
   }
   assert.equal(new Set(starts.map((p) => String(p.key.criterion))).size, 2, 'one CMI and one other configuration');
-  // budget by budget: both configurations' points of the first recovery budget come before the second's
+  // budget by budget: both configurations' points of the first recovery budget come before the
+  // second's; within a budget, both plain fine-tunings before either distilled one
   const ftOrder = store
     .list()
     .filter((p) => p.key.kind === 'recovered-start' || p.key.kind === 'finetune-epoch')
     .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
-    .map((p) => String(p.key.budget));
-  assert.deepEqual(ftOrder, [...Array(6).fill('flops:0.474'), ...Array(6).fill('params:0.428')]);
+    .map((p) => `${p.key.budget} ${p.key.kind === 'recovered-start' ? 'start' : p.key.distill === 'none' ? 'plain' : 'distilled'}`);
+  const block = (b: string) => [`${b} start`, `${b} plain`, `${b} start`, `${b} plain`, `${b} distilled`, `${b} distilled`];
+  assert.deepEqual(ftOrder, [...block('flops:0.474'), ...block('params:0.428')]);
   const stamps = new Map(store.list().map((p) => [p.id, p.createdAt]));
 
   const r2 = await runResnet(o);

@@ -600,7 +600,8 @@ class Run {
       items.push(this.rankItem(criterion));
       if (allocation === 'sensitivity') items.push(this.sensitivityItem(criterion));
     }
-    // budget by budget, every configuration: a run cut by its time budget leaves whole comparisons
+    // budget by budget, every configuration, plain fine-tuning before distillation: a run cut by
+    // its time budget leaves whole comparisons
     for (const b of this.o.recoverBudgets) {
       for (const { criterion, allocation } of configs) {
         const startKey = keys.recoveredStart(criterion, allocation, b, this.setup);
@@ -613,8 +614,9 @@ class Run {
             return { keep: p.keep, reached: p.reached, removed: await this.removed(model, p.model), afterSurgery, afterBnReestimation: await this.accuracy(bn.model, `test: ${criterion} ${b} after BN`), bnSeconds: bn.seconds };
           }),
         );
-        for (const distill of [null, this.o.distill]) items.push(this.finetuneItem(criterion, allocation, b, distill));
+        items.push(this.finetuneItem(criterion, allocation, b, null));
       }
+      for (const { criterion, allocation } of configs) items.push(this.finetuneItem(criterion, allocation, b, this.o.distill));
     }
     return items;
   }
