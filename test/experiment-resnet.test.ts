@@ -70,6 +70,8 @@ test('ResNet experiment on a tiny residual net: every step, residual mode in the
     bnImages: 128,
     heldout: 100,
     samples: 64,
+    // two budgets (the default is CHIP's flops:0.474 alone) to see the recovered step's order
+    recoverBudgets: ['flops:0.474', 'params:0.428'],
     finetuneEpochs: 1,
     finetuneLimit: 256,
     results,
@@ -81,7 +83,7 @@ test('ResNet experiment on a tiny residual net: every step, residual mode in the
   assert.deepEqual(r1.waiting, []);
   assert.equal(r1.modelSha256, sha);
   // 2 settings: 2 rankings; per sweep 2 settings x 2 budgets x 2 stages (both global allocations are 'curve');
-  // recovered: best CMI and best other x the 2 default budgets x (surgery+BN, 1 epoch plain, 1 distilled)
+  // recovered: best CMI and best other x the 2 recovery budgets x (surgery+BN, 1 epoch plain, 1 distilled)
   assert.deepEqual(r1.steps.baseline, { planned: 1, stored: 1, computed: 1 });
   assert.deepEqual(r1.steps.rankings, { planned: 2, stored: 2, computed: 2 });
   assert.deepEqual(r1.steps['sweep-uniform'], { planned: 8, stored: 8, computed: 8 });
@@ -101,7 +103,7 @@ test('ResNet experiment on a tiny residual net: every step, residual mode in the
     assert.deepEqual(Object.keys(p.value.keep).sort(), [...INNER].sort(), p.id);
     assert.ok(p.value.removed.filters > 0 && p.value.removed.filters < 0.5, `${p.id}: ${p.value.removed.filters}`);
   }
-  // the recovery budgets default to the published CHIP reductions, reached
+  // the recovery budgets, reached
   const starts = store.list<RecoveredStartValue>({ kind: 'recovered-start' });
   assert.deepEqual([...new Set(starts.map((p) => String(p.key.budget)))].sort(), ['flops:0.474', 'params:0.428']);
   for (const p of starts) {
