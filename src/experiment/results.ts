@@ -713,6 +713,8 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
         .filter((p) => same(p, { ...evalFields(setup), heldout: setup.heldout }))
         .sort((a, b) => variantRank(a) - variantRank(b));
   const recovered = recoveredRecords(store, setup, r.finetune);
+  // this setup's rankings: the header's prunable count and the time table
+  const rankPoints = store.list<RankValue>({ kind: 'rank', data: setup.data, samples: setup.samples, seed: setup.seed, residual: setup.residual });
   const choice = chooseRecovered(store, setup, r.settings, r.budgets, r.recoverBudgets);
   const md: string[] = [];
   const plots: string[] = [];
@@ -730,8 +732,7 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     const b = basePoint.value;
     // the baseline is shared by the residual modes, its prunable count by the mode it ran under:
     // this setup's rankings say how many groups this mode prunes
-    const ranked = store.list<RankValue>({ kind: 'rank', data: setup.data, samples: setup.samples, seed: setup.seed, residual: setup.residual })[0];
-    const layers = ranked ? ranked.value.rankings.length : b.layers;
+    const layers = rankPoints[0]?.value.rankings.length ?? b.layers;
     md.push(
       `Unpruned: **${fmtAcc(b.accuracy)}** top-1 on ${int(b.test)} test images; ${int(b.filters)} conv filters; ${layers} prunable conv layers (a coupled group counted as one); ${int(b.params)} parameters, ${int(b.macs)} multiply-adds per image. Drops below are in percentage points against this accuracy, on the same test images.`,
     );
@@ -962,7 +963,7 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     'CPU seconds are this process’s user + system time (every thread) while the step ran; wall seconds are elapsed time. The machine (2 cores) may have been shared, so both are upper bounds.',
   );
   md.push('');
-  const ranks = store.list<RankValue>({ kind: 'rank', data: setup.data, samples: setup.samples, seed: setup.seed, residual: setup.residual }).filter((p) => r.settings.includes(String(p.key.criterion)));
+  const ranks = rankPoints.filter((p) => r.settings.includes(String(p.key.criterion)));
   if (ranks.length > 0) {
     md.push('Orderings (one per criterion setting, every prunable layer):');
     md.push('');

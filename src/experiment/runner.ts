@@ -727,14 +727,14 @@ function fmtMinutes(s: number): string {
 // ---------------------------------------------------------------------------------------------
 
 /** The sweep budgets of a run without --budgets: the residual mode's own where the config has them. */
-export function defaultBudgetsOf(config: ExperimentConfig, residual?: ResidualMode): readonly string[] {
+function defaultBudgetsOf(config: ExperimentConfig, residual?: ResidualMode): readonly string[] {
   return (residual && config.residual?.budgets?.[residual]) || config.defaultBudgets;
 }
 
 function resolveOptions(config: ExperimentConfig, opts: ExperimentOptions): Resolved {
   const model = resolve(opts.model ?? config.defaultModel.path);
   const mode = config.residual ? (opts.residual ?? config.residual.default) : undefined;
-  const budgets = (opts.budgets ?? defaultBudgetsOf(config, mode as ResidualMode | undefined)).map(normBudget);
+  const budgets = (opts.budgets ?? defaultBudgetsOf(config, mode)).map(normBudget);
   const recoverBudgets = (opts.recoverBudgets ?? config.defaultRecoverBudgets).map(normBudget);
   if (opts.steps) {
     const other = opts.steps.filter((st) => !config.steps.includes(st));
@@ -777,7 +777,7 @@ function resolveOptions(config: ExperimentConfig, opts: ExperimentOptions): Reso
     seed: opts.seed ?? 0,
     bnImages: opts.bnImages ?? 2000,
     heldout: opts.heldout ?? 500,
-    ...(config.residual ? { residual: opts.residual ?? config.residual.default } : {}),
+    ...(mode ? { residual: mode } : {}),
     variantAlpha: opts.variantAlpha ?? 2,
     variantSigma: opts.variantSigma ?? 'median',
     variants,
