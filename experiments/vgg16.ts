@@ -20,8 +20,12 @@ import { type PublishedAnchor, targetAhead, targetFilters, targetRecovered } fro
 export { DEFAULT_BUDGETS, STEPS, VARIANTS, variantName, type ExperimentOptions, type ExperimentSummary, type Step } from '../src/experiment/runner.js';
 
 export const DEFAULT_MODEL = sharedModel('vgg16_bn_cifar10.onnx').path;
-/** the published anchors' reductions: CHIP / HRankPlus remove 58.1% of the multiply-adds and 81.6% of the parameters */
-export const DEFAULT_RECOVER_BUDGETS = ['flops:0.581', 'params:0.816'];
+/**
+ * the published anchors' reductions, both at once as their one model has them: CHIP / HRankPlus
+ * remove 81.6% of the parameters and 58.1% of the multiply-adds (which part binds depends on the
+ * allocation: one pruned model per configuration, where the issue's target counts both)
+ */
+export const DEFAULT_RECOVER_BUDGETS = ['params:0.816+flops:0.581'];
 
 /** The papers' VGG16 numbers (not measured here), as restated in ../shared/SPEC.md and the issue. */
 export const PUBLISHED_ANCHORS: readonly PublishedAnchor[] = [

@@ -1,10 +1,10 @@
 // Global budgets across layers on constructed cases whose right answer is known.
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { allocateByCurve, allocateBySensitivity, allocateUniform, removedFraction } from '../src/prune/allocate.js';
+import { allocateByCurve, allocateBySensitivity, allocateUniform, type Budget, meetsBudget, removedFraction } from '../src/prune/allocate.js';
 import { costModel } from '../src/prune/cost.js';
 import { l1Criterion, leftOutCurve, orderByScore } from '../src/prune/criteria.js';
-import { parseCutoff } from '../src/prune/cutoff-spec.js';
+import { cutoffName, parseCutoff } from '../src/prune/cutoff-spec.js';
 import { channelGroups } from '../src/prune/groups.js';
 import type { GroupRanking } from '../src/prune/types.js';
 import { GraphBuilder } from './support/graph.js';
@@ -145,4 +145,58 @@ test('l1 criterion orders by filter L1 norm with a left-out share curve; cut-off
   assert.deepEqual(parseCutoff('xmeans'), { kind: 'xmeans' });
   assert.throws(() => parseCutoff('params:1'), /in \(0, 1\)/);
   assert.throws(() => parseCutoff('l2:0.5'), /not one of/);
+});
+
+test('compound budgets (params:F+flops:F): every part is reached, by the least pruning that reaches the binding part', async () => {
+  const { m, groups } = net();
+  const cost = costModel(m, groups);
+  const budget = (text: string) => parseCutoff(text) as Budget;
+  // the curve case above: c2's curve falls slowly, so at 60% of the filters the parameters go first
+  const mk = (name: string, c: number, curve: number[]): GroupRanking => ({ group: name, channels: c, order: Array.from({ length: c }, (_, i) => i), curve, curveTotal: 1 });
+  const sat = (c: number) => Array.from({ length: c - 1 }, (_, i) => (i < 1 ? 0.5 : 0.001 / (i + 1)));
+  const r = new Map([mk('c1', 10, sat(10)), mk('c2', 20, linear(20)), mk('c3', 40, sat(40))].map((x) => [x.group, x]));
+  const filtersOnly = allocateByCurve(budget('filters:0.6'), groups, r, cost);
+  const params = removedFraction({ kind: 'params', fraction: 0 }, groups, filtersOnly.keep, cost);
+  assert.ok(params > 0.8 && params < 0.9, `${params}`);
+  // params:0.9 binds: the same allocation as params:0.9 alone, and it also removes 60% of the filters
+  const both = allocateByCurve(budget('filters:0.6+params:0.9'), groups, r, cost);
+  assert.deepEqual(both.keep, allocateByCurve(budget('params:0.9'), groups, r, cost).keep);
+  assert.notDeepEqual(both.keep, filtersOnly.keep);
+  assert.ok(meetsBudget(budget('filters:0.6+params:0.9'), groups, both.keep, cost));
+  // `reached` is the first part's; every part's in the evidence
+  assert.equal(both.reached, removedFraction({ kind: 'filters', fraction: 0.6 }, groups, both.keep, cost));
+  const parts = both.evidence.reachedParts as Record<string, number>;
+  assert.ok(parts.filters! >= 0.6 && parts.params! >= 0.9);
+  // a part that is already met changes nothing: filters:0.6 binds
+  assert.deepEqual(allocateByCurve(budget('params:0.5+filters:0.6'), groups, r, cost).keep, filtersOnly.keep);
+  // uniform: one fraction per layer, the larger one the two parts need
+  const u = allocateUniform(budget('filters:0.3+params:0.8'), groups, cost);
+  assert.deepEqual(u.keep, allocateUniform(budget('params:0.8'), groups, cost).keep);
+  assert.ok(meetsBudget(budget('filters:0.3+params:0.8'), groups, u.keep, cost));
+  // one part out of reach: one error naming the whole budget and what each part reached
+  assert.throws(() => allocateUniform(budget('filters:0.3+params:0.99'), groups, cost, 5), /budget filters:0\.3\+params:0\.99 cannot be met: .*% of the filters and .*% of the params/);
+  // sensitivity: c3 costs nothing up to 80% removed, so it alone is pruned until both parts are met,
+  // and no channel more than the budget needs
+  const drop = async (g: { name: string; channels: number }, keep: number) => {
+    const f = 1 - keep / g.channels;
+    return g.name === 'c3' ? (f <= 0.8 ? 0 : 0.5) : 0.3 * f;
+  };
+  const sb = budget('filters:0.3+params:0.6');
+  const s = await allocateBySensitivity(sb, groups, cost, drop);
+  assert.equal(s.keep.c1, 10);
+  assert.equal(s.keep.c2, 20);
+  assert.ok(meetsBudget(sb, groups, s.keep, cost));
+  assert.ok(!meetsBudget(sb, groups, { ...s.keep, c3: s.keep.c3! + 1 }, cost));
+  // the filters part alone is met with more of c3 kept: the params part bound
+  assert.ok((await allocateBySensitivity(budget('filters:0.3'), groups, cost, drop)).keep.c3! > s.keep.c3!);
+});
+
+test('compound cut-off specs parse into their parts, name themselves back, and bad ones fail with one clear error', () => {
+  assert.deepEqual(parseCutoff('params:0.816+flops:0.581'), { kind: 'params', fraction: 0.816, also: [{ kind: 'flops', fraction: 0.581 }] });
+  assert.equal(cutoffName(parseCutoff(' params:0.816 + flops:0.581 ')), 'params:0.816+flops:0.581');
+  assert.equal(cutoffName(parseCutoff('flops:0.5')), 'flops:0.5');
+  assert.throws(() => parseCutoff('params:0.5+params:0.6'), /params is named twice/);
+  assert.throws(() => parseCutoff('keep:0.5+params:0.6'), /'keep:0.5' is not a global budget/);
+  assert.throws(() => parseCutoff('scree+params:0.6'), /'scree' is not a global budget/);
+  assert.throws(() => parseCutoff('filters:0.5+flops:1.5'), /in \(0, 1\)/);
 });

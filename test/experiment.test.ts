@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { runExperiment, type ExperimentOptions } from '../experiments/vgg16.js';
 import {
-  accuracyAt,
+  accuracyWhereReached,
   chooseRecovered,
   fmtAcc,
   keys,
@@ -74,13 +74,23 @@ async function allFiles(root: string): Promise<string[]> {
   return out;
 }
 
-test('accuracyAt: linear between the sweep points around x, the nearest point outside the swept range', () => {
-  const pts = [{ x: 0.4, accuracy: 0.6 }, { x: 0.2, accuracy: 0.9 }, { x: 0.6, accuracy: 0.2 }];
-  assert.ok(Math.abs(accuracyAt(pts, 0.3) - 0.75) < 1e-12);
-  assert.ok(Math.abs(accuracyAt(pts, 0.5) - 0.4) < 1e-12);
-  assert.equal(accuracyAt(pts, 0.4), 0.6);
-  assert.equal(accuracyAt(pts, 0.1), 0.9);
-  assert.equal(accuracyAt(pts, 0.9), 0.2);
+test('accuracyWhereReached: linear between the sweep points around a budget, the nearest end outside the sweep, the latest part for a compound budget', () => {
+  // sweep points out of order; parameters grow faster than multiply-adds along the sweep
+  const pt = (filters: number, params: number, macs: number, accuracy: number) => ({ removed: { filters, params, macs }, accuracy });
+  const pts = [pt(0.4, 0.7, 0.4, 0.6), pt(0.2, 0.4, 0.2, 0.9), pt(0.6, 0.9, 0.6, 0.2)];
+  const at = (...parts: [string, number][]) => accuracyWhereReached(pts, parts.map(([kind, fraction]) => ({ kind, fraction })));
+  assert.ok(Math.abs(at(['flops', 0.3]) - 0.75) < 1e-12);
+  assert.ok(Math.abs(at(['flops', 0.5]) - 0.4) < 1e-12);
+  assert.equal(at(['flops', 0.4]), 0.6);
+  assert.equal(at(['flops', 0.1]), 0.9);
+  assert.equal(at(['flops', 0.9]), 0.2);
+  // params:0.8 is reached half-way between the second and third points (0.4), flops:0.3 earlier (0.75)
+  assert.ok(Math.abs(at(['params', 0.8]) - 0.4) < 1e-12);
+  assert.ok(Math.abs(at(['flops', 0.3], ['params', 0.8]) - 0.4) < 1e-12);
+  assert.ok(Math.abs(at(['params', 0.8], ['flops', 0.3]) - 0.4) < 1e-12);
+  // here multiply-adds bind: params:0.55 at 0.75, flops:0.5 at 0.4
+  assert.ok(Math.abs(at(['params', 0.55], ['flops', 0.5]) - 0.4) < 1e-12);
+  assert.ok(Math.abs(at(['params', 0.55]) - 0.75) < 1e-12);
 });
 
 test('chooseRecovered: the configurations are scored at the recovery budgets, not over the sweep\'s 30-60%', async () => {
@@ -276,7 +286,8 @@ test('variants and recovered steps in miniature: prune() runs, fine-tuning epoch
     steps: ['variants', 'recovered', 'report'],
     criteria: ['cmi-a2-median', 'l1'],
     variants: ['per-layer/scree'],
-    recoverBudgets: ['flops:0.5'],
+    // a compound budget (both reductions, as the published anchors state them)
+    recoverBudgets: ['params:0.5+flops:0.4'],
     recoverCmi: 'cmi-a2-median@uniform',
     recoverOther: 'l1@curve',
     finetuneEpochs: 1,
@@ -294,13 +305,16 @@ test('variants and recovered steps in miniature: prune() runs, fine-tuning epoch
   // the pruned model and exports are removed, the report kept
   const run = join(r.results, 'runs', v.id.split('/')[1]!);
   assert.deepEqual((await readdir(run)).sort(), ['report.json']);
+  const starts = store.list<{ removed: { params: number; macs: number } }>({ kind: 'recovered-start' });
+  assert.equal(starts.length, 2);
+  for (const p of starts) assert.ok(p.value.removed.params >= 0.5 && p.value.removed.macs >= 0.4, JSON.stringify(p.value.removed));
   const epochs = store.list<{ trainSeconds: number; trainCpuSeconds: number; images: number }>({ kind: 'finetune-epoch' });
   assert.equal(epochs.length, 4);
   for (const e of epochs) assert.ok(e.value.trainSeconds > 0 && e.value.trainCpuSeconds > 0 && e.value.images === 256, JSON.stringify(e.value));
   const md = await readFile(r.files!.markdown, 'utf8');
   assert.match(md, /\| per-layer \| independent \| scree \|/);
-  assert.match(md, /\| CMI α=2, scale-aware width \| uniform \| 50% multiply-adds \| T=4 \|/);
-  assert.match(md, /\| L1 norm \| curve \| 50% multiply-adds \| none \|/);
+  assert.match(md, /\| CMI α=2, scale-aware width \| uniform \| 50% parameters and 40% multiply-adds \| T=4 \|/);
+  assert.match(md, /\| L1 norm \| curve \| 50% parameters and 40% multiply-adds \| none \|/);
   assert.match(md, /Fine-tuning epochs:/);
   // prune()'s per-layer orderings (variants) are the ones the recovered step's ranking resumes from
   assert.match(md, /\| CMI α=2, scale-aware width \| 3 \| 3 \|/);

@@ -264,22 +264,33 @@ export interface EpochValue {
 // ---------------------------------------------------------------------------------------------
 // budgets
 
-export function parseBudgetName(b: string): { kind: string; fraction: number } {
-  const m = /^(filters|params|flops|keep):(.+)$/.exec(b);
-  if (!m) throw new Error(`not a budget: ${b}`);
-  return { kind: m[1]!, fraction: Number(m[2]) };
+export interface BudgetPartName {
+  kind: string;
+  fraction: number;
 }
 
+/** A budget name's parts: 'flops:0.5', or a compound one every part of which is reached ('params:0.816+flops:0.581'). */
+export function budgetPartsOf(b: string): BudgetPartName[] {
+  return b.split('+').map((t) => {
+    const m = /^(filters|params|flops|keep):(.+)$/.exec(t);
+    if (!m) throw new Error(`not a budget: ${b}`);
+    return { kind: m[1]!, fraction: Number(m[2]) };
+  });
+}
+
+/** A budget's first part (a sweep budget has one). */
+export const parseBudgetName = (b: string): BudgetPartName => budgetPartsOf(b)[0]!;
+
 export function budgetLabel(b: string): string {
-  const { kind, fraction } = parseBudgetName(b);
-  const what = kind === 'flops' ? 'multiply-adds' : kind === 'params' ? 'parameters' : kind === 'keep' ? 'kept per layer' : 'filters';
-  return `${fmtFrac(fraction)} ${what}`;
+  return budgetPartsOf(b)
+    .map(({ kind, fraction }) => `${fmtFrac(fraction)} ${kind === 'flops' ? 'multiply-adds' : kind === 'params' ? 'parameters' : kind === 'keep' ? 'kept per layer' : 'filters'}`)
+    .join(' and ');
 }
 
 function compareBudgets(a: string, b: string): number {
   const x = parseBudgetName(a);
   const y = parseBudgetName(b);
-  return x.kind === y.kind ? x.fraction - y.fraction : x.kind < y.kind ? -1 : 1;
+  return x.kind !== y.kind ? (x.kind < y.kind ? -1 : 1) : x.fraction - y.fraction || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 /** Budgets whose fraction is in [lo, hi] (the targets' 30-60% range). */
@@ -379,31 +390,34 @@ export interface RecoveredChoice {
   rule: string;
 }
 
-/** A budget's measure of a pruned model: what `flops:F`, `params:F` or `filters:F` counts. */
-const measureOf = (budget: string, r: Removed): number => {
-  const { kind } = parseBudgetName(budget);
-  return kind === 'flops' ? r.macs : kind === 'params' ? r.params : r.filters;
-};
+/** A budget part's measure of a pruned model: what `flops:F`, `params:F` or `filters:F` counts. */
+const measureOf = (kind: string, r: Removed): number => (kind === 'flops' ? r.macs : kind === 'params' ? r.params : r.filters);
 
 /**
- * Accuracy at reduction x on a sweep's points (x by the budget's measure), linear between the two
- * points around it; outside the swept range, the nearest point's (no extrapolation).
+ * Accuracy where a sweep first reaches every part of a budget: along the sweep's points (sorted by
+ * filters removed; every measure grows along a sweep), each part is reached at a fractional
+ * position, linear between the two points around it; the accuracy is read, linear again, at the
+ * latest of those positions. Outside the swept range, the nearest end point's (no extrapolation).
  */
-export function accuracyAt(points: readonly { x: number; accuracy: number }[], x: number): number {
-  const pts = [...points].sort((a, b) => a.x - b.x);
-  if (x <= pts[0]!.x) return pts[0]!.accuracy;
-  for (let i = 1; i < pts.length; i++) {
-    const a = pts[i - 1]!;
-    const b = pts[i]!;
-    if (x <= b.x) return b.x === a.x ? b.accuracy : a.accuracy + ((x - a.x) / (b.x - a.x)) * (b.accuracy - a.accuracy);
-  }
-  return pts[pts.length - 1]!.accuracy;
+export function accuracyWhereReached(points: readonly { removed: Removed; accuracy: number }[], parts: readonly BudgetPartName[]): number {
+  const pts = [...points].sort((a, b) => a.removed.filters - b.removed.filters);
+  const last = pts.length - 1;
+  const positionOf = ({ kind, fraction }: BudgetPartName): number => {
+    const m = pts.map((p) => measureOf(kind, p.removed));
+    if (fraction <= m[0]!) return 0;
+    for (let i = 1; i <= last; i++) if (fraction <= m[i]!) return m[i] === m[i - 1] ? i : i - 1 + (fraction - m[i - 1]!) / (m[i]! - m[i - 1]!);
+    return last;
+  };
+  const s = Math.max(...parts.map(positionOf));
+  const i = Math.min(Math.floor(s), last);
+  return i === last ? pts[last]!.accuracy : pts[i]!.accuracy + (s - i) * (pts[i + 1]!.accuracy - pts[i]!.accuracy);
 }
 
 /**
  * Each (criterion setting, allocation) of both sweeps scored where it will be fine-tuned: its test
  * accuracy after BN re-estimation at each recovery budget's reduction (multiply-adds for flops:F,
- * parameters for params:F, filters for filters:F), read off its sweep points by accuracyAt, mean
+ * parameters for params:F, filters for filters:F; where all are reached for a compound budget),
+ * read off its sweep points by accuracyWhereReached, mean
  * over the recovery budgets; the best CMI configuration and the best of the other criteria. (A
  * score over the sweep's 30-60% filters would pick by budgets other than the recovered ones: on
  * ResNet-56 it preferred CHIP, which is 4 points behind L1 at the recovery budgets.) `complete` is
@@ -417,7 +431,7 @@ export function chooseRecovered(store: ResultStore, s: Setup, settings: readonly
       const bn = budgets.map((b) => recs.find((r) => r.step === step && r.criterion === c && r.allocation === allocation && r.budget === b)?.bn);
       const ok = bn.every((v): v is SweepValue => v !== undefined);
       const score = ok
-        ? recoverBudgets.reduce((sum, rb) => sum + accuracyAt(bn.map((v) => ({ x: measureOf(rb, v.removed), accuracy: v.accuracy })), parseBudgetName(rb).fraction), 0) / recoverBudgets.length
+        ? recoverBudgets.reduce((sum, rb) => sum + accuracyWhereReached(bn as SweepValue[], budgetPartsOf(rb)), 0) / recoverBudgets.length
         : null;
       scores.push({ criterion: c, allocation, budgets: [...recoverBudgets], score });
     }

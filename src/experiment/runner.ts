@@ -56,7 +56,7 @@ import { reestimateBatchNorm } from '../recover/bn.js';
 import { allocateByCurve, allocateBySensitivity, allocateUniform, type Budget, SENSITIVITY_FRACTIONS } from '../prune/allocate.js';
 import { convFilters, costModel, type CostModel } from '../prune/cost.js';
 import { RESIDUAL_MODES, type ResidualMode, uniformRankings } from '../prune/groups.js';
-import { parseCutoff } from '../prune/cutoff-spec.js';
+import { cutoffName, parseCutoff } from '../prune/cutoff-spec.js';
 import { planOf } from '../prune/sweep.js';
 import { evalAcc, heldoutProbe, loadInputs, makeCriterion, prune, type PruneOptions, type RunInputs, sortedPrefix } from '../prune/run.js';
 import { applyPlan } from '../prune/surgery.js';
@@ -796,8 +796,8 @@ function resolveOptions(config: ExperimentConfig, opts: ExperimentOptions): Reso
 function normBudget(b: string): string {
   const s = /^[0-9.]+$/.test(b.trim()) ? `filters:${b.trim()}` : b.trim();
   const c = parseCutoff(s);
-  if (!('fraction' in c) || c.kind === 'keep') throw new UserError(`--budgets: '${b}' is not a global budget (filters:F, params:F, flops:F)`);
-  return `${c.kind}:${c.fraction}`;
+  if (!('fraction' in c) || c.kind === 'keep') throw new UserError(`--budgets: '${b}' is not a global budget (filters:F, params:F, flops:F, or several joined by +)`);
+  return cutoffName(c);
 }
 
 async function modelSha256(path: string): Promise<string> {

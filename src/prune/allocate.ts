@@ -17,11 +17,23 @@ import type { ChannelGroup, GroupRanking } from './types.js';
 export type BudgetKind = 'filters' | 'params' | 'flops';
 export type AllocationRule = 'uniform' | 'curve' | 'sensitivity';
 
-export interface Budget {
+export interface BudgetPart {
   kind: BudgetKind;
   /** fraction of all filters / parameters / multiply-adds to remove, in (0, 1) */
   fraction: number;
 }
+
+/**
+ * A global budget: its own part, and optionally more parts the same allocation must reach too
+ * (`params:0.816+flops:0.581`: the published anchors remove both at once, and which one binds
+ * depends on the allocation). `reached` reports the first part.
+ */
+export interface Budget extends BudgetPart {
+  also?: BudgetPart[];
+}
+
+export const budgetParts = (b: Budget): BudgetPart[] => [{ kind: b.kind, fraction: b.fraction }, ...(b.also ?? [])];
+export const budgetName = (b: Budget): string => budgetParts(b).map((p) => `${p.kind}:${p.fraction}`).join('+');
 
 export interface Allocation {
   keep: Record<string, number>;
@@ -31,13 +43,34 @@ export interface Allocation {
   evidence: Record<string, unknown>;
 }
 
-/** The removed fraction of the budget's measure for the given keep counts. */
-export function removedFraction(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): number {
+/** The removed fraction of the budget part's measure for the given keep counts. */
+export function removedFraction(budget: BudgetPart, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): number {
   const c = cost.of(keep);
   // filters: of every conv in the model, as the report counts them (a coupled group's channel
   // removes a filter from each of its convs that carries it)
   if (budget.kind === 'filters') return 1 - c.filters / cost.filters;
   return budget.kind === 'params' ? 1 - c.params / cost.params : 1 - c.macs / cost.macs;
+}
+
+/** Every part of the budget reached. */
+export function meetsBudget(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): boolean {
+  return budgetParts(budget).every((p) => removedFraction(p, groups, keep, cost) >= p.fraction);
+}
+
+/** Each part's removed fraction, by kind (a compound budget's evidence). */
+function reachedParts(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): Record<string, number> {
+  return Object.fromEntries(budgetParts(budget).map((p) => [p.kind, removedFraction(p, groups, keep, cost)]));
+}
+
+/**
+ * Progress toward a budget: each part's removed share of its target, summed; with several parts
+ * each capped at 1, so a step that helps only a part already met gains nothing (one part is left
+ * uncapped: the greedy's choices are then exactly those by the removed fraction itself).
+ */
+function progressOf(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): number {
+  const parts = budgetParts(budget);
+  const cap = parts.length > 1 ? 1 : Infinity;
+  return parts.reduce((s, p) => s + Math.min(cap, removedFraction(p, groups, keep, cost) / p.fraction), 0);
 }
 
 function clampKeep(g: ChannelGroup, k: number, minKeep: number): number {
@@ -66,19 +99,25 @@ function bisect(meets: (x: number) => boolean): number {
   return bisectRange(meets, 0, 1).x;
 }
 
-function unreachable(budget: Budget, reached: number, minKeep: number): UserError {
-  return new UserError(
-    `budget ${budget.kind}:${budget.fraction} cannot be met: with at least ${minKeep} channel(s) per prunable layer at most ${(100 * reached).toFixed(1)}% goes (lower the budget or --min-keep)`,
-  );
+function unreachable(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel, minKeep: number): UserError {
+  const got = budgetParts(budget)
+    .map((p) => `${(100 * removedFraction(p, groups, keep, cost)).toFixed(1)}% of the ${p.kind}`)
+    .join(' and ');
+  return new UserError(`budget ${budgetName(budget)} cannot be met: with at least ${minKeep} channel(s) per prunable layer at most ${got} goes (lower the budget or --min-keep)`);
+}
+
+/** The allocation's `reached` (the first part) and, for a compound budget, every part's in the evidence. */
+function reachedOf(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): { reached: number; parts: Record<string, unknown> } {
+  return { reached: removedFraction(budget, groups, keep, cost), parts: budget.also?.length ? { reachedParts: reachedParts(budget, groups, keep, cost) } : {} };
 }
 
 export function allocateUniform(budget: Budget, groups: ChannelGroup[], cost: CostModel, minKeep = 1): Allocation {
   const keepAt = (x: number) => Object.fromEntries(groups.map((g) => [g.name, clampKeep(g, Math.round((1 - x) * g.channels), minKeep)]));
-  const x = bisect((v) => removedFraction(budget, groups, keepAt(v), cost) >= budget.fraction);
+  const x = bisect((v) => meetsBudget(budget, groups, keepAt(v), cost));
   const keep = keepAt(x);
-  const reached = removedFraction(budget, groups, keep, cost);
-  if (reached < budget.fraction) throw unreachable(budget, reached, minKeep);
-  return { keep, rule: 'uniform', reached, evidence: { removedPerLayer: x } };
+  if (!meetsBudget(budget, groups, keep, cost)) throw unreachable(budget, groups, keep, cost, minKeep);
+  const { reached, parts } = reachedOf(budget, groups, keep, cost);
+  return { keep, rule: 'uniform', reached, evidence: { removedPerLayer: x, ...parts } };
 }
 
 /** How the curve allocation reads a curve (recorded in its evidence). */
@@ -113,7 +152,7 @@ export function allocateByCurve(budget: Budget, groups: ChannelGroup[], rankings
   let to = 1;
   for (const s of shares.values()) for (const v of s ?? []) (from = Math.min(from, v)), (to = Math.max(to, v));
   const keepAt = (t: number) => Object.fromEntries(groups.map((g) => [g.name, clampKeep(g, keepForThreshold(shares.get(g.name)!, g.channels, t), minKeep)]));
-  const meets = (k: Record<string, number>) => removedFraction(budget, groups, k, cost) >= budget.fraction;
+  const meets = (k: Record<string, number>) => meetsBudget(budget, groups, k, cost);
   const { x: t, below } = bisectRange((v) => meets(keepAt(v)), from, to);
   const keep = keepAt(t);
   // a layer whose keep jumps by more than one channel between `below` and t crosses a flat stretch
@@ -138,8 +177,8 @@ export function allocateByCurve(budget: Budget, groups: ChannelGroup[], rankings
       keep[g.name] = ok;
     }
   }
-  const reached = removedFraction(budget, groups, keep, cost);
-  if (reached < budget.fraction) throw unreachable(budget, reached, minKeep);
+  if (!meets(keep)) throw unreachable(budget, groups, keep, cost, minKeep);
+  const { reached, parts } = reachedOf(budget, groups, keep, cost);
   const noTotal = groups.filter((g) => shares.get(g.name) === null).map((g) => g.name);
   return {
     keep,
@@ -151,6 +190,7 @@ export function allocateByCurve(budget: Budget, groups: ChannelGroup[], rankings
       thresholdRange: [from, to],
       ...(Object.keys(keptBack).length ? { keptBack } : {}),
       ...(noTotal.length ? { nonPositiveTotal: noTotal } : {}),
+      ...parts,
     },
   };
 }
@@ -187,25 +227,25 @@ export async function allocateBySensitivity(
   }
   const state = Object.fromEntries(groups.map((g) => [g.name, 0]));
   const keepNow = () => Object.fromEntries(groups.map((g) => [g.name, table[g.name]![state[g.name]!]!.keep]));
-  let reached = removedFraction(budget, groups, keepNow(), cost);
+  let progress = progressOf(budget, groups, keepNow(), cost);
   let last: ChannelGroup | undefined;
-  while (reached < budget.fraction) {
+  while (!meetsBudget(budget, groups, keepNow(), cost)) {
     let best: { g: ChannelGroup; ratio: number } | undefined;
     for (const g of groups) {
       const rows = table[g.name]!;
       const s = state[g.name]!;
       if (s + 1 >= rows.length) continue;
       const trial = { ...keepNow(), [g.name]: rows[s + 1]!.keep };
-      const gain = removedFraction(budget, groups, trial, cost) - reached;
+      const gain = progressOf(budget, groups, trial, cost) - progress;
       if (gain <= 0) continue;
       // a tiny cost per removal breaks ties of zero drop toward the layers that save most
       const ratio = (rows[s + 1]!.drop - rows[s]!.drop + 1e-9) / gain;
       if (!best || ratio < best.ratio) best = { g, ratio };
     }
-    if (!best) throw unreachable(budget, reached, minKeep);
+    if (!best) throw unreachable(budget, groups, keepNow(), cost, minKeep);
     state[best.g.name]!++;
     last = best.g;
-    reached = removedFraction(budget, groups, keepNow(), cost);
+    progress = progressOf(budget, groups, keepNow(), cost);
   }
   const keep = keepNow();
   if (last) {
@@ -215,11 +255,11 @@ export async function allocateBySensitivity(
     let hi = rows[state[last.name]! - 1]!.keep;
     while (hi - lo > 1) {
       const mid = Math.floor((lo + hi) / 2);
-      if (removedFraction(budget, groups, { ...keep, [last.name]: mid }, cost) >= budget.fraction) lo = mid;
+      if (meetsBudget(budget, groups, { ...keep, [last.name]: mid }, cost)) lo = mid;
       else hi = mid;
     }
     keep[last.name] = lo;
-    reached = removedFraction(budget, groups, keep, cost);
   }
-  return { keep, rule: 'sensitivity', reached, evidence: { fractions, table } };
+  const { reached, parts } = reachedOf(budget, groups, keep, cost);
+  return { keep, rule: 'sensitivity', reached, evidence: { fractions, table, ...parts } };
 }

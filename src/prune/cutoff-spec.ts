@@ -1,25 +1,39 @@
 // The --cutoff option: a per-layer rule (scree, xmeans, ptest), a per-layer fraction (keep:F) or a
 // global budget (filters:F, params:F, flops:F), parsed once with one clear error.
 import { UserError } from '../util/errors.js';
-import type { BudgetKind } from './allocate.js';
+import { type Budget, type BudgetKind, budgetName } from './allocate.js';
 
-export type CutoffSpec =
-  | { kind: 'scree' | 'xmeans' | 'ptest' }
-  | { kind: 'keep'; fraction: number }
-  | { kind: BudgetKind; fraction: number };
+export type CutoffSpec = { kind: 'scree' | 'xmeans' | 'ptest' } | { kind: 'keep'; fraction: number } | Budget;
 
-export const CUTOFF_FORMS = 'scree, xmeans, ptest, keep:F, filters:F, params:F, flops:F (F in (0,1))';
+export const CUTOFF_FORMS = 'scree, xmeans, ptest, keep:F, filters:F, params:F, flops:F (F in (0,1)), or budgets joined by + that must all be reached (params:0.8+flops:0.58)';
+
+function fractionOf(text: string, f: string): number {
+  const x = Number(f);
+  if (!Number.isFinite(x) || !(x > 0 && x < 1)) throw new UserError(`--cutoff '${text}': the fraction must be a number in (0, 1), got '${f}'`);
+  return x;
+}
 
 export function parseCutoff(text: string): CutoffSpec {
   const s = text.trim();
   if (s === 'scree' || s === 'xmeans' || s === 'ptest') return { kind: s };
+  if (s.includes('+')) {
+    // a compound budget: every part a global budget, each kind once
+    const parts = s.split('+').map((t) => {
+      const m = /^(filters|params|flops):(.+)$/.exec(t.trim());
+      if (!m) throw new UserError(`--cutoff '${text}': '${t.trim()}' is not a global budget (filters:F, params:F, flops:F); only those combine with +`);
+      return { kind: m[1] as BudgetKind, fraction: fractionOf(text, m[2]!) };
+    });
+    const kinds = parts.map((p) => p.kind);
+    const twice = kinds.find((k, i) => kinds.indexOf(k) !== i);
+    if (twice) throw new UserError(`--cutoff '${text}': ${twice} is named twice`);
+    return { ...parts[0]!, also: parts.slice(1) };
+  }
   const m = /^(keep|filters|params|flops):(.+)$/.exec(s);
   if (!m) throw new UserError(`--cutoff '${text}' is not one of: ${CUTOFF_FORMS}`);
-  const f = Number(m[2]);
-  if (!Number.isFinite(f) || !(f > 0 && f < 1)) throw new UserError(`--cutoff '${text}': the fraction must be a number in (0, 1), got '${m[2]}'`);
-  return { kind: m[1] as 'keep' | BudgetKind, fraction: f };
+  return { kind: m[1] as 'keep' | BudgetKind, fraction: fractionOf(text, m[2]!) };
 }
 
 export function cutoffName(c: CutoffSpec): string {
-  return 'fraction' in c ? `${c.kind}:${c.fraction}` : c.kind;
+  if (c.kind === 'keep') return `keep:${c.fraction}`;
+  return 'fraction' in c ? budgetName(c as Budget) : c.kind;
 }

@@ -412,7 +412,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     };
     /** One layer's cut-off from its ranking: the per-layer rules, or the budget's allocated count. */
     const decideRaw = async (g: ChannelGroup, r: GroupRanking): Promise<CutoffDecision> => {
-      if (allocation) return { keep: allocation.keep[g.name]!, rule: `${cutoffName(cutoff)} by ${allocation.rule} allocation`, evidence: { reached: allocation.reached } };
+      if (allocation) return { keep: allocation.keep[g.name]!, rule: `${cutoffName(cutoff)} by ${allocation.rule} allocation`, evidence: { reached: allocation.reached, ...(allocation.evidence.reachedParts ? { reachedParts: allocation.evidence.reachedParts } : {}) } };
       if (cutoff.kind === 'keep') return fractionCutoff(g.channels, cutoff.fraction, o.minKeep);
       if (cutoff.kind === 'ptest') return ptestCutoff(r.pValues ?? [], { eta: o.eta, minKeep: o.minKeep, channels: g.channels });
       const d =
