@@ -50,6 +50,7 @@ export const VGG16: ExperimentConfig = {
     targets: (d) => [targetFilters(d.base, d.cmiNoFinetune), targetRecovered(d.base, d.cmiFinetuned), targetAhead(d.records, d.budgets)],
     anchors: PUBLISHED_ANCHORS,
     variants: true,
+    svgDir: 'results/vgg16',
   },
 };
 
