@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test';
 import { runExperiment, type ExperimentOptions } from '../experiments/vgg16.js';
 import {
   accuracyWhereReached,
+  sweepBnAtFilters,
   chooseRecovered,
   fmtAcc,
   keys,
@@ -91,6 +92,19 @@ test('accuracyWhereReached: linear between the sweep points around a budget, the
   // here multiply-adds bind: params:0.55 at 0.75, flops:0.5 at 0.4
   assert.ok(Math.abs(at(['params', 0.55], ['flops', 0.5]) - 0.4) < 1e-12);
   assert.ok(Math.abs(at(['params', 0.55]) - 0.75) < 1e-12);
+});
+
+test('sweepBnAtFilters: a sweep read at a variant\'s fraction of filters, null outside the swept range or with a point missing', () => {
+  const v = (filters: number, accuracy: number) => ({ keep: {}, reached: filters, removed: { filters, params: filters, macs: filters }, accuracy, bnSeconds: 1 });
+  const rec = (budget: string, filters: number, accuracy: number, criterion = 'cmi-a2-median') => ({ step: 'sweep-global' as const, criterion, allocation: 'curve' as const, budget, bn: v(filters, accuracy) });
+  const records = [rec('filters:0.1', 0.1, 0.9), rec('filters:0.3', 0.3, 0.7), rec('filters:0.1', 0.1, 0.5, 'l1')];
+  const budgets = ['filters:0.1', 'filters:0.3'];
+  assert.ok(Math.abs(sweepBnAtFilters(records, budgets, 'sweep-global', 'cmi-a2-median', 'curve', 0.25)! - 0.75) < 1e-12);
+  assert.equal(sweepBnAtFilters(records, budgets, 'sweep-global', 'cmi-a2-median', 'curve', 0.35), null);
+  assert.equal(sweepBnAtFilters(records, budgets, 'sweep-global', 'cmi-a2-median', 'curve', 0.05), null);
+  // l1 lacks its 30% point; the uniform sweep has none
+  assert.equal(sweepBnAtFilters(records, budgets, 'sweep-global', 'l1', 'curve', 0.1), null);
+  assert.equal(sweepBnAtFilters(records, budgets, 'sweep-uniform', 'cmi-a2-median', 'uniform', 0.2), null);
 });
 
 test('chooseRecovered: the configurations are scored at the recovery budgets, not over the sweep\'s 30-60%', async () => {

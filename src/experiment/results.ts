@@ -414,6 +414,19 @@ export function accuracyWhereReached(points: readonly { removed: Removed; accura
 }
 
 /**
+ * A sweep's accuracy after BN re-estimation at `filters` removed (linear between its points), or
+ * null when a budget's point is missing or `filters` lies outside the swept range (no reading
+ * off the ends): what a per-layer cut-off's result is compared with.
+ */
+export function sweepBnAtFilters(records: readonly SweepRecord[], budgets: readonly string[], step: SweepStep, criterion: string, allocation: Allocation, filters: number): number | null {
+  const bn = budgets.map((b) => records.find((r) => r.step === step && r.criterion === criterion && r.allocation === allocation && r.budget === b)?.bn);
+  if (bn.length === 0 || !bn.every((v): v is SweepValue => v !== undefined)) return null;
+  const xs = bn.map((v) => v.removed.filters);
+  if (filters < Math.min(...xs) - 1e-9 || filters > Math.max(...xs) + 1e-9) return null;
+  return accuracyWhereReached(bn, [{ kind: 'filters', fraction: filters }]);
+}
+
+/**
  * Each (criterion setting, allocation) of both sweeps scored where it will be fine-tuned: its test
  * accuracy after BN re-estimation at each recovery budget's reduction (multiply-adds for flops:F,
  * parameters for params:F, filters for filters:F; where all are reached for a compound budget),
@@ -726,6 +739,8 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
         .list<VariantValue>({ kind: 'variant', alpha: r.variantAlpha, sigma: r.variantSigma })
         .filter((p) => same(p, { ...evalFields(setup), heldout: setup.heldout }))
         .sort((a, b) => variantRank(a) - variantRank(b));
+  // the sweep setting the variants share their estimator with
+  const variantSetting = SWEEP_SETTINGS.find((x) => x.criterion === 'cmi' && x.alpha === r.variantAlpha && x.sigma === r.variantSigma)?.id ?? null;
   const recovered = recoveredRecords(store, setup, r.finetune);
   // this setup's rankings: the header's prunable count and the time table
   const rankPoints = store.list<RankValue>({ kind: 'rank', data: setup.data, samples: setup.samples, seed: setup.seed, residual: setup.residual });
@@ -877,22 +892,40 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     md.push('');
     if (variants.length === 0) md.push('Not measured yet.');
     else {
+      // a per-layer cut-off removes what it removes: it is compared with the sweeps of the same CMI
+      // setting at the same fraction of filters removed (after BN re-estimation), i.e. with one
+      // fraction for every layer and with one threshold on the curves
+      md.push(
+        variantSetting
+          ? `*vs uniform / curve sweep*: the variant's accuracy after BN re-estimation minus the ${labelOf(variantSetting)} sweep's at the same fraction of filters removed (linear between its points; – outside the swept range or while its points are missing), with one fraction per layer and with one threshold on the curves.`
+          : `No sweep setting has the variants' α and width: no comparison with the sweeps.`,
+      );
+      md.push('');
       md.push(
         mdTable(
-          ['formulation', 'order', 'cut-off', 'filters removed', 'parameters removed', 'multiply-adds removed', 'after surgery', 'after BN re-estimation', 'change (points)', 'wall', 'CPU'],
-          variants.map((p) => [
-            String(p.key.formulation),
-            String(p.key.order),
-            String(p.key.cutoff),
-            fmtFrac(p.value.removed.filters),
-            fmtFrac(p.value.removed.params),
-            fmtFrac(p.value.removed.macs),
-            fmtAcc(p.value.accuracy.afterSurgery),
-            fmtAcc(p.value.accuracy.afterBnReestimation),
-            fmtChange(p.value.accuracy.afterBnReestimation, base),
-            fmtSeconds(p.seconds.wall),
-            fmtSeconds(p.seconds.cpu),
-          ]),
+          ['formulation', 'order', 'cut-off', 'filters removed', 'parameters removed', 'multiply-adds removed', 'after surgery', 'after BN re-estimation', 'change (points)', 'vs uniform sweep', 'vs curve sweep', 'wall', 'CPU'],
+          variants.map((p) => {
+            const bn = p.value.accuracy.afterBnReestimation;
+            const vs = (step: SweepStep, allocation: Allocation) => {
+              const a = variantSetting ? sweepBnAtFilters(records, r.budgets, step, variantSetting, allocation, p.value.removed.filters) : null;
+              return a === null || typeof bn !== 'number' ? '–' : fmtChange(bn, a);
+            };
+            return [
+              String(p.key.formulation),
+              String(p.key.order),
+              String(p.key.cutoff),
+              fmtFrac(p.value.removed.filters),
+              fmtFrac(p.value.removed.params),
+              fmtFrac(p.value.removed.macs),
+              fmtAcc(p.value.accuracy.afterSurgery),
+              fmtAcc(bn),
+              fmtChange(bn, base),
+              vs('sweep-uniform', 'uniform'),
+              vs('sweep-global', 'curve'),
+              fmtSeconds(p.seconds.wall),
+              fmtSeconds(p.seconds.cpu),
+            ];
+          }),
         ),
       );
     }
