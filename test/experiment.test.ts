@@ -195,6 +195,15 @@ test('targets: met / not met and by how much, from the numbers alone', () => {
   assert.match(t2.statement, /a drop 0\.20 points over 0\.30/);
   assert.match(targetRecovered(base, [r(0.7, 0.6, 0.939)]).statement, /no fine-tuned CMI point removes both; the closest removes 60% of the multiply-adds and 70% of the parameters/);
   assert.equal(targetRecovered(base, [r(0.82, 0.6, 0.94, 4)]).met, null);
+  // what would close it: how much fine-tuning recovered from the model after BN re-estimation
+  assert.equal(t2.closing, undefined);
+  const closing = targetRecovered(base, [{ ...r(0.82, 0.6, 0.935), start: 0.9 }]).closing!;
+  assert.match(closing, /fine-tuning recovered 3\.50 points in 3 epochs \(from 90\.00% after BN re-estimation to 93\.50%\); the 0\.20 points left/);
+  assert.equal(targetRecovered(base, [{ ...r(0.82, 0.6, 0.9372), start: 0.9 }]).closing, undefined);
+  // the no-fine-tuning target points to the fine-tuned runs when it is missed
+  assert.equal(t1.closing, undefined);
+  const t1c = targetFilters(base, [p(0.4, 0.9)], 0.4, 0.32, [r(0.82, 0.6, 0.935)]);
+  assert.match(t1c.closing!, /fine-tuned for 3 epochs, a CMI model removing more \(82% of the parameters, 60% of the multiply-adds\) ends at −0\.50 points/);
 
   const v = (accuracy: number): SweepValue => ({ keep: {}, reached: 0.3, removed: { filters: 0.3, params: 0.3, macs: 0.3 }, accuracy });
   const rec = (criterion: string, budget: string, a: number): SweepRecord => ({ step: 'sweep-uniform', criterion, allocation: 'uniform', budget, surgery: v(a), bn: v(a) });
