@@ -51,6 +51,8 @@ export const VGG16: ExperimentConfig = {
     anchors: PUBLISHED_ANCHORS,
     variants: true,
     svgDir: 'results/vgg16',
+    // this experiment's points set `cmiprune prune`'s method defaults
+    defaults: true,
   },
 };
 

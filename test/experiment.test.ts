@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test';
 import { runExperiment, type ExperimentOptions } from '../experiments/vgg16.js';
 import {
   accuracyWhereReached,
+  chooseDefaults,
   sweepBnAtFilters,
   chooseRecovered,
   fmtAcc,
@@ -20,11 +21,12 @@ import {
   type Setup,
   type SweepRecord,
   type SweepValue,
+  type VariantValue,
   targetAhead,
   targetFilters,
   targetRecovered,
 } from '../src/experiment/results.js';
-import { canonicalJson, pointId, ResultStore } from '../src/experiment/store.js';
+import { canonicalJson, pointId, ResultStore, type StoredPoint } from '../src/experiment/store.js';
 import { SequentialBuilder } from '../src/ir/builder.js';
 import { exportOnnx } from '../src/onnx/index.js';
 import { SERIES } from '../src/report/index.js';
@@ -105,6 +107,48 @@ test('sweepBnAtFilters: a sweep read at a variant\'s fraction of filters, null o
   // l1 lacks its 30% point; the uniform sweep has none
   assert.equal(sweepBnAtFilters(records, budgets, 'sweep-global', 'l1', 'curve', 0.1), null);
   assert.equal(sweepBnAtFilters(records, budgets, 'sweep-uniform', 'cmi-a2-median', 'uniform', 0.2), null);
+});
+
+test('chooseDefaults: the CMI setting best over 30-60% on both sweeps; the variant furthest above its setting\'s curve sweep at the same filters', () => {
+  const v = (filters: number, accuracy: number): SweepValue => ({ keep: {}, reached: filters, removed: { filters, params: filters, macs: filters }, accuracy });
+  const rec = (step: 'sweep-uniform' | 'sweep-global', criterion: string, budget: string, a: number): SweepRecord => ({
+    step,
+    criterion,
+    allocation: step === 'sweep-uniform' ? 'uniform' : criterion === 'random' ? 'sensitivity' : 'curve',
+    budget,
+    bn: v(Number(budget.split(':')[1]), a),
+  });
+  const budgets = ['filters:0.1', 'filters:0.3', 'filters:0.6'];
+  const records: SweepRecord[] = [];
+  // a2-median: uniform 0.8/0.6 over 30-60%, curve 0.9/0.8 -> 0.775; a1.01-median: 0.7/0.7 and 0.9/0.9 -> 0.8
+  // (its 10% point is poor, outside the scored range); l1 is better still but not a CMI setting
+  for (const [c, u, g] of [
+    ['cmi-a2-median', [0.9, 0.8, 0.6], [0.92, 0.9, 0.8]],
+    ['cmi-a1.01-median', [0.5, 0.7, 0.7], [0.5, 0.9, 0.9]],
+    ['l1', [0.9, 0.9, 0.9], [0.9, 0.9, 0.9]],
+  ] as [string, number[], number[]][]) {
+    budgets.forEach((b, i) => records.push(rec('sweep-uniform', c, b, u[i]!), rec('sweep-global', c, b, g[i]!)));
+  }
+  const variant = (formulation: string, order: string, cutoff: string, filters: number, bn: number) =>
+    ({ key: { formulation, order, cutoff }, value: { removed: { filters, params: filters, macs: filters }, accuracy: { before: 0.94, afterSurgery: 0.5, afterBnReestimation: bn } } }) as unknown as StoredPoint<VariantValue>;
+  // the a2-median curve sweep at 5% (between the unpruned 0.94 at 0 and 0.92 at 10%) is 0.93; at 45%, 0.85
+  const variants = [variant('per-layer', 'independent', 'scree', 0.05, 0.935), variant('compact', 'forward', 'xmeans', 0.45, 0.86), variant('full', 'forward', 'ptest', 0.8, 0.5)];
+  const d = chooseDefaults(records, ['cmi-a2-median', 'cmi-a1.01-median', 'l1'], budgets, variants, 'cmi-a2-median', 0.94, 3);
+  assert.equal(d.estimator!.setting, 'cmi-a1.01-median');
+  assert.ok(Math.abs(d.estimators.find((e) => e.setting === 'cmi-a2-median')!.score! - 0.775) < 1e-12);
+  assert.equal(d.estimators.length, 2);
+  assert.equal(d.variant!.name, 'compact-forward/xmeans');
+  assert.ok(Math.abs(d.variants[0]!.margin! - 0.005) < 1e-12);
+  assert.ok(Math.abs(d.variant!.margin! - 0.01) < 1e-12);
+  // beyond the swept 60%: not comparable, so the choice is not final
+  assert.equal(d.variants[2]!.margin, null);
+  assert.equal(d.complete, false);
+  // without the unpruned model as the 0 point, the 5% variant is outside the sweep too
+  assert.equal(chooseDefaults(records, ['cmi-a2-median'], budgets, variants, 'cmi-a2-median', null, 3).variants[0]!.margin, null);
+  // a missing 30-60% point leaves a setting unscored
+  const partial = chooseDefaults(records.filter((r) => !(r.criterion === 'cmi-a1.01-median' && r.budget === 'filters:0.6' && r.step === 'sweep-global')), ['cmi-a2-median', 'cmi-a1.01-median'], budgets, [], null, 0.94, 0);
+  assert.equal(partial.estimator!.setting, 'cmi-a2-median');
+  assert.equal(partial.complete, false);
 });
 
 test('chooseRecovered: the configurations are scored at the recovery budgets, not over the sweep\'s 30-60%', async () => {

@@ -1,6 +1,6 @@
 // `cmiprune prune`: rank, cut, operate, recover, export and verify in one run (src/prune/run.ts).
 import type { Command } from 'commander';
-import { CRITERIA, prune, type PruneOptions } from '../prune/run.js';
+import { CRITERIA, PRUNE_DEFAULTS, prune, type PruneOptions } from '../prune/run.js';
 import { CUTOFF_FORMS, parseCutoff } from '../prune/cutoff-spec.js';
 import { sweep, type SweepOptions } from '../prune/sweep.js';
 import { choiceOption, floatListOption, floatOption, intOption } from './options.js';
@@ -20,8 +20,8 @@ function cutoffOption(v: string): string {
 function runOptions(cmd: Command): Command {
   return cmd
     .option('--test-limit <n>', 'evaluate on the first n test images only', intOption(1))
-    .option('--seed <s>', 'seed of every random choice', intOption(0), 0)
-    .option('--threads <t>', 'compute threads', intOption(1, 1024), 2)
+    .option('--seed <s>', 'seed of every random choice', intOption(0), PRUNE_DEFAULTS.seed)
+    .option('--threads <t>', 'compute threads', intOption(1, 1024), PRUNE_DEFAULTS.threads)
     .option('--mean <m>', 'per-channel mean (comma list); overrides the model\'s metadata', floatListOption)
     .option('--std <s>', 'per-channel std (comma list); overrides the model\'s metadata', floatListOption);
 }
@@ -31,34 +31,34 @@ export function registerPrune(program: Command): void {
     .description('Prune whole conv filters: criterion -> cut-off -> surgery -> BN re-estimation -> fine-tuning -> verified ONNX + report.json')
     .requiredOption('--model <file>', 'ONNX model file')
     .requiredOption('--out <dir>', 'output directory (pruned.onnx, pruned_tfjs/, report.json, report.html)')
-    .option('--data <spec>', 'cifar10, an image folder (DIR/train/<class>/*.png|jpg, DIR/test/...) or x.npy,y.npy,xtest.npy,ytest.npy', 'cifar10')
-    .option('--criterion <name>', `filter ranking: ${CRITERIA.join(', ')}`, choiceOption(CRITERIA), 'cmi')
-    .option('--cutoff <rule>', `how many filters to keep: ${CUTOFF_FORMS}`, cutoffOption, 'scree')
-    .option('--formulation <f>', 'CMI across layers: per-layer, compact (conditioned on the previous pruned layer\'s kept maps), full (on all earlier pruned layers)', choiceOption(['per-layer', 'compact', 'full'] as const), 'per-layer')
-    .option('--order <o>', 'with compact/full: forward, or bidirectional (from the most pruned layer outward, two concurrent chains)', choiceOption(['forward', 'bidirectional'] as const), 'forward')
+    .option('--data <spec>', 'cifar10, an image folder (DIR/train/<class>/*.png|jpg, DIR/test/...) or x.npy,y.npy,xtest.npy,ytest.npy', PRUNE_DEFAULTS.data)
+    .option('--criterion <name>', `filter ranking: ${CRITERIA.join(', ')}`, choiceOption(CRITERIA), PRUNE_DEFAULTS.criterion)
+    .option('--cutoff <rule>', `how many filters to keep: ${CUTOFF_FORMS}`, cutoffOption, PRUNE_DEFAULTS.cutoff)
+    .option('--formulation <f>', 'CMI across layers: per-layer, compact (conditioned on the previous pruned layer\'s kept maps), full (on all earlier pruned layers)', choiceOption(['per-layer', 'compact', 'full'] as const), PRUNE_DEFAULTS.formulation)
+    .option('--order <o>', 'with compact/full: forward, or bidirectional (from the most pruned layer outward, two concurrent chains)', choiceOption(['forward', 'bidirectional'] as const), PRUNE_DEFAULTS.order)
     .option(
       '--residual <mode>',
       'residual networks: inner = prune only convs whose channels do not reach an Add (each block\'s first conv); all = also prune each residual stream (its convs, BNs, Adds and shortcut Pads) as one coupled group',
       choiceOption(['inner', 'all'] as const),
-      'inner',
+      PRUNE_DEFAULTS.residual,
     )
-    .option('--allocation <rule>', 'global budgets across layers: sensitivity (held-out accuracy), uniform, curve', choiceOption(['sensitivity', 'uniform', 'curve'] as const), 'sensitivity')
-    .option('--alpha <a>', 'CMI: Renyi order (2: exact fast path; 1.01: the reference)', floatOption(0, true), 2)
-    .option('--sigma <rule>', 'CMI: kernel width of the maps: median (scale-aware), mean (scale-aware, a set\'s kernel from its filters\' mean distance: does not saturate) or reference', choiceOption(['median', 'mean', 'reference'] as const), 'median')
-    .option('--samples <n>', 'CMI: class-balanced training images the criterion reads', intOption(10), 256)
-    .option('--permutations <p>', 'ptest: permutations per selection', intOption(1), 100)
-    .option('--eta <p>', 'ptest: significance level', floatOption(0, true), 0.05)
-    .option('--min-keep <k>', 'channels every layer keeps at least', intOption(1), 1)
-    .option('--round-to <k>', 'keep a multiple of k channels per layer, rounded up (aligned widths run faster in some kernels)', intOption(1, 4096), 1)
-    .option('--heldout <n>', 'held-out training images for the tool\'s own choices', intOption(10), 500)
-    .option('--tolerance <t>', 'scree/xmeans: held-out accuracy a candidate may lose (layer alone)', floatOption(0), 0.005)
-    .option('--bn-images <n>', 'BatchNorm re-estimation images (0: off)', intOption(0), 2000)
+    .option('--allocation <rule>', 'global budgets across layers: sensitivity (held-out accuracy), uniform, curve', choiceOption(['sensitivity', 'uniform', 'curve'] as const), PRUNE_DEFAULTS.allocation)
+    .option('--alpha <a>', 'CMI: Renyi order (2: exact fast path; 1.01: the reference)', floatOption(0, true), PRUNE_DEFAULTS.alpha)
+    .option('--sigma <rule>', 'CMI: kernel width of the maps: median (scale-aware), mean (scale-aware, a set\'s kernel from its filters\' mean distance: does not saturate) or reference', choiceOption(['median', 'mean', 'reference'] as const), PRUNE_DEFAULTS.sigma)
+    .option('--samples <n>', 'CMI: class-balanced training images the criterion reads', intOption(10), PRUNE_DEFAULTS.samples)
+    .option('--permutations <p>', 'ptest: permutations per selection', intOption(1), PRUNE_DEFAULTS.permutations)
+    .option('--eta <p>', 'ptest: significance level', floatOption(0, true), PRUNE_DEFAULTS.eta)
+    .option('--min-keep <k>', 'channels every layer keeps at least', intOption(1), PRUNE_DEFAULTS.minKeep)
+    .option('--round-to <k>', 'keep a multiple of k channels per layer, rounded up (aligned widths run faster in some kernels)', intOption(1, 4096), PRUNE_DEFAULTS.roundTo)
+    .option('--heldout <n>', 'held-out training images for the tool\'s own choices', intOption(10), PRUNE_DEFAULTS.heldout)
+    .option('--tolerance <t>', 'scree/xmeans: held-out accuracy a candidate may lose (layer alone)', floatOption(0), PRUNE_DEFAULTS.tolerance)
+    .option('--bn-images <n>', 'BatchNorm re-estimation images (0: off)', intOption(0), PRUNE_DEFAULTS.bnImages)
     .option('--no-bn-reestimate', 'skip BatchNorm re-estimation')
-    .option('--finetune-epochs <e>', 'fine-tuning epochs (SGD, cosine, crop+flip)', intOption(0), 0)
-    .option('--lr <lr>', 'fine-tuning learning rate', floatOption(0, true), 0.01)
-    .option('--batch <b>', 'fine-tuning batch size', intOption(2, 65536), 128)
+    .option('--finetune-epochs <e>', 'fine-tuning epochs (SGD, cosine, crop+flip)', intOption(0), PRUNE_DEFAULTS.finetuneEpochs)
+    .option('--lr <lr>', 'fine-tuning learning rate', floatOption(0, true), PRUNE_DEFAULTS.lr)
+    .option('--batch <b>', 'fine-tuning batch size', intOption(2, 65536), PRUNE_DEFAULTS.batch)
     .option('--distill <T>', 'distil from the unpruned model at temperature T', floatOption(0, true))
-    .option('--distill-weight <w>', 'weight of the soft targets', floatOption(0), 0.5)
+    .option('--distill-weight <w>', 'weight of the soft targets', floatOption(0), PRUNE_DEFAULTS.distillWeight)
     .option('--checkpoint <dir>', 'checkpoint directory (default: under the cache, keyed by the inputs)')
     .option('--fresh', 'ignore checkpoints')
     .action(async (opts: PruneOptions & { bnReestimate: boolean; minKeep: number; checkpoint?: string }) => {

@@ -8,7 +8,7 @@
 import type { SigmaMode } from '../cmi/joint.js';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import type { CriterionName } from '../prune/run.js';
+import { type CriterionName, PRUNE_DEFAULTS } from '../prune/run.js';
 import { renderSvg, type SweepRow, sweepSpec } from '../report/charts.js';
 import { writeFileAtomic } from '../util/fs.js';
 import type { Json, PointKey, ResultStore, StoredPoint } from './store.js';
@@ -414,16 +414,98 @@ export function accuracyWhereReached(points: readonly { removed: Removed; accura
 }
 
 /**
- * A sweep's accuracy after BN re-estimation at `filters` removed (linear between its points), or
- * null when a budget's point is missing or `filters` lies outside the swept range (no reading
- * off the ends): what a per-layer cut-off's result is compared with.
+ * A sweep's accuracy after BN re-estimation at `filters` removed (linear between its points; with
+ * `base`, the unpruned model's accuracy as its point at 0 removed), or null when a budget's point
+ * is missing or `filters` lies outside the swept range (no reading off the ends): what a
+ * per-layer cut-off's result is compared with.
  */
-export function sweepBnAtFilters(records: readonly SweepRecord[], budgets: readonly string[], step: SweepStep, criterion: string, allocation: Allocation, filters: number): number | null {
-  const bn = budgets.map((b) => records.find((r) => r.step === step && r.criterion === criterion && r.allocation === allocation && r.budget === b)?.bn);
-  if (bn.length === 0 || !bn.every((v): v is SweepValue => v !== undefined)) return null;
+export function sweepBnAtFilters(records: readonly SweepRecord[], budgets: readonly string[], step: SweepStep, criterion: string, allocation: Allocation, filters: number, base?: number | null): number | null {
+  const found = budgets.map((b) => records.find((r) => r.step === step && r.criterion === criterion && r.allocation === allocation && r.budget === b)?.bn);
+  if (found.length === 0 || !found.every((v): v is SweepValue => v !== undefined)) return null;
+  // the unpruned model is the sweep's point at 0 removed, when given
+  const bn: { removed: Removed; accuracy: number }[] = typeof base === 'number' ? [{ removed: { filters: 0, params: 0, macs: 0 }, accuracy: base }, ...found] : found;
   const xs = bn.map((v) => v.removed.filters);
   if (filters < Math.min(...xs) - 1e-9 || filters > Math.max(...xs) + 1e-9) return null;
   return accuracyWhereReached(bn, [{ kind: 'filters', fraction: filters }]);
+}
+
+export interface EstimatorScore {
+  setting: string;
+  /** mean test accuracy after BN re-estimation over the 30-60% budgets: uniform sweep, own (curve) allocation, both */
+  uniform: number | null;
+  curve: number | null;
+  score: number | null;
+}
+
+export interface VariantScore {
+  name: string;
+  formulation: string;
+  order: string;
+  cutoff: string;
+  filters: number;
+  bn: number | null;
+  /** bn minus the variants' CMI setting's curve sweep at the same fraction of filters (null: not comparable) */
+  margin: number | null;
+}
+
+export interface DefaultsChoice {
+  estimators: EstimatorScore[];
+  estimator: EstimatorScore | null;
+  variants: VariantScore[];
+  variant: VariantScore | null;
+  /** every CMI setting has all its 30-60% points on both sweeps, and every planned variant is stored */
+  complete: boolean;
+}
+
+/**
+ * The method's defaults read off the points. Estimator (alpha, width): the CMI setting with the
+ * best mean test accuracy after BN re-estimation over the 30-60% budgets of both sweeps (the
+ * range the targets judge). Formulation, order and cut-off: the variant whose accuracy after BN
+ * re-estimation is furthest above its CMI setting's curve sweep at the same fraction of filters
+ * (with the unpruned model as that sweep's point at 0): a per-layer rule decides how much to cut,
+ * so it is judged against one threshold cutting as much.
+ */
+export function chooseDefaults(
+  records: readonly SweepRecord[],
+  settings: readonly string[],
+  budgets: readonly string[],
+  variants: readonly StoredPoint<VariantValue>[],
+  variantSetting: string | null,
+  base: number | null,
+  plannedVariants: number,
+): DefaultsChoice {
+  const scored = budgets.filter((b) => inRange(b));
+  const mean = (step: SweepStep, setting: string): number | null => {
+    const allocation: Allocation = step === 'sweep-uniform' ? 'uniform' : globalAllocationOf(setting);
+    const v = scored.map((b) => records.find((r) => r.step === step && r.criterion === setting && r.allocation === allocation && r.budget === b)?.bn?.accuracy);
+    return v.length > 0 && v.every((x): x is number => typeof x === 'number') ? v.reduce((a, x) => a + x, 0) / v.length : null;
+  };
+  const estimators = settings.filter(isCmiSetting).map((setting): EstimatorScore => {
+    const uniform = mean('sweep-uniform', setting);
+    const curve = mean('sweep-global', setting);
+    return { setting, uniform, curve, score: uniform !== null && curve !== null ? (uniform + curve) / 2 : null };
+  });
+  const vs = variants.map((p): VariantScore => {
+    const bn = p.value.accuracy.afterBnReestimation;
+    const at = variantSetting && typeof bn === 'number' ? sweepBnAtFilters(records, budgets, 'sweep-global', variantSetting, 'curve', p.value.removed.filters, base) : null;
+    return {
+      name: `${p.key.formulation}${p.key.order === 'independent' ? '' : `-${p.key.order}`}/${p.key.cutoff}`,
+      formulation: String(p.key.formulation),
+      order: String(p.key.order),
+      cutoff: String(p.key.cutoff),
+      filters: p.value.removed.filters,
+      bn,
+      margin: at === null || typeof bn !== 'number' ? null : bn - at,
+    };
+  });
+  const best = <T,>(xs: T[], f: (x: T) => number | null) => xs.filter((x) => f(x) !== null).sort((a, b) => f(b)! - f(a)!)[0] ?? null;
+  return {
+    estimators,
+    estimator: best(estimators, (x) => x.score),
+    variants: vs,
+    variant: best(vs, (x) => x.margin),
+    complete: estimators.every((x) => x.score !== null) && vs.length >= plannedVariants && vs.every((x) => x.margin !== null),
+  };
 }
 
 /**
@@ -672,6 +754,8 @@ export interface ReportProfile {
   notes?: (setup: Setup) => string[];
   /** folder of the section's plots under the output folder (default 'results') */
   svgDir?: string;
+  /** the section that reads the tool's defaults off the points (the experiment that sets them) */
+  defaults?: boolean;
 }
 
 export interface ResultsInput {
@@ -1094,6 +1178,59 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     md.push('Fine-tuning epochs:');
     md.push('');
     md.push(mdTable(['configuration', 'epoch', 'training wall', 'training CPU', 'test evaluation wall'], epochRows));
+    md.push('');
+  }
+
+  // ---- the tool's defaults (the model whose experiment sets them)
+  if (profile.defaults) {
+    const d = chooseDefaults(records, r.settings, r.budgets, variants, variantSetting, base, r.plan?.variants?.planned ?? variants.length);
+    md.push(section("The tool's defaults, by these points"));
+    md.push('');
+    md.push(
+      `Estimator (α and kernel width): the CMI setting with the best mean test accuracy after BN re-estimation over the 30-60% budgets, averaged over (a) the uniform sweep and (b) its own curve allocation. Formulation, order and cut-off: the variant (α=${r.variantAlpha}, ${r.variantSigma} width) whose accuracy after BN re-estimation is furthest above the ${variantSetting ? labelOf(variantSetting) : 'same setting’s'} curve sweep at the same fraction of filters removed (the unpruned model as that sweep's point at 0): a per-layer cut-off decides how much to cut, so it is judged against one threshold cutting as much.`,
+    );
+    md.push('');
+    const layerSum = (setting: string) => {
+      const p = rankPoints.find((x) => String(x.key.criterion) === setting);
+      const ls = p ? Object.values(p.value.layerSeconds).filter((x): x is number => typeof x === 'number') : [];
+      return ls.length > 0 ? fmtSeconds(ls.reduce((a, x) => a + x, 0)) : '–';
+    };
+    md.push(
+      mdTable(
+        ['CMI setting', '(a) uniform, mean after BN, 30-60%', '(b) curve, mean after BN, 30-60%', 'mean of both', 'ordering wall (sum of layers)'],
+        [...d.estimators]
+          .sort((a, b) => (b.score ?? -1) - (a.score ?? -1))
+          .map((e) => [`${labelOf(e.setting)}${d.estimator?.setting === e.setting ? ' (chosen)' : ''}`, fmtAcc(e.uniform), fmtAcc(e.curve), fmtAcc(e.score), layerSum(e.setting)]),
+      ),
+    );
+    md.push('');
+    if (d.variants.length > 0) {
+      md.push(
+        mdTable(
+          ['variant', 'filters removed', 'after BN re-estimation', 'vs curve sweep at the same filters (points)'],
+          [...d.variants]
+            .sort((a, b) => (b.margin ?? -Infinity) - (a.margin ?? -Infinity))
+            .map((v) => [`${v.name}${d.variant?.name === v.name ? ' (chosen)' : ''}`, fmtFrac(v.filters), fmtAcc(v.bn), v.margin === null ? '–' : `${v.margin > 0 ? '+' : v.margin < 0 ? '−' : '±'}${Math.abs(100 * v.margin).toFixed(2)}`]),
+        ),
+      );
+      md.push('');
+    }
+    const est = d.estimator ? settingOf(d.estimator.setting) : null;
+    const chosen: [string, string | number | undefined][] = [
+      ['--alpha', est?.alpha],
+      ['--sigma', est?.sigma],
+      ['--formulation', d.variant?.formulation],
+      ['--order', d.variant ? (d.variant.order === 'independent' ? PRUNE_DEFAULTS.order : d.variant.order) : undefined],
+      ['--cutoff', d.variant?.cutoff],
+    ];
+    const tool: Record<string, string | number> = { '--alpha': PRUNE_DEFAULTS.alpha, '--sigma': PRUNE_DEFAULTS.sigma, '--formulation': PRUNE_DEFAULTS.formulation, '--order': PRUNE_DEFAULTS.order, '--cutoff': PRUNE_DEFAULTS.cutoff };
+    const known = chosen.filter((c): c is [string, string | number] => c[1] !== undefined);
+    const differ = known.filter(([k, v]) => String(tool[k]) !== String(v));
+    md.push(
+      `Read off these points${d.complete ? '' : ' (not final: some points are still missing)'}: ${known.length > 0 ? known.map(([k, v]) => `\`${k} ${v}\``).join(', ') : 'nothing yet'}${d.variant?.order === 'independent' ? ' (the per-layer formulation has no order)' : ''}. \`cmiprune prune\`'s defaults: ${Object.entries(tool)
+        .map(([k, v]) => `\`${k} ${v}\``)
+        .join(', ')}: ${known.length === 0 ? 'not compared yet' : differ.length === 0 ? '**they agree**' : `**they differ** in ${differ.map(([k]) => `\`${k}\``).join(', ')}`}.`,
+    );
     md.push('');
   }
   const markdown = md.join('\n');

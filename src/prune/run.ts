@@ -43,6 +43,38 @@ export const PRUNE_ALGORITHM_VERSION = 'prune/1';
 export const CRITERIA = ['cmi', 'l1', 'random', 'hrank', 'chip'] as const;
 export type CriterionName = (typeof CRITERIA)[number];
 
+/**
+ * The defaults of prune() and `cmiprune prune`, declared once. The method's (criterion, alpha,
+ * sigma, formulation, order, cutoff) are the ones RESULTS.md's VGG16 section ("The tool's
+ * defaults") reads off the experiment's points.
+ */
+export const PRUNE_DEFAULTS = {
+  data: 'cifar10',
+  criterion: 'cmi' as CriterionName,
+  cutoff: 'scree',
+  seed: 0,
+  samples: 256,
+  alpha: 2,
+  sigma: 'median' as 'reference' | 'median' | 'mean',
+  permutations: 100,
+  eta: 0.05,
+  allocation: 'sensitivity' as AllocationRule,
+  formulation: 'per-layer' as Formulation,
+  order: 'forward' as PruneOrder,
+  residual: 'inner' as ResidualMode,
+  roundTo: 1,
+  minKeep: 1,
+  heldout: 500,
+  tolerance: 0.005,
+  bnImages: 2000,
+  finetuneEpochs: 0,
+  lr: 0.01,
+  batch: 128,
+  distillWeight: 0.5,
+  threads: 2,
+  fresh: false,
+};
+
 export interface PruneOptions {
   model: string;
   /** cifar10, an image folder (DIR/train/<class>/*.png|jpg, DIR/test/...) or x.npy,y.npy[,xtest.npy,ytest.npy] */
@@ -313,27 +345,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     tStage = now;
   };
   const o: Required<Omit<PruneOptions, 'distill' | 'testLimit' | 'mean' | 'std' | 'checkpointDir'>> & PruneOptions = {
-    seed: 0,
-    samples: 256,
-    alpha: 2,
-    sigma: 'median',
-    permutations: 100,
-    eta: 0.05,
-    allocation: 'sensitivity',
-    formulation: 'per-layer',
-    order: 'forward',
-    residual: 'inner',
-    roundTo: 1,
-    minKeep: 1,
-    heldout: 500,
-    tolerance: 0.005,
-    bnImages: 2000,
-    finetuneEpochs: 0,
-    lr: 0.01,
-    batch: 128,
-    distillWeight: 0.5,
-    threads: 2,
-    fresh: false,
+    ...PRUNE_DEFAULTS,
     ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
   } as never;
   validate(o);
