@@ -1,7 +1,7 @@
 // Global budgets across layers on constructed cases whose right answer is known.
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { allocateByCurve, allocateBySensitivity, allocateUniform, type Budget, meetsBudget, removedFraction } from '../src/prune/allocate.js';
+import { allocateByCurve, allocateBySensitivity, allocateUniform, type Budget, meetsBudget, progressOf, removedFraction } from '../src/prune/allocate.js';
 import { costModel } from '../src/prune/cost.js';
 import { l1Criterion, leftOutCurve, orderByScore } from '../src/prune/criteria.js';
 import { cutoffName, parseCutoff } from '../src/prune/cutoff-spec.js';
@@ -189,12 +189,24 @@ test('compound budgets (params:F+flops:F): every part is reached, by the least p
   assert.ok(!meetsBudget(sb, groups, { ...s.keep, c3: s.keep.c3! + 1 }, cost));
   // the filters part alone is met with more of c3 kept: the params part bound
   assert.ok((await allocateBySensitivity(budget('filters:0.3'), groups, cost, drop)).keep.c3! > s.keep.c3!);
+  // the greedy's progress: once a part is met, removing more of its measure gains nothing for it
+  // (c1 removes few parameters per filter: cutting it further mostly serves the met filters part)
+  const met = { c1: 10, c2: 20, c3: 12 }; // 28 of 70 filters (40%): the filters:0.2 part is met
+  const more = { ...met, c1: 2 };
+  const onlyFilters = budget('filters:0.2+params:0.9');
+  const paramsGain = (k: Record<string, number>) => removedFraction({ kind: 'params', fraction: 0 }, groups, k, cost) / 0.9;
+  assert.ok(Math.abs(progressOf(onlyFilters, groups, more, cost) - progressOf(onlyFilters, groups, met, cost) - (paramsGain(more) - paramsGain(met))) < 1e-12);
+  // a single-part budget is uncapped: progress is its removed fraction over its target
+  assert.ok(Math.abs(progressOf(budget('filters:0.2'), groups, met, cost) - 28 / 70 / 0.2) < 1e-12);
 });
 
 test('compound cut-off specs parse into their parts, name themselves back, and bad ones fail with one clear error', () => {
   assert.deepEqual(parseCutoff('params:0.816+flops:0.581'), { kind: 'params', fraction: 0.816, also: [{ kind: 'flops', fraction: 0.581 }] });
   assert.equal(cutoffName(parseCutoff(' params:0.816 + flops:0.581 ')), 'params:0.816+flops:0.581');
   assert.equal(cutoffName(parseCutoff('flops:0.5')), 'flops:0.5');
+  // one name whichever order the parts are written in (filters, params, flops)
+  assert.equal(cutoffName(parseCutoff('flops:0.581+params:0.816')), 'params:0.816+flops:0.581');
+  assert.equal(cutoffName(parseCutoff('flops:0.5+filters:0.3')), 'filters:0.3+flops:0.5');
   assert.throws(() => parseCutoff('params:0.5+params:0.6'), /params is named twice/);
   assert.throws(() => parseCutoff('keep:0.5+params:0.6'), /'keep:0.5' is not a global budget/);
   assert.throws(() => parseCutoff('scree+params:0.6'), /'scree' is not a global budget/);

@@ -243,11 +243,16 @@ test('targets: met / not met and by how much, from the numbers alone', () => {
   assert.equal(t2.closing, undefined);
   const closing = targetRecovered(base, [{ ...r(0.82, 0.6, 0.935), start: 0.9 }]).closing!;
   assert.match(closing, /fine-tuning recovered 3\.50 points in 3 epochs \(from 90\.00% after BN re-estimation to 93\.50%\); the 0\.20 points left/);
+  assert.match(targetRecovered(base, [{ ...r(0.82, 0.6, 0.9), start: 0.91 }]).closing!, /did not improve on the model after BN re-estimation \(91\.00% to 90\.00% in 3 epochs\)/);
   assert.equal(targetRecovered(base, [{ ...r(0.82, 0.6, 0.9372), start: 0.9 }]).closing, undefined);
   // the no-fine-tuning target points to the fine-tuned runs when it is missed
   assert.equal(t1.closing, undefined);
-  const t1c = targetFilters(base, [p(0.4, 0.9)], 0.4, 0.32, [r(0.82, 0.6, 0.935)]);
-  assert.match(t1c.closing!, /fine-tuned for 3 epochs, a CMI model removing more \(82% of the parameters, 60% of the multiply-adds\) ends at −0\.50 points/);
+  const t1c = targetFilters(base, [p(0.4, 0.9)], 0.4, 0.32, [{ ...r(0.82, 0.6, 0.935), filters: 0.45 }]);
+  assert.match(t1c.closing!, /Fine-tuned for 3 epochs, a CMI model removing 45% of the filters \(82% of the parameters, 60% of the multiply-adds\) ends at −0\.50 points \(r\): training narrows the gap, but not to 0\.32 points/);
+  const t1d = targetFilters(base, [p(0.4, 0.9)], 0.4, 0.32, [{ ...r(0.82, 0.6, 0.938), filters: 0.45 }]);
+  assert.match(t1d.closing!, /ends at −0\.20 points \(r\): training, which this target excludes, closes it/);
+  // a fine-tuned run removing fewer filters than the target says nothing about it
+  assert.equal(targetFilters(base, [p(0.4, 0.9)], 0.4, 0.32, [{ ...r(0.82, 0.6, 0.938), filters: 0.3 }]).closing, undefined);
 
   const v = (accuracy: number): SweepValue => ({ keep: {}, reached: 0.3, removed: { filters: 0.3, params: 0.3, macs: 0.3 }, accuracy });
   const rec = (criterion: string, budget: string, a: number): SweepRecord => ({ step: 'sweep-uniform', criterion, allocation: 'uniform', budget, surgery: v(a), bn: v(a) });
@@ -406,4 +411,8 @@ test('command line: one JSON line on stdout; a bad option is one error line and 
   assert.equal(bad.stdout, '');
   assert.match(bad.stderr, /^experiment:vgg16: --budgets: 'keep:0\.5' is not a global budget/);
   assert.equal(bad.stderr.trim().split('\n').length, 1);
+  // a sweep reads one measure per budget: compound budgets only where a model is pruned once per budget
+  const compound = spawnSync(process.execPath, [cliPath, '--model', small, '--step', 'report', '--budgets', 'filters:0.3+params:0.5', '--results', results], { encoding: 'utf8', env: { ...process.env, CMIPRUNE_NO_PROGRESS: '1' } });
+  assert.equal(compound.status, 1);
+  assert.match(compound.stderr, /^experiment:vgg16: --budgets: 'filters:0\.3\+params:0\.5' is not a global budget \(filters:F, params:F, flops:F\)/);
 });

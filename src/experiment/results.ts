@@ -524,7 +524,7 @@ export function chooseRecovered(store: ResultStore, s: Setup, settings: readonly
   for (const c of settings) {
     for (const [step, allocation] of [['sweep-uniform', 'uniform'], ['sweep-global', globalAllocationOf(c)]] as [SweepStep, Allocation][]) {
       const bn = budgets.map((b) => recs.find((r) => r.step === step && r.criterion === c && r.allocation === allocation && r.budget === b)?.bn);
-      const ok = bn.every((v): v is SweepValue => v !== undefined);
+      const ok = bn.length > 0 && recoverBudgets.length > 0 && bn.every((v): v is SweepValue => v !== undefined);
       const score = ok
         ? recoverBudgets.reduce((sum, rb) => sum + accuracyWhereReached(bn as SweepValue[], budgetPartsOf(rb)), 0) / recoverBudgets.length
         : null;
@@ -622,17 +622,20 @@ export function targetFilters(base: number | null, cmiPoints: NoFinetunePoint[],
   );
   if (atLeast[0])
     parts.push(`with ≥ ${fmtFrac(minFilters)} removed the smallest drop is ${dropPoints(atLeast[0].accuracy, base).toFixed(2)} points (${atLeast[0].label}, ${fmtFrac(atLeast[0].filters)} of the filters): ${(dropPoints(atLeast[0].accuracy, base) - maxDrop).toFixed(2)} points over`);
-  // what closes it: BN re-estimation is already in these numbers; the fine-tuned runs (removing
-  // more than this target asks) show what training adds
-  const ft = [...finetuned].sort((a, b) => b.accuracy - a.accuracy)[0];
+  // what closes it: BN re-estimation is already in these numbers; the fine-tuned runs that remove
+  // at least the target's filters show what training adds
+  const ft = finetuned.filter((p) => p.filters !== undefined && p.filters >= minFilters - DROP_EPS).sort((a, b) => b.accuracy - a.accuracy)[0];
+  const ftDrop = ft ? dropPoints(ft.accuracy, base) : 0;
   const closing = ft
-    ? `BN re-estimation is already counted in these points, so what is left is training: fine-tuned for ${ft.epoch} epoch${ft.epoch === 1 ? '' : 's'}, a CMI model removing more (${fmtFrac(ft.params)} of the parameters, ${fmtFrac(ft.macs)} of the multiply-adds) ends at ${fmtChange(ft.accuracy, base)} points (${ft.label}); without fine-tuning, a smaller budget (see the sweep tables) is the only lever.`
+    ? `BN re-estimation is already counted in these points. Fine-tuned for ${ft.epoch} epoch${ft.epoch === 1 ? '' : 's'}, a CMI model removing ${fmtFrac(ft.filters)} of the filters (${fmtFrac(ft.params)} of the parameters, ${fmtFrac(ft.macs)} of the multiply-adds) ends at ${fmtChange(ft.accuracy, base)} points (${ft.label}): ${ftDrop <= maxDrop + DROP_EPS ? 'training, which this target excludes, closes it' : `training narrows the gap, but not to ${maxDrop.toFixed(2)} points`}; without training only a smaller budget would.`
     : undefined;
   return { target, met: false, statement: `not met: ${parts.join('; ')}`, ...(closing ? { closing } : {}) };
 }
 
 export interface RecoveredPoint {
   label: string;
+  /** fraction of the filters removed, when known */
+  filters?: number;
   params: number;
   macs: number;
   epoch: number;
@@ -668,10 +671,13 @@ export function targetRecovered(base: number | null, cmiPoints: RecoveredPoint[]
   if (drop <= maxDrop + DROP_EPS) return { target, met: true, statement: `met: ${what}` };
   // what closes it: how much the short schedule recovered (the learning rate anneals to 0 over the
   // epochs, so the last epoch's change would say little about a longer schedule)
+  const epochs = `${b.epoch} epoch${b.epoch === 1 ? '' : 's'}`;
   const closing =
     b.start === undefined
       ? undefined
-      : `fine-tuning recovered ${(100 * (b.accuracy - b.start)).toFixed(2)} points in ${b.epoch} epoch${b.epoch === 1 ? '' : 's'} (from ${fmtAcc(b.start)} after BN re-estimation to ${fmtAcc(b.accuracy)}); the ${(drop - maxDrop).toFixed(2)} points left are for a longer schedule than this target's ${maxEpochs} epochs (the published anchors fine-tune for up to 200) or a smaller budget.`;
+      : b.accuracy > b.start
+        ? `fine-tuning recovered ${(100 * (b.accuracy - b.start)).toFixed(2)} points in ${epochs} (from ${fmtAcc(b.start)} after BN re-estimation to ${fmtAcc(b.accuracy)}); the ${(drop - maxDrop).toFixed(2)} points left are for a longer schedule than this target's ${maxEpochs} epochs (the published anchors' is in their table) or a smaller budget.`
+        : `fine-tuning did not improve on the model after BN re-estimation (${fmtAcc(b.start)} to ${fmtAcc(b.accuracy)} in ${epochs}): the learning rate or the budget, not the number of epochs, is what to change.`;
   return { target, met: false, statement: `not met: best ${what}: a drop ${(drop - maxDrop).toFixed(2)} points over ${maxDrop.toFixed(2)}`, ...(closing ? { closing } : {}) };
 }
 
@@ -840,7 +846,8 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
         .sort((a, b) => variantRank(a) - variantRank(b));
   // the sweep setting the variants share their estimator with
   const variantSetting = SWEEP_SETTINGS.find((x) => x.criterion === 'cmi' && x.alpha === r.variantAlpha && x.sigma === r.variantSigma)?.id ?? null;
-  const recovered = recoveredRecords(store, setup, r.finetune);
+  // the planned recovery budgets' runs only (a run at a budget since dropped stays in the store)
+  const recovered = recoveredRecords(store, setup, r.finetune).filter((x) => r.recoverBudgets.includes(x.budget));
   // this setup's rankings: the header's prunable count and the time table
   const rankPoints = store.list<RankValue>({ kind: 'rank', data: setup.data, samples: setup.samples, seed: setup.seed, residual: setup.residual });
   const choice = chooseRecovered(store, setup, r.settings, r.budgets, r.recoverBudgets);
@@ -902,6 +909,7 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     if (e)
       cmiFt.push({
         label: `${labelOf(x.criterion)}, ${x.allocation}, ${budgetLabel(x.budget)}, distillation ${x.distill}`,
+        filters: x.start.removed.filters,
         params: x.start.removed.params,
         macs: x.start.removed.macs,
         epoch: e.value.epoch,
@@ -1011,7 +1019,7 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
       // fraction for every layer and with one threshold on the curves
       md.push(
         variantSetting
-          ? `*vs uniform / curve sweep*: the variant's accuracy after BN re-estimation minus the ${labelOf(variantSetting)} sweep's at the same fraction of filters removed (linear between its points; – outside the swept range or while its points are missing), with one fraction per layer and with one threshold on the curves.`
+          ? `*vs uniform / curve sweep*: the variant's accuracy after BN re-estimation minus the ${labelOf(variantSetting)} sweep's at the same fraction of filters removed (linear between its points; – outside the swept range or while its points are missing), with one fraction per layer and with one threshold on the curves (the unpruned model as both sweeps' point at 0).`
           : `No sweep setting has the variants' α and width: no comparison with the sweeps.`,
       );
       md.push('');
@@ -1021,7 +1029,7 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
           variants.map((p) => {
             const bn = p.value.accuracy.afterBnReestimation;
             const vs = (step: SweepStep, allocation: Allocation) => {
-              const a = variantSetting ? sweepBnAtFilters(records, r.budgets, step, variantSetting, allocation, p.value.removed.filters) : null;
+              const a = variantSetting ? sweepBnAtFilters(records, r.budgets, step, variantSetting, allocation, p.value.removed.filters, base) : null;
               return a === null || typeof bn !== 'number' ? '–' : fmtChange(bn, a);
             };
             return [
@@ -1220,7 +1228,8 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
       ['--alpha', est?.alpha],
       ['--sigma', est?.sigma],
       ['--formulation', d.variant?.formulation],
-      ['--order', d.variant ? (d.variant.order === 'independent' ? PRUNE_DEFAULTS.order : d.variant.order) : undefined],
+      // the per-layer formulation has no order: nothing to read off for --order
+      ['--order', d.variant && d.variant.order !== 'independent' ? d.variant.order : undefined],
       ['--cutoff', d.variant?.cutoff],
     ];
     const tool: Record<string, string | number> = { '--alpha': PRUNE_DEFAULTS.alpha, '--sigma': PRUNE_DEFAULTS.sigma, '--formulation': PRUNE_DEFAULTS.formulation, '--order': PRUNE_DEFAULTS.order, '--cutoff': PRUNE_DEFAULTS.cutoff };

@@ -734,8 +734,8 @@ function defaultBudgetsOf(config: ExperimentConfig, residual?: ResidualMode): re
 function resolveOptions(config: ExperimentConfig, opts: ExperimentOptions): Resolved {
   const model = resolve(opts.model ?? config.defaultModel.path);
   const mode = config.residual ? (opts.residual ?? config.residual.default) : undefined;
-  const budgets = (opts.budgets ?? defaultBudgetsOf(config, mode)).map(normBudget);
-  const recoverBudgets = (opts.recoverBudgets ?? config.defaultRecoverBudgets).map(normBudget);
+  const budgets = (opts.budgets ?? defaultBudgetsOf(config, mode)).map((b) => normBudget('--budgets', b));
+  const recoverBudgets = (opts.recoverBudgets ?? config.defaultRecoverBudgets).map((b) => normBudget('--recover-budgets', b));
   if (opts.steps) {
     const other = opts.steps.filter((st) => !config.steps.includes(st));
     if (other.length > 0) throw new UserError(`--step: '${other[0]}' is not a step of experiment:${config.id} (${config.steps.join(', ')})`);
@@ -792,11 +792,17 @@ function resolveOptions(config: ExperimentConfig, opts: ExperimentOptions): Reso
   };
 }
 
-/** 'filters:0.3', or a bare fraction meaning filters. */
-function normBudget(b: string): string {
+/**
+ * 'filters:0.3', or a bare fraction meaning filters; its canonical name. Compound budgets only
+ * where a model is pruned once per budget (--recover-budgets): a sweep's x axis and its 30-60%
+ * range read one measure.
+ */
+function normBudget(option: '--budgets' | '--recover-budgets', b: string): string {
   const s = /^[0-9.]+$/.test(b.trim()) ? `filters:${b.trim()}` : b.trim();
   const c = parseCutoff(s);
-  if (!('fraction' in c) || c.kind === 'keep') throw new UserError(`--budgets: '${b}' is not a global budget (filters:F, params:F, flops:F, or several joined by +)`);
+  const compound = option === '--recover-budgets';
+  if (!('fraction' in c) || c.kind === 'keep' || (!compound && 'also' in c && c.also?.length))
+    throw new UserError(`${option}: '${b}' is not a global budget (filters:F, params:F, flops:F${compound ? ', or several joined by +' : ''})`);
   return cutoffName(c);
 }
 

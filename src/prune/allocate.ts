@@ -64,10 +64,10 @@ function reachedParts(budget: Budget, groups: ChannelGroup[], keep: Record<strin
 
 /**
  * Progress toward a budget: each part's removed share of its target, summed; with several parts
- * each capped at 1, so a step that helps only a part already met gains nothing (one part is left
- * uncapped: the greedy's choices are then exactly those by the removed fraction itself).
+ * each capped at 1, so a step that helps only a part already met gains nothing (a single-part
+ * budget is left uncapped: the greedy's choices are then exactly those by the removed fraction).
  */
-function progressOf(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): number {
+export function progressOf(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): number {
   const parts = budgetParts(budget);
   const cap = parts.length > 1 ? 1 : Infinity;
   return parts.reduce((s, p) => s + Math.min(cap, removedFraction(p, groups, keep, cost) / p.fraction), 0);

@@ -1,5 +1,6 @@
 // The --cutoff option: a per-layer rule (scree, xmeans, ptest), a per-layer fraction (keep:F) or a
-// global budget (filters:F, params:F, flops:F), parsed once with one clear error.
+// global budget (filters:F, params:F, flops:F, or several joined by + that must all be reached),
+// parsed once with one clear error.
 import { UserError } from '../util/errors.js';
 import { type Budget, type BudgetKind, budgetName } from './allocate.js';
 
@@ -16,9 +17,11 @@ function fractionOf(text: string, f: string): number {
 export function parseCutoff(text: string): CutoffSpec {
   const s = text.trim();
   if (s === 'scree' || s === 'xmeans' || s === 'ptest') return { kind: s };
-  if (s.includes('+')) {
-    // a compound budget: every part a global budget, each kind once
-    const parts = s.split('+').map((t) => {
+  // '+' before a letter joins budgets ('1e+0' stays a number)
+  if (/\+\s*[a-z]/i.test(s)) {
+    // a compound budget: every part a global budget, each kind once, in one order (filters, params,
+    // flops) so that a budget has one name whichever order it was written in
+    const parts = s.split(/\+(?=\s*[a-z])/i).map((t) => {
       const m = /^(filters|params|flops):(.+)$/.exec(t.trim());
       if (!m) throw new UserError(`--cutoff '${text}': '${t.trim()}' is not a global budget (filters:F, params:F, flops:F); only those combine with +`);
       return { kind: m[1] as BudgetKind, fraction: fractionOf(text, m[2]!) };
@@ -26,6 +29,8 @@ export function parseCutoff(text: string): CutoffSpec {
     const kinds = parts.map((p) => p.kind);
     const twice = kinds.find((k, i) => kinds.indexOf(k) !== i);
     if (twice) throw new UserError(`--cutoff '${text}': ${twice} is named twice`);
+    const order: BudgetKind[] = ['filters', 'params', 'flops'];
+    parts.sort((a, b) => order.indexOf(a.kind) - order.indexOf(b.kind));
     return { ...parts[0]!, also: parts.slice(1) };
   }
   const m = /^(keep|filters|params|flops):(.+)$/.exec(s);

@@ -581,7 +581,7 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
       offByOne: 'curve[i] is measured after i+1 channels are kept, so curve index i means keep = i + 1',
       cutOrder: "a coupled group under the uniform allocation or keep:F is cut by its cutOrder: the criterion's order stratified so every conv carrying the group loses the same fraction (keepIndices = the first `kept` of it); its curve belongs to `order`, so the curve at `kept` approximates what was removed",
       candidates: 'scree/X-Means: among the candidates, the fewest channels whose held-out accuracy with that layer pruned alone is within the tolerance; else the most',
-      budgets: `keep:F per layer; filters/params/flops:F global by the '${o.allocation}' allocation (uniform: one fraction per layer; curve: one threshold on curve/curveTotal; sensitivity: greedy on per-layer held-out drops)`,
+      budgets: `keep:F per layer; filters/params/flops:F global (several joined by + must all be reached) by the '${o.allocation}' allocation (uniform: one fraction per layer; curve: one threshold on curve/curveTotal; sensitivity: greedy on per-layer held-out drops)`,
     },
     layers: groups.map((g) => {
       const r = rankings.get(g.name);
