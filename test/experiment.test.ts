@@ -262,6 +262,10 @@ test('targets: met / not met and by how much, from the numbers alone', () => {
     'filters:0.7',
   ]);
   assert.equal(t3.met, false);
+  // the same accuracy (both at chance, say) is level, not behind
+  const t4 = targetAhead([rec('cmi-a2-median', 'filters:0.3', 0.1), rec('l1', 'filters:0.3', 0.1), rec('cmi-a2-median', 'filters:0.4', 0.8), rec('l1', 'filters:0.4', 0.7)], ['filters:0.3', 'filters:0.4']);
+  assert.equal(t4.met, false);
+  assert.match(t4.statement, /^not met: ahead in 2 of 4 comparisons; level \(the same accuracy\) at \(a\) uniform, after surgery, 30% filters \(10\.00%\); \(a\) uniform, after BN, 30% filters \(10\.00%\) \(4 comparisons not measured yet\)$/);
   assert.match(t3.statement, /ahead in 2 of 4 comparisons; behind at \(a\) uniform, after surgery, 60% filters by 2\.00; \(a\) uniform, after BN, 60% filters by 2\.00 points \(4 comparisons not measured yet\)/);
 });
 
