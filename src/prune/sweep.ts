@@ -15,7 +15,7 @@ import { progress } from '../util/progress.js';
 import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } from './allocate.js';
 import { convFilters, costModel } from './cost.js';
 import { cutoffName, parseCutoff } from './cutoff-spec.js';
-import { checkOutDir, CRITERIA, type CriterionName, evalAcc, loadInputs, makeCriterion, sortedPrefix } from './run.js';
+import { checkOutDir, CRITERIA, type CriterionName, evalAcc, loadInputs, makeCriterion, PRUNE_DEFAULTS, sortedPrefix } from './run.js';
 import { type ResidualMode, uniformRankings } from './groups.js';
 import { applyPlan } from './surgery.js';
 import type { ChannelGroup, Criterion, GroupRanking, PruningPlan } from './types.js';
@@ -61,7 +61,8 @@ export const planOf = (rankings: Map<string, GroupRanking>, keep: Record<string,
 
 export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   const t0 = performance.now();
-  const o = { seed: 0, samples: 256, alpha: 2, sigma: 'median' as const, bnImages: 2000, threads: 2, allocation: 'uniform' as const, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as Required<Omit<SweepOptions, 'testLimit' | 'mean' | 'std' | 'fresh' | 'perLayer'>> & SweepOptions;
+  const { seed, samples, alpha, sigma, bnImages, threads } = PRUNE_DEFAULTS;
+  const o = { seed, samples, alpha, sigma, bnImages, threads, allocation: 'uniform' as const, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as Required<Omit<SweepOptions, 'testLimit' | 'mean' | 'std' | 'fresh' | 'perLayer'>> & SweepOptions;
   if (o.criteria.length === 0) throw new UserError('--criteria: name at least one of: ' + CRITERIA.join(', '));
   for (const c of o.criteria) if (!(CRITERIA as readonly string[]).includes(c)) throw new UserError(`--criteria: '${c}' is not one of: ${CRITERIA.join(', ')}`);
   const budgets = o.budgets.map((b) => {
