@@ -2,7 +2,7 @@
 // npm run experiment:vgg16 -- [--model M] [--step STEP] [--time-budget MINUTES] ...
 //
 // The VGG16 experiment of the issue: its defaults, targets and published anchors. The steps
-// (rankings, sweep-uniform, sweep-global, variants, recovered, report), the result store and
+// (rankings, sweep-uniform, sweep-global, sweep-sensitivity, variants, recovered, report), the result store and
 // --time-budget are src/experiment/runner.ts's, shared with experiment:resnet56.
 import {
   type ExperimentConfig,

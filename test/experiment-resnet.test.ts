@@ -235,7 +235,7 @@ test('command line: --residual (default inner) and the steps it has; variants is
   // nothing stored: the recovered step waits for the sweeps, the variants are not planned at all
   // (sensitivity: the random order's global allocation, with every criterion by default)
   assert.deepEqual(Object.keys(s.steps).sort(), ['baseline', 'rankings', 'sensitivity', 'sweep-global', 'sweep-uniform']);
-  assert.match(s.waiting[0], /^recovered: the best configurations are chosen from both sweeps/);
+  assert.match(s.waiting[0], /^recovered: the best configurations are chosen from the sweeps/);
   // --residual all is not the default mode: its own section
   assert.match(s.files.section, /results\/sections\/resnet56-all\.md$/);
   // inner can remove at most ~48% of all filters: its sweeps stop at 40% (10 settings x 4 budgets

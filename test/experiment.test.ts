@@ -169,7 +169,9 @@ test('chooseRecovered: the configurations are scored at the recovery budgets, no
         await store.put(keys.sweep(step, c, allocation, b, 'bn', setup), { keep: {}, reached: f, removed: { filters: f, params: 2 * f, macs: 2 * f }, accuracy }, { wall: 0, cpu: 0 });
       }
   const settings = ['l1', 'chip', 'cmi-a2-median'];
-  const choice = chooseRecovered(store, setup, settings, budgets, ['flops:0.5']);
+  // first an experiment that plans only sweeps (a) and (b)
+  const two = ['sweep-uniform', 'sweep-global'] as const;
+  const choice = chooseRecovered(store, setup, settings, budgets, ['flops:0.5'], two);
   assert.equal(choice.complete, true);
   // at 50% of the multiply-adds (25% filters): l1 0.825, chip 0.7375, cmi 0.7825
   assert.deepEqual([choice.other?.criterion, choice.other?.allocation], ['l1', 'uniform']);
@@ -177,11 +179,24 @@ test('chooseRecovered: the configurations are scored at the recovery budgets, no
   assert.deepEqual([choice.cmi?.criterion, choice.cmi?.allocation], ['cmi-a2-median', 'uniform']);
   assert.ok(Math.abs(choice.cmi!.score! - 0.7825) < 1e-12);
   // at 100% multiply-adds removed (beyond the sweep), the last point's: chip 0.5 wins
-  assert.equal(chooseRecovered(store, setup, settings, budgets, ['flops:1']).other?.criterion, 'chip');
+  assert.equal(chooseRecovered(store, setup, settings, budgets, ['flops:1'], two).other?.criterion, 'chip');
   // a missing sweep point: that configuration has no score, and the choice is not complete
-  const partial = chooseRecovered(store, setup, settings, [...budgets, 'filters:0.7'], ['flops:0.5']);
+  const partial = chooseRecovered(store, setup, settings, [...budgets, 'filters:0.7'], ['flops:0.5'], two);
   assert.equal(partial.complete, false);
   assert.equal(partial.other, null);
+  // with (c), every sweep planned by default: incomplete until its points exist, then its
+  // configurations compete (chip with the sensitivity allocation is best here)
+  assert.equal(chooseRecovered(store, setup, settings, budgets, ['flops:0.5']).complete, false);
+  for (const c of settings)
+    for (const b of budgets) {
+      const f = Number(b.split(':')[1]);
+      await store.put(keys.sweep('sweep-sensitivity', c, 'sensitivity', b, 'bn', setup), { keep: {}, reached: f, removed: { filters: f, params: 2 * f, macs: 2 * f }, accuracy: c === 'chip' ? 0.95 : 0.1 }, { wall: 0, cpu: 0 });
+    }
+  const three = chooseRecovered(store, setup, settings, budgets, ['flops:0.5']);
+  assert.equal(three.complete, true);
+  assert.equal(three.scores.length, 9);
+  assert.deepEqual([three.other?.criterion, three.other?.allocation], ['chip', 'sensitivity']);
+  assert.deepEqual([three.cmi?.criterion, three.cmi?.allocation], ['cmi-a2-median', 'uniform']);
 });
 
 test('store: stable ids, points written atomically, reread; other versions, other models and damaged files are not listed', async () => {
@@ -265,8 +280,8 @@ test('targets: met / not met and by how much, from the numbers alone', () => {
   // the same accuracy (both at chance, say) is level, not behind
   const t4 = targetAhead([rec('cmi-a2-median', 'filters:0.3', 0.1), rec('l1', 'filters:0.3', 0.1), rec('cmi-a2-median', 'filters:0.4', 0.8), rec('l1', 'filters:0.4', 0.7)], ['filters:0.3', 'filters:0.4']);
   assert.equal(t4.met, false);
-  assert.match(t4.statement, /^not met: ahead in 2 of 4 comparisons; level \(the same accuracy\) at \(a\) uniform, after surgery, 30% filters \(10\.00%\); \(a\) uniform, after BN, 30% filters \(10\.00%\) \(4 comparisons not measured yet\)$/);
-  assert.match(t3.statement, /ahead in 2 of 4 comparisons; behind at \(a\) uniform, after surgery, 60% filters by 2\.00; \(a\) uniform, after BN, 60% filters by 2\.00 points \(4 comparisons not measured yet\)/);
+  assert.match(t4.statement, /^not met: ahead in 2 of 4 comparisons; level \(the same accuracy\) at \(a\) uniform, after surgery, 30% filters \(10\.00%\); \(a\) uniform, after BN, 30% filters \(10\.00%\) \(8 comparisons not measured yet\)$/);
+  assert.match(t3.statement, /ahead in 2 of 4 comparisons; behind at \(a\) uniform, after surgery, 60% filters by 2\.00; \(a\) uniform, after BN, 60% filters by 2\.00 points \(8 comparisons not measured yet\)/);
 });
 
 test('sweep step on a small CNN: 2 criteria x 2 budgets x 2 stages stored; a rerun recomputes nothing; RESULTS.md and the plots hold the stored numbers', { skip: addonSkip }, async () => {
@@ -315,12 +330,13 @@ test('sweep step on a small CNN: 2 criteria x 2 budgets x 2 stages stored; a rer
     }
   }
   assert.match(md, /\| \*published\* \| CHIP \| Sui et al\., NeurIPS 2021 \| 93\.96% → 93\.86% \|/);
-  assert.match(md, /!\[\(a\) uniform fraction per layer\]\(results\/sweep-uniform\.svg\)/);
+  assert.match(md, /!\[\(a\) uniform fraction per layer\]\(results\/vgg16\/sweep-uniform\.svg\)/);
   assert.match(md, /\(b\) each criterion’s global allocation: not measured yet/);
+  assert.match(md, /\(c\) every criterion with the held-out sensitivity allocation: not measured yet/);
   assert.match(md, /\| sweep-uniform \| 8 \| 8 \|/);
   assert.match(md, /\| sweep-global \| 8 \| 0 \(incomplete\) \|/);
   assert.equal(r3.files.plots.length, 1);
-  const svg = await readFile(join(o.out!, 'results', 'sweep-uniform.svg'), 'utf8');
+  const svg = await readFile(join(o.out!, 'results', 'vgg16', 'sweep-uniform.svg'), 'utf8');
   assert.match(svg, /^<svg/);
   assert.ok(svg.includes(`${SERIES.sweepFiltersLine}_marks`));
   // one symbol per (criterion, budget, stage) in the filters panel, each labelled with its accuracy

@@ -93,7 +93,20 @@ export interface FinetuneSetup {
 
 export type Allocation = 'uniform' | 'curve' | 'sensitivity';
 export type SweepStage = 'surgery' | 'bn';
-export type SweepStep = 'sweep-uniform' | 'sweep-global';
+/**
+ * The sweeps: (a) one fraction for every layer (isolates the criterion); (b) each criterion's own
+ * global allocation; (c) every criterion with the held-out sensitivity allocation (prune's default
+ * allocation), which separates the allocation from the criterion.
+ */
+export const SWEEP_STEPS = ['sweep-uniform', 'sweep-global', 'sweep-sensitivity'] as const;
+export type SweepStep = (typeof SWEEP_STEPS)[number];
+/** a sweep's name in the tables, e.g. '(c) sensitivity' */
+export const SWEEP_TAG: Record<SweepStep, string> = { 'sweep-uniform': '(a)', 'sweep-global': '(b)', 'sweep-sensitivity': '(c)' };
+
+/** The allocation a sweep step gives a criterion setting. */
+export function allocationOf(step: SweepStep, id: string): Allocation {
+  return step === 'sweep-uniform' ? 'uniform' : step === 'sweep-sensitivity' ? 'sensitivity' : globalAllocationOf(id);
+}
 
 export interface Variant {
   formulation: 'per-layer' | 'compact' | 'full';
@@ -509,7 +522,7 @@ export function chooseDefaults(
 }
 
 /**
- * Each (criterion setting, allocation) of both sweeps scored where it will be fine-tuned: its test
+ * Each (criterion setting, allocation) of the sweeps scored where it will be fine-tuned: its test
  * accuracy after BN re-estimation at each recovery budget's reduction (multiply-adds for flops:F,
  * parameters for params:F, filters for filters:F; where all are reached for a compound budget),
  * read off its sweep points by accuracyWhereReached, mean
@@ -518,11 +531,21 @@ export function chooseDefaults(
  * ResNet-56 it preferred CHIP, which is 4 points behind L1 at the recovery budgets.) `complete` is
  * false while any planned configuration lacks one of its sweep points (the choice could change).
  */
-export function chooseRecovered(store: ResultStore, s: Setup, settings: readonly string[], budgets: readonly string[], recoverBudgets: readonly string[]): RecoveredChoice {
+export function chooseRecovered(
+  store: ResultStore,
+  s: Setup,
+  settings: readonly string[],
+  budgets: readonly string[],
+  recoverBudgets: readonly string[],
+  sweeps: readonly SweepStep[] = SWEEP_STEPS,
+): RecoveredChoice {
   const recs = sweepRecords(store, s);
   const scores: ConfigScore[] = [];
   for (const c of settings) {
-    for (const [step, allocation] of [['sweep-uniform', 'uniform'], ['sweep-global', globalAllocationOf(c)]] as [SweepStep, Allocation][]) {
+    for (const step of sweeps) {
+      const allocation = allocationOf(step, c);
+      // random's (b) is its sensitivity allocation: scored once
+      if (step === 'sweep-sensitivity' && allocationOf('sweep-global', c) === 'sensitivity') continue;
       const bn = budgets.map((b) => recs.find((r) => r.step === step && r.criterion === c && r.allocation === allocation && r.budget === b)?.bn);
       const ok = bn.length > 0 && recoverBudgets.length > 0 && bn.every((v): v is SweepValue => v !== undefined);
       const score = ok
@@ -540,7 +563,7 @@ export function chooseRecovered(store: ResultStore, s: Setup, settings: readonly
     other: best(false),
     complete: scores.every((x) => x.score !== null),
     scores,
-    rule: `test accuracy after BN re-estimation on the sweeps, read at each recovery budget (${recoverBudgets.map(budgetLabel).join(', ')} removed) between the sweep points around it, mean over those budgets, over both allocations`,
+    rule: `test accuracy after BN re-estimation on the sweeps, read at each recovery budget (${recoverBudgets.map(budgetLabel).join(', ')} removed) between the sweep points around it, mean over those budgets, over every sweep's allocation`,
   };
 }
 
@@ -687,7 +710,7 @@ export function targetAhead(records: SweepRecord[], budgets: readonly string[]):
   const scored = budgets.filter((b) => inRange(b));
   const rows: { where: string; margin: number; accuracy: number }[] = [];
   let missing = 0;
-  for (const step of ['sweep-uniform', 'sweep-global'] as SweepStep[]) {
+  for (const step of SWEEP_STEPS) {
     for (const stage of ['surgery', 'bn'] as SweepStage[]) {
       for (const b of scored) {
         const at = records.filter((r) => r.step === step && r.budget === b && r[stage]);
@@ -697,7 +720,7 @@ export function targetAhead(records: SweepRecord[], budgets: readonly string[]):
           missing++;
           continue;
         }
-        rows.push({ where: `${step === 'sweep-uniform' ? '(a) uniform' : '(b) global'}, ${stage === 'bn' ? 'after BN' : 'after surgery'}, ${budgetLabel(b)}`, margin: 100 * (cmi - other), accuracy: cmi });
+        rows.push({ where: `${SWEEP_TAG[step]} ${step === 'sweep-uniform' ? 'uniform' : step === 'sweep-global' ? 'global' : 'sensitivity'}, ${stage === 'bn' ? 'after BN' : 'after surgery'}, ${budgetLabel(b)}`, margin: 100 * (cmi - other), accuracy: cmi });
       }
     }
   }
@@ -780,6 +803,8 @@ export interface ResultsInput {
   budgets: readonly string[];
   /** the recovered step's budgets (its configurations are chosen at them) */
   recoverBudgets: readonly string[];
+  /** the sweeps this experiment plans (default all) */
+  sweeps?: readonly SweepStep[];
   /** variants' alpha and width rule */
   variantAlpha: number;
   variantSigma: string;
@@ -854,7 +879,7 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
   const recovered = recoveredRecords(store, setup, r.finetune).filter((x) => r.recoverBudgets.includes(x.budget));
   // this setup's rankings: the header's prunable count and the time table
   const rankPoints = store.list<RankValue>({ kind: 'rank', data: setup.data, samples: setup.samples, seed: setup.seed, residual: setup.residual });
-  const choice = chooseRecovered(store, setup, r.settings, r.budgets, r.recoverBudgets);
+  const choice = chooseRecovered(store, setup, r.settings, r.budgets, r.recoverBudgets, r.sweeps);
   const md: string[] = [];
   const plots: string[] = [];
 
@@ -938,14 +963,17 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
   md.push(section('Criterion sweep without fine-tuning'));
   md.push('');
   md.push(
-    `Test accuracy after surgery (removed filters folded away, no other change) and after BatchNorm re-estimation, against the fraction of all ${basePoint ? int(basePoint.value.filters) : ''} conv filters removed. (a) every layer loses the same fraction (isolates the criterion); (b) each criterion's own global allocation: one threshold on its normalised importance curve across layers (\`curve\`), or, for the random order, which has no curve, the layers' held-out sensitivity (\`sensitivity\`). One ranking per criterion setting, reused at every budget.`,
+    `Test accuracy after surgery (removed filters folded away, no other change) and after BatchNorm re-estimation, against the fraction of all ${basePoint ? int(basePoint.value.filters) : ''} conv filters removed. (a) every layer loses the same fraction (isolates the criterion); (b) each criterion's own global allocation: one threshold on its normalised importance curve across layers (\`curve\`), or, for the random order, which has no curve, the layers' held-out sensitivity (\`sensitivity\`); (c) every criterion with that held-out sensitivity allocation (\`cmiprune prune\`'s default: each layer pruned alone at 10-90% on held-out training images, the cheapest accuracy drops per unit of budget taken greedily), which separates the allocation from the criterion. One ranking per criterion setting, reused at every budget.`,
   );
   md.push('');
   const criteriaLabels = r.settings.map(labelOf);
   for (const [step, title, file] of [
     ['sweep-uniform', '(a) uniform fraction per layer', 'sweep-uniform.svg'],
     ['sweep-global', '(b) each criterion’s global allocation', 'sweep-global.svg'],
+    ['sweep-sensitivity', '(c) every criterion with the held-out sensitivity allocation', 'sweep-sensitivity.svg'],
   ] as [SweepStep, string, string][]) {
+    // a step this experiment does not plan has no plot
+    if (r.plan && !r.plan[step]) continue;
     const rows: SweepRow[] = [];
     for (const x of records.filter((y) => y.step === step)) {
       for (const st of ['surgery', 'bn'] as SweepStage[]) {
@@ -972,13 +1000,13 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     md.push(`Test accuracy, after surgery / after BN re-estimation (change against the unpruned ${fmtAcc(base)} after BN re-estimation, in points):`);
     md.push('');
     const trows: string[][] = [];
-    for (const step of ['sweep-uniform', 'sweep-global'] as SweepStep[]) {
+    for (const step of SWEEP_STEPS) {
       for (const c of r.settings) {
         const mine = records.filter((x) => x.step === step && x.criterion === c);
         if (mine.length === 0) continue;
         trows.push([
           labelOf(c),
-          step === 'sweep-uniform' ? '(a) uniform' : `(b) ${mine[0]!.allocation}`,
+          `${SWEEP_TAG[step]} ${mine[0]!.allocation}`,
           ...budgets.map((b) => {
             const x = mine.find((y) => y.budget === b);
             if (!x) return '–';

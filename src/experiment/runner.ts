@@ -8,7 +8,8 @@
 //                  median and mean-distance widths; L1, random, HRank, CHIP), with its wall and CPU time
 //   sweep-uniform  (a) the same fraction of every layer, budgets 10-70% of the filters
 //   sweep-global   (b) each criterion's own global allocation at the same budgets
-//                  (both sweeps: test accuracy after surgery and after BN re-estimation, no fine-tuning)
+//   sweep-sensitivity (c) every criterion with the held-out sensitivity allocation
+//                  (every sweep: test accuracy after surgery and after BN re-estimation, no fine-tuning)
 //   variants       the paper's formulations x orders x cut-offs through prune(), no fine-tuning
 //                  (only where the config lists it: VGG16)
 //   recovered      the best CMI configuration and the best other criterion (chosen from the sweeps)
@@ -31,6 +32,8 @@ import {
   chooseRecovered,
   type EpochValue,
   type FinetuneSetup,
+  allocationOf,
+  SWEEP_STEPS,
   globalAllocationOf,
   keys,
   type RankValue,
@@ -71,7 +74,7 @@ export const SHARED_DIR = process.env.CMIPRUNE_SHARED ?? resolve(REPO_ROOT, '../
 export const sharedModel = (file: string) => ({ path: resolve(SHARED_DIR, 'models', file), label: `../shared/models/${file}` });
 
 /** Every step there is, in the order they run; a config lists the ones its model has. */
-export const STEPS = ['rankings', 'sweep-uniform', 'sweep-global', 'variants', 'recovered', 'report'] as const;
+export const STEPS = ['rankings', 'sweep-uniform', 'sweep-global', 'sweep-sensitivity', 'variants', 'recovered', 'report'] as const;
 export type Step = (typeof STEPS)[number];
 
 export const DEFAULT_BUDGETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7].map((f) => `filters:${f}`);
@@ -256,6 +259,8 @@ class StopRun extends Error {}
 
 interface Resolved {
   model: string;
+  /** the sweeps of this experiment (its config's steps): the recovered choice reads these */
+  sweeps: SweepStep[];
   data: string;
   steps: Step[];
   budgets: string[];
@@ -509,7 +514,7 @@ class Run {
   sweepItems(step: SweepStep): Item[] {
     const items: Item[] = [this.baselineItem()];
     for (const c of this.o.criteria) {
-      const allocation: Allocation = step === 'sweep-uniform' ? 'uniform' : globalAllocationOf(c);
+      const allocation: Allocation = allocationOf(step, c);
       items.push(this.rankItem(c));
       if (allocation === 'sensitivity') items.push(this.sensitivityItem(c));
       for (const b of this.o.budgets) {
@@ -581,10 +586,10 @@ class Run {
       return { criterion, allocation: (allocation ?? globalAllocationOf(criterion)) as Allocation };
     };
     if (this.o.recoverCmi && this.o.recoverOther) return { configs: [parse(this.o.recoverCmi), parse(this.o.recoverOther)], waiting: null };
-    const choice = chooseRecovered(this.store, this.setup, this.o.criteria, this.o.budgets, this.o.recoverBudgets);
+    const choice = chooseRecovered(this.store, this.setup, this.o.criteria, this.o.budgets, this.o.recoverBudgets, this.o.sweeps);
     if (!choice.complete) {
       const missing = choice.scores.filter((s) => s.score === null).length;
-      return { configs: [], waiting: `recovered: the best configurations are chosen from both sweeps, and ${missing} of ${choice.scores.length} configurations still lack points (or give --recover-cmi and --recover-other)` };
+      return { configs: [], waiting: `recovered: the best configurations are chosen from the sweeps, and ${missing} of ${choice.scores.length} configurations still lack points (or give --recover-cmi and --recover-other)` };
     }
     const configs = [
       this.o.recoverCmi ? parse(this.o.recoverCmi) : choice.cmi,
@@ -683,6 +688,7 @@ class Run {
         return this.o.criteria.map((c) => this.rankItem(c)).sort((a, b) => this.est.of(tagOf(a.keys[0]!)) - this.est.of(tagOf(b.keys[0]!)));
       case 'sweep-uniform':
       case 'sweep-global':
+      case 'sweep-sensitivity':
         return this.sweepItems(step);
       case 'variants':
         return [this.baselineItem(), ...this.variantItems()];
@@ -762,6 +768,7 @@ function resolveOptions(config: ExperimentConfig, opts: ExperimentOptions): Reso
   }
   return {
     model,
+    sweeps: config.steps.filter((s): s is SweepStep => (SWEEP_STEPS as readonly string[]).includes(s)),
     data: opts.data ?? 'cifar10',
     steps: opts.steps ?? [...config.steps],
     budgets,
@@ -910,6 +917,7 @@ export async function runExperiment(config: ExperimentConfig, opts: ExperimentOp
       settings: o.criteria,
       budgets: o.budgets,
       recoverBudgets: o.recoverBudgets,
+      sweeps: o.sweeps,
       variantAlpha: o.variantAlpha,
       variantSigma: o.variantSigma,
       modelPath: isDefault ? config.defaultModel.label : o.model,
