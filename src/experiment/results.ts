@@ -114,6 +114,7 @@ export interface Variant {
   order: 'independent' | 'forward' | 'bidirectional';
   cutoff: 'scree' | 'xmeans' | 'ptest';
 }
+export const variantName = (v: { formulation: string; order: string; cutoff: string }) => `${v.formulation}${v.order === 'independent' ? '' : `-${v.order}`}/${v.cutoff}`;
 
 /** the residual mode as a key field, only where there is one */
 const residualField = (s: Setup): { residual?: string } => (s.residual !== undefined ? { residual: s.residual } : {});
@@ -489,7 +490,7 @@ export function chooseDefaults(
 ): DefaultsChoice {
   const scored = budgets.filter((b) => inRange(b));
   const mean = (step: SweepStep, setting: string): number | null => {
-    const allocation: Allocation = step === 'sweep-uniform' ? 'uniform' : globalAllocationOf(setting);
+    const allocation = allocationOf(step, setting);
     const v = scored.map((b) => records.find((r) => r.step === step && r.criterion === setting && r.allocation === allocation && r.budget === b)?.bn?.accuracy);
     return v.length > 0 && v.every((x): x is number => typeof x === 'number') ? v.reduce((a, x) => a + x, 0) / v.length : null;
   };
@@ -502,7 +503,7 @@ export function chooseDefaults(
     const bn = p.value.accuracy.afterBnReestimation;
     const at = variantSetting && typeof bn === 'number' ? sweepBnAtFilters(records, budgets, 'sweep-global', variantSetting, 'curve', p.value.removed.filters, base) : null;
     return {
-      name: `${p.key.formulation}${p.key.order === 'independent' ? '' : `-${p.key.order}`}/${p.key.cutoff}`,
+      name: variantName({ formulation: String(p.key.formulation), order: String(p.key.order), cutoff: String(p.key.cutoff) }),
       formulation: String(p.key.formulation),
       order: String(p.key.order),
       cutoff: String(p.key.cutoff),
@@ -705,12 +706,12 @@ export function targetRecovered(base: number | null, cmiPoints: RecoveredPoint[]
 }
 
 /** Target 3: the best CMI setting ahead of the best other criterion at every budget of 30-60%, per allocation and stage. */
-export function targetAhead(records: SweepRecord[], budgets: readonly string[]): TargetResult {
+export function targetAhead(records: SweepRecord[], budgets: readonly string[], sweeps: readonly SweepStep[] = SWEEP_STEPS): TargetResult {
   const target = 'CMI ahead of every other criterion at every budget of 30-60% (best CMI setting vs best other, per allocation and stage, no fine-tuning)';
   const scored = budgets.filter((b) => inRange(b));
   const rows: { where: string; margin: number; accuracy: number }[] = [];
   let missing = 0;
-  for (const step of SWEEP_STEPS) {
+  for (const step of sweeps) {
     for (const stage of ['surgery', 'bn'] as SweepStage[]) {
       for (const b of scored) {
         const at = records.filter((r) => r.step === step && r.budget === b && r[stage]);
@@ -772,6 +773,8 @@ export interface TargetData {
   /** the sweep records of the planned settings and budgets */
   records: SweepRecord[];
   budgets: readonly string[];
+  /** the sweeps this experiment plans */
+  sweeps: readonly SweepStep[];
 }
 
 /** One experiment's section: how it is titled, which targets it states, which anchors it shows. */
@@ -946,7 +949,7 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
         start: x.start.afterBnReestimation,
       });
   }
-  const targets = profile.targets({ base, cmiNoFinetune: cmiNoFt, cmiFinetuned: cmiFt, records, budgets: r.budgets });
+  const targets = profile.targets({ base, cmiNoFinetune: cmiNoFt, cmiFinetuned: cmiFt, records, budgets: r.budgets, sweeps: r.sweeps ?? SWEEP_STEPS });
   md.push('## Targets');
   md.push('');
   md.push(mdTable(['target', 'met', 'from the data'], targets.map((t) => [t.target, t.met === null ? 'not yet known' : t.met ? '**yes**' : '**no**', t.statement])));
@@ -972,8 +975,8 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     ['sweep-global', '(b) each criterion’s global allocation', 'sweep-global.svg'],
     ['sweep-sensitivity', '(c) every criterion with the held-out sensitivity allocation', 'sweep-sensitivity.svg'],
   ] as [SweepStep, string, string][]) {
-    // a step this experiment does not plan has no plot
-    if (r.plan && !r.plan[step]) continue;
+    // a sweep this experiment does not plan has no plot
+    if (!(r.sweeps ?? SWEEP_STEPS).includes(step)) continue;
     const rows: SweepRow[] = [];
     for (const x of records.filter((y) => y.step === step)) {
       for (const st of ['surgery', 'bn'] as SweepStage[]) {

@@ -47,6 +47,7 @@ import {
   type SweepStep,
   type SweepValue,
   type Variant,
+  variantName,
   type VariantValue,
   writeResults,
 } from './results.js';
@@ -87,7 +88,7 @@ export const VARIANTS: readonly Variant[] = (['scree', 'xmeans', 'ptest'] as con
   { formulation: 'full' as const, order: 'forward' as const, cutoff },
   { formulation: 'full' as const, order: 'bidirectional' as const, cutoff },
 ]);
-export const variantName = (v: Variant) => `${v.formulation}${v.order === 'independent' ? '' : `-${v.order}`}/${v.cutoff}`;
+export { variantName };
 
 /** What one model's experiment is: everything else is this file's. */
 export interface ExperimentConfig {

@@ -43,23 +43,28 @@ export interface Allocation {
   evidence: Record<string, unknown>;
 }
 
-/** The removed fraction of the budget part's measure for the given keep counts. */
-export function removedFraction(budget: BudgetPart, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): number {
-  const c = cost.of(keep);
+/** The removed fraction of one measure, from a cost of the kept counts. */
+function removedOf(kind: BudgetKind, c: { params: number; macs: number; filters: number }, cost: CostModel): number {
   // filters: of every conv in the model, as the report counts them (a coupled group's channel
   // removes a filter from each of its convs that carries it)
-  if (budget.kind === 'filters') return 1 - c.filters / cost.filters;
-  return budget.kind === 'params' ? 1 - c.params / cost.params : 1 - c.macs / cost.macs;
+  if (kind === 'filters') return 1 - c.filters / cost.filters;
+  return kind === 'params' ? 1 - c.params / cost.params : 1 - c.macs / cost.macs;
+}
+
+/** The removed fraction of the budget part's measure for the given keep counts. */
+export function removedFraction(budget: BudgetPart, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): number {
+  return removedOf(budget.kind, cost.of(keep), cost);
+}
+
+/** Each part of the budget with its removed fraction, from one cost of the kept counts. */
+function partsReached(budget: Budget, keep: Record<string, number>, cost: CostModel): { part: BudgetPart; removed: number }[] {
+  const c = cost.of(keep);
+  return budgetParts(budget).map((part) => ({ part, removed: removedOf(part.kind, c, cost) }));
 }
 
 /** Every part of the budget reached. */
 export function meetsBudget(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): boolean {
-  return budgetParts(budget).every((p) => removedFraction(p, groups, keep, cost) >= p.fraction);
-}
-
-/** Each part's removed fraction, by kind (a compound budget's evidence). */
-function reachedParts(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): Record<string, number> {
-  return Object.fromEntries(budgetParts(budget).map((p) => [p.kind, removedFraction(p, groups, keep, cost)]));
+  return partsReached(budget, keep, cost).every((x) => x.removed >= x.part.fraction);
 }
 
 /**
@@ -68,9 +73,9 @@ function reachedParts(budget: Budget, groups: ChannelGroup[], keep: Record<strin
  * budget is left uncapped: the greedy's choices are then exactly those by the removed fraction).
  */
 export function progressOf(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): number {
-  const parts = budgetParts(budget);
+  const parts = partsReached(budget, keep, cost);
   const cap = parts.length > 1 ? 1 : Infinity;
-  return parts.reduce((s, p) => s + Math.min(cap, removedFraction(p, groups, keep, cost) / p.fraction), 0);
+  return parts.reduce((s, x) => s + Math.min(cap, x.removed / x.part.fraction), 0);
 }
 
 function clampKeep(g: ChannelGroup, k: number, minKeep: number): number {
@@ -100,15 +105,16 @@ function bisect(meets: (x: number) => boolean): number {
 }
 
 function unreachable(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel, minKeep: number): UserError {
-  const got = budgetParts(budget)
-    .map((p) => `${(100 * removedFraction(p, groups, keep, cost)).toFixed(1)}% of the ${p.kind}`)
+  const got = partsReached(budget, keep, cost)
+    .map((x) => `${(100 * x.removed).toFixed(1)}% of the ${x.part.kind}`)
     .join(' and ');
   return new UserError(`budget ${budgetName(budget)} cannot be met: with at least ${minKeep} channel(s) per prunable layer at most ${got} goes (lower the budget or --min-keep)`);
 }
 
 /** The allocation's `reached` (the first part) and, for a compound budget, every part's in the evidence. */
 function reachedOf(budget: Budget, groups: ChannelGroup[], keep: Record<string, number>, cost: CostModel): { reached: number; parts: Record<string, unknown> } {
-  return { reached: removedFraction(budget, groups, keep, cost), parts: budget.also?.length ? { reachedParts: reachedParts(budget, groups, keep, cost) } : {} };
+  const parts = partsReached(budget, keep, cost);
+  return { reached: parts[0]!.removed, parts: parts.length > 1 ? { reachedParts: Object.fromEntries(parts.map((x) => [x.part.kind, x.removed])) } : {} };
 }
 
 export function allocateUniform(budget: Budget, groups: ChannelGroup[], cost: CostModel, minKeep = 1): Allocation {
