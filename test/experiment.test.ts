@@ -17,6 +17,7 @@ import {
   sweepBnAtFilters,
   chooseRecovered,
   fmtAcc,
+  fmtChange,
   keys,
   type Setup,
   type SweepRecord,
@@ -109,7 +110,7 @@ test('sweepBnAtFilters: a sweep read at a variant\'s fraction of filters, null o
   assert.equal(sweepBnAtFilters(records, budgets, 'sweep-uniform', 'cmi-a2-median', 'uniform', 0.2), null);
 });
 
-test('chooseDefaults: the CMI setting best over 30-60% on both sweeps; the variant furthest above its setting\'s curve sweep at the same filters', () => {
+test('chooseDefaults: the CMI setting best over 30-60% on the scored sweeps; the variant furthest above its setting\'s curve sweep at the same filters', () => {
   const v = (filters: number, accuracy: number): SweepValue => ({ keep: {}, reached: filters, removed: { filters, params: filters, macs: filters }, accuracy });
   const rec = (step: 'sweep-uniform' | 'sweep-global', criterion: string, budget: string, a: number): SweepRecord => ({
     step,
@@ -140,9 +141,20 @@ test('chooseDefaults: the CMI setting best over 30-60% on both sweeps; the varia
   assert.equal(d.variant!.name, 'compact-forward/xmeans');
   assert.ok(Math.abs(d.variants[0]!.margin! - 0.005) < 1e-12);
   assert.ok(Math.abs(d.variant!.margin! - 0.01) < 1e-12);
-  // beyond the swept 60%: not comparable, so the choice is not final
+  // beyond the swept 60%: not comparable, yet no missing point could change that, so the choice is final
   assert.equal(d.variants[2]!.margin, null);
-  assert.equal(d.complete, false);
+  assert.equal(d.complete, true);
+  // a missing point of the curve sweep the variants are read against leaves it open
+  const noCurve = records.filter((r) => !(r.criterion === 'cmi-a2-median' && r.budget === 'filters:0.1' && r.step === 'sweep-global'));
+  assert.equal(chooseDefaults(noCurve, ['cmi-a2-median', 'cmi-a1.01-median'], budgets, variants, 'cmi-a2-median', 0.94, 3).complete, false);
+  // a planned sensitivity sweep is scored too: a2-median's 0.95 there lifts its mean of three to (0.7 + 0.85 + 0.95) / 3 above a1.01's
+  const sens = (c: string, a: number): SweepRecord[] => budgets.map((b) => ({ step: 'sweep-sensitivity', criterion: c, allocation: 'sensitivity', budget: b, bn: v(Number(b.split(':')[1]), a) }));
+  const three = chooseDefaults([...records, ...sens('cmi-a2-median', 0.95), ...sens('cmi-a1.01-median', 0.8)], ['cmi-a2-median', 'cmi-a1.01-median'], budgets, [], null, 0.94, 0, ['sweep-uniform', 'sweep-global', 'sweep-sensitivity']);
+  assert.equal(three.estimator!.setting, 'cmi-a2-median');
+  assert.ok(Math.abs(three.estimator!.score! - (0.7 + 0.85 + 0.95) / 3) < 1e-12);
+  assert.ok(Math.abs(three.estimators.find((e) => e.setting === 'cmi-a1.01-median')!.sensitivity! - 0.8) < 1e-12);
+  // planned but missing for a setting: unscored
+  assert.equal(chooseDefaults(records, ['cmi-a2-median'], budgets, [], null, 0.94, 0, ['sweep-uniform', 'sweep-global', 'sweep-sensitivity']).estimator, null);
   // without the unpruned model as the 0 point, the 5% variant is outside the sweep too
   assert.equal(chooseDefaults(records, ['cmi-a2-median'], budgets, variants, 'cmi-a2-median', null, 3).variants[0]!.margin, null);
   // a missing 30-60% point leaves a setting unscored
@@ -268,6 +280,13 @@ test('targets: met / not met and by how much, from the numbers alone', () => {
   assert.match(t1d.closing!, /ends at −0\.20 points \(r\): training, which this target excludes, closes it/);
   // a fine-tuned run removing fewer filters than the target says nothing about it
   assert.equal(targetFilters(base, [p(0.4, 0.9)], 0.4, 0.32, [{ ...r(0.82, 0.6, 0.938), filters: 0.3 }]).closing, undefined);
+  // the re-estimation's own cost: measured from the unpruned model after it, the 40% point loses 0.35 - 0.15 = 0.20
+  const t1e = targetFilters(base, [p(0.4, 0.9365, 'cmi at 40')], 0.4, 0.32, [], 0.9385);
+  assert.match(t1e.closing!, /costs the unpruned model itself 0\.15 points \(93\.85% after the same re-estimation\): measured from there, the best point with ≥ 40% removed loses 0\.20 points, within 0\.32, so .* would close it\./);
+  const t1f = targetFilters(base, [p(0.4, 0.93)], 0.4, 0.32, [], 0.9385);
+  assert.match(t1f.closing!, /loses 0\.85 points, still over 0\.32, so .* would narrow it to 0\.53 points\./);
+  // a re-estimation that costs nothing: only the plain remark
+  assert.equal(targetFilters(base, [p(0.4, 0.93)], 0.4, 0.32, [], 0.941).closing, 'BN re-estimation is already counted in these points.');
 
   const v = (accuracy: number): SweepValue => ({ keep: {}, reached: 0.3, removed: { filters: 0.3, params: 0.3, macs: 0.3 }, accuracy });
   const rec = (criterion: string, budget: string, a: number): SweepRecord => ({ step: 'sweep-uniform', criterion, allocation: 'uniform', budget, surgery: v(a), bn: v(a) });
@@ -292,8 +311,9 @@ test('sweep step on a small CNN: 2 criteria x 2 budgets x 2 stages stored; a rer
   assert.equal(r1.modelSha256, sha);
   assert.deepEqual(r1.steps['sweep-uniform'], { planned: 8, stored: 8, computed: 8 });
   assert.deepEqual(r1.steps.rankings, { planned: 2, stored: 2, computed: 2 });
-  assert.deepEqual(r1.steps.baseline, { planned: 1, stored: 1, computed: 1 });
-  assert.equal(r1.computed, 11);
+  // the unpruned model, and the same after BN re-estimation
+  assert.deepEqual(r1.steps.baseline, { planned: 2, stored: 2, computed: 2 });
+  assert.equal(r1.computed, 12);
   assert.equal(r1.files, null);
   const store = await ResultStore.open(results, sha);
   const sweeps = store.list<SweepValue>({ kind: 'sweep' });
@@ -312,7 +332,7 @@ test('sweep step on a small CNN: 2 criteria x 2 budgets x 2 stages stored; a rer
   assert.equal(r2.computed, 0);
   assert.deepEqual(r2.steps['sweep-uniform'], { planned: 8, stored: 8, computed: 0 });
   const reread = await ResultStore.open(results, sha);
-  assert.equal(reread.size, 11);
+  assert.equal(reread.size, 12);
   for (const p of reread.list()) assert.equal(p.createdAt, stamps.get(p.id), p.id);
 
   // the report alone: no engine, numbers from the store
@@ -322,6 +342,9 @@ test('sweep step on a small CNN: 2 criteria x 2 budgets x 2 stages stored; a rer
   const md = await readFile(r3.files.markdown, 'utf8');
   const base = reread.get<{ accuracy: number }>(keys.baseline(setupOf(o)))!.value.accuracy;
   assert.ok(md.includes(`**${fmtAcc(base)}** top-1 on 200 test images`), md.slice(0, 800));
+  // the re-estimation's own cost, from its point
+  const baseBn = reread.get<{ accuracy: number; images: number }>(keys.baselineBn(setupOf(o)))!.value;
+  assert.ok(md.includes(`re-estimated the same way (${baseBn.images} training images), scores ${fmtAcc(baseBn.accuracy)} (${fmtChange(baseBn.accuracy, base)} points)`), md);
   for (const c of ['l1', 'random']) {
     for (const b of ['filters:0.2', 'filters:0.5']) {
       const s = reread.get<SweepValue>(keys.sweep('sweep-uniform', c, 'uniform', b, 'surgery', setupOf(o)))!.value.accuracy;
@@ -353,7 +376,7 @@ test('--time-budget: stops before a point that would not fit, the store stays co
   const r1 = await runExperiment(o);
   assert.equal(r1.stoppedEarly, true);
   assert.match(r1.reason!, /^time budget: .* would likely not finish in time$/);
-  assert.ok(r1.computed > 0 && r1.computed < 11, String(r1.computed));
+  assert.ok(r1.computed > 0 && r1.computed < 12, String(r1.computed));
   const files = await allFiles(join(results, 'points'));
   assert.equal(files.length, r1.computed);
   assert.ok(files.every((f) => f.endsWith('.json')));
@@ -365,10 +388,10 @@ test('--time-budget: stops before a point that would not fit, the store stays co
 
   const r2 = await runExperiment({ ...o, timeBudgetMinutes: undefined, clock: undefined });
   assert.equal(r2.stoppedEarly, false);
-  assert.equal(r2.computed, 11 - r1.computed);
+  assert.equal(r2.computed, 12 - r1.computed);
   assert.deepEqual(r2.steps['sweep-uniform'], { planned: 8, stored: 8, computed: 8 - (r1.steps['sweep-uniform']?.stored ?? 0) });
   const done = await ResultStore.open(results, sha);
-  assert.equal(done.size, 11);
+  assert.equal(done.size, 12);
   for (const [id, at] of stamps) assert.equal(done.list().find((p) => p.id === id)!.createdAt, at);
 });
 

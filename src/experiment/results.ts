@@ -132,6 +132,8 @@ const sameStratification = (k: PointKey, s: Setup) => (k.uniform ?? null) === (s
 
 export const keys = {
   baseline: (s: Setup): PointKey => ({ step: 'baseline', kind: 'baseline', data: s.data, test: s.test }),
+  /** the unpruned model after the sweeps' BN re-estimation: what the re-estimation alone costs */
+  baselineBn: (s: Setup): PointKey => ({ step: 'baseline', kind: 'baseline-bn', ...evalFields(s), heldout: s.heldout }),
   rank: (criterion: string, s: Setup): PointKey => ({ step: 'rankings', kind: 'rank', criterion, data: s.data, samples: s.samples, seed: s.seed, ...residualField(s) }),
   sensitivity: (criterion: string, s: Setup): PointKey => ({ step: 'sensitivity', kind: 'sensitivity', criterion, data: s.data, samples: s.samples, seed: s.seed, heldout: s.heldout, ...residualField(s) }),
   sweep: (step: SweepStep, criterion: string, allocation: Allocation, budget: string, stage: SweepStage, s: Setup): PointKey => ({
@@ -201,6 +203,14 @@ export interface BaselineValue {
   params: number;
   macs: number;
   layers: number;
+}
+
+/** The unpruned model's test accuracy after the same BN re-estimation as the sweeps' points. */
+export interface BaselineBnValue {
+  accuracy: number;
+  test: number;
+  /** training images the statistics were re-estimated on */
+  images: number;
 }
 
 export interface StoredRanking {
@@ -445,9 +455,12 @@ export function sweepBnAtFilters(records: readonly SweepRecord[], budgets: reado
 
 export interface EstimatorScore {
   setting: string;
-  /** mean test accuracy after BN re-estimation over the 30-60% budgets: uniform sweep, own (curve) allocation, both */
+  /** mean test accuracy after BN re-estimation over the 30-60% budgets: uniform sweep, own (curve) allocation, sensitivity allocation */
   uniform: number | null;
   curve: number | null;
+  /** null also where the sensitivity sweep is not among the scored ones */
+  sensitivity: number | null;
+  /** the mean of the scored sweeps' means */
   score: number | null;
 }
 
@@ -467,14 +480,14 @@ export interface DefaultsChoice {
   estimator: EstimatorScore | null;
   variants: VariantScore[];
   variant: VariantScore | null;
-  /** every CMI setting has all its 30-60% points on both sweeps, and every planned variant is stored */
+  /** every CMI setting has all its 30-60% points on the scored sweeps, every planned variant is stored, and the curve sweep the variants are read against is complete */
   complete: boolean;
 }
 
 /**
  * The method's defaults read off the points. Estimator (alpha, width): the CMI setting with the
- * best mean test accuracy after BN re-estimation over the 30-60% budgets of both sweeps (the
- * range the targets judge). Formulation, order and cut-off: the variant whose accuracy after BN
+ * best mean test accuracy after BN re-estimation over the 30-60% budgets (the range the targets
+ * judge), averaged over the scored sweeps (the experiment's planned ones). Formulation, order and cut-off: the variant whose accuracy after BN
  * re-estimation is furthest above its CMI setting's curve sweep at the same fraction of filters
  * (with the unpruned model as that sweep's point at 0): a per-layer rule decides how much to cut,
  * so it is judged against one threshold cutting as much.
@@ -487,6 +500,7 @@ export function chooseDefaults(
   variantSetting: string | null,
   base: number | null,
   plannedVariants: number,
+  sweeps: readonly SweepStep[] = ['sweep-uniform', 'sweep-global'],
 ): DefaultsChoice {
   const scored = budgets.filter((b) => inRange(b));
   const mean = (step: SweepStep, setting: string): number | null => {
@@ -495,9 +509,10 @@ export function chooseDefaults(
     return v.length > 0 && v.every((x): x is number => typeof x === 'number') ? v.reduce((a, x) => a + x, 0) / v.length : null;
   };
   const estimators = settings.filter(isCmiSetting).map((setting): EstimatorScore => {
-    const uniform = mean('sweep-uniform', setting);
-    const curve = mean('sweep-global', setting);
-    return { setting, uniform, curve, score: uniform !== null && curve !== null ? (uniform + curve) / 2 : null };
+    const of = (step: SweepStep) => (sweeps.includes(step) ? mean(step, setting) : null);
+    const scored = sweeps.map((step) => mean(step, setting));
+    const score = scored.length > 0 && scored.every((x): x is number => x !== null) ? scored.reduce((a, x) => a + x, 0) / scored.length : null;
+    return { setting, uniform: of('sweep-uniform'), curve: of('sweep-global'), sensitivity: of('sweep-sensitivity'), score };
   });
   const vs = variants.map((p): VariantScore => {
     const bn = p.value.accuracy.afterBnReestimation;
@@ -518,7 +533,13 @@ export function chooseDefaults(
     estimator: best(estimators, (x) => x.score),
     variants: vs,
     variant: best(vs, (x) => x.margin),
-    complete: estimators.every((x) => x.score !== null) && vs.length >= plannedVariants && vs.every((x) => x.margin !== null),
+    // a variant outside the swept range has no margin however complete the sweep is
+    complete:
+      estimators.every((x) => x.score !== null) &&
+      vs.length >= plannedVariants &&
+      vs.every((x) => x.bn !== null) &&
+      variantSetting !== null &&
+      budgets.every((b) => records.some((r) => r.step === 'sweep-global' && r.criterion === variantSetting && r.allocation === allocationOf('sweep-global', variantSetting) && r.budget === b && r.bn)),
   };
 }
 
@@ -629,7 +650,14 @@ const DROP_EPS = 1e-9;
 const dropPoints = (acc: number, base: number) => 100 * (base - acc);
 
 /** Target 1: at least 40% of the filters removed at a drop of at most 0.32 points, without fine-tuning. */
-export function targetFilters(base: number | null, cmiPoints: NoFinetunePoint[], minFilters = 0.4, maxDrop = 0.32, finetuned: RecoveredPoint[] = []): TargetResult {
+export function targetFilters(
+  base: number | null,
+  cmiPoints: NoFinetunePoint[],
+  minFilters = 0.4,
+  maxDrop = 0.32,
+  finetuned: RecoveredPoint[] = [],
+  baseBn: number | null = null,
+): TargetResult {
   const target = `≥ ${fmtFrac(minFilters)} of the filters removed at ≤ ${maxDrop.toFixed(2)}-point drop, without fine-tuning (CMI)`;
   if (base === null || cmiPoints.length === 0) return { target, met: null, statement: 'not measured yet' };
   const within = cmiPoints.filter((p) => dropPoints(p.accuracy, base) <= maxDrop + DROP_EPS).sort((a, b) => b.filters - a.filters || b.accuracy - a.accuracy);
@@ -646,13 +674,27 @@ export function targetFilters(base: number | null, cmiPoints: NoFinetunePoint[],
   );
   if (atLeast[0])
     parts.push(`with ≥ ${fmtFrac(minFilters)} removed the smallest drop is ${dropPoints(atLeast[0].accuracy, base).toFixed(2)} points (${atLeast[0].label}, ${fmtFrac(atLeast[0].filters)} of the filters): ${(dropPoints(atLeast[0].accuracy, base) - maxDrop).toFixed(2)} points over`);
-  // what closes it: BN re-estimation is already in these numbers; the fine-tuned runs that remove
-  // at least the target's filters show what training adds
+  // what closes it: BN re-estimation is already in these numbers, and costs the unpruned model
+  // something itself; the fine-tuned runs that remove at least the target's filters show what
+  // training adds
+  const closings: string[] = [];
+  if (baseBn !== null && baseBn < base) {
+    const own = dropPoints(baseBn, base);
+    const rest = atLeast[0] ? dropPoints(atLeast[0].accuracy, baseBn) : null;
+    closings.push(
+      `BN re-estimation is already counted in these points, and costs the unpruned model itself ${own.toFixed(2)} points (${fmtAcc(baseBn)} after the same re-estimation)` +
+        (rest === null
+          ? '.'
+          : `: measured from there, the best point with ≥ ${fmtFrac(minFilters)} removed loses ${rest.toFixed(2)} points, ${rest <= maxDrop + DROP_EPS ? 'within' : 'still over'} ${maxDrop.toFixed(2)}, so re-estimated statistics as good as the trained ones (keeping the trained statistics where pruning left a BN's inputs unchanged, more or augmented images) ${rest <= maxDrop + DROP_EPS ? 'would close it' : `would narrow it to ${(rest - maxDrop).toFixed(2)} points`}.`),
+    );
+  } else closings.push('BN re-estimation is already counted in these points.');
   const ft = finetuned.filter((p) => p.filters !== undefined && p.filters >= minFilters - DROP_EPS).sort((a, b) => b.accuracy - a.accuracy)[0];
   const ftDrop = ft ? dropPoints(ft.accuracy, base) : 0;
-  const closing = ft
-    ? `BN re-estimation is already counted in these points. Fine-tuned for ${ft.epoch} epoch${ft.epoch === 1 ? '' : 's'}, a CMI model removing ${fmtFrac(ft.filters)} of the filters (${fmtFrac(ft.params)} of the parameters, ${fmtFrac(ft.macs)} of the multiply-adds) ends at ${fmtChange(ft.accuracy, base)} points (${ft.label}): ${ftDrop <= maxDrop + DROP_EPS ? 'training, which this target excludes, closes it' : `training narrows the gap, but not to ${maxDrop.toFixed(2)} points`}; without training only a smaller budget would.`
-    : undefined;
+  if (ft)
+    closings.push(
+      `Fine-tuned for ${ft.epoch} epoch${ft.epoch === 1 ? '' : 's'}, a CMI model removing ${fmtFrac(ft.filters)} of the filters (${fmtFrac(ft.params)} of the parameters, ${fmtFrac(ft.macs)} of the multiply-adds) ends at ${fmtChange(ft.accuracy, base)} points (${ft.label}): ${ftDrop <= maxDrop + DROP_EPS ? 'training, which this target excludes, closes it' : `training narrows the gap, but not to ${maxDrop.toFixed(2)} points`}; without training only a smaller budget would.`,
+    );
+  const closing = ft || baseBn !== null ? closings.join(' ') : undefined;
   return { target, met: false, statement: `not met: ${parts.join('; ')}`, ...(closing ? { closing } : {}) };
 }
 
@@ -766,6 +808,8 @@ export interface PublishedAnchor {
 export interface TargetData {
   /** unpruned test accuracy (null: not measured yet) */
   base: number | null;
+  /** the unpruned model's after the sweeps' BN re-estimation (null: not measured yet) */
+  baseBn: number | null;
   /** CMI without fine-tuning: sweep points (both stages) and variants */
   cmiNoFinetune: NoFinetunePoint[];
   /** CMI fine-tuned: each run after its last epoch */
@@ -867,6 +911,8 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
   const anchorsNo = profile.variants ? 4 : 3;
   const basePoint = store.get<BaselineValue>(keys.baseline(setup));
   const base = basePoint?.value.accuracy ?? null;
+  const baseBnPoint = store.get<BaselineBnValue>(keys.baselineBn(setup));
+  const baseBn = baseBnPoint?.value.accuracy ?? null;
   const records = sweepRecords(store, setup).filter((x) => r.settings.includes(x.criterion) && r.budgets.includes(x.budget));
   const variantRank = (p: StoredPoint<VariantValue>) =>
     ['per-layer', 'compact', 'full'].indexOf(String(p.key.formulation)) * 100 + ['independent', 'forward', 'bidirectional'].indexOf(String(p.key.order)) * 10 + ['scree', 'xmeans', 'ptest'].indexOf(String(p.key.cutoff));
@@ -949,7 +995,7 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
         start: x.start.afterBnReestimation,
       });
   }
-  const targets = profile.targets({ base, cmiNoFinetune: cmiNoFt, cmiFinetuned: cmiFt, records, budgets: r.budgets, sweeps: r.sweeps ?? SWEEP_STEPS });
+  const targets = profile.targets({ base, baseBn, cmiNoFinetune: cmiNoFt, cmiFinetuned: cmiFt, records, budgets: r.budgets, sweeps: r.sweeps ?? SWEEP_STEPS });
   md.push('## Targets');
   md.push('');
   md.push(mdTable(['target', 'met', 'from the data'], targets.map((t) => [t.target, t.met === null ? 'not yet known' : t.met ? '**yes**' : '**no**', t.statement])));
@@ -1002,6 +1048,11 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
   if (records.length > 0) {
     md.push(`Test accuracy, after surgery / after BN re-estimation (change against the unpruned ${fmtAcc(base)} after BN re-estimation, in points):`);
     md.push('');
+    if (baseBnPoint && base !== null)
+      md.push(
+        `The unpruned model, its BN statistics re-estimated the same way (${int(baseBnPoint.value.images)} training images), scores ${fmtAcc(baseBnPoint.value.accuracy)} (${fmtChange(baseBnPoint.value.accuracy, base)} points)${baseBnPoint.value.accuracy < base ? ": the re-estimation has a cost of its own, and that much of every drop after BN re-estimation below is not the pruning's" : ''}.`,
+        '',
+      );
     const trows: string[][] = [];
     for (const step of SWEEP_STEPS) {
       for (const c of r.settings) {
@@ -1226,11 +1277,19 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
 
   // ---- the tool's defaults (the model whose experiment sets them)
   if (profile.defaults) {
-    const d = chooseDefaults(records, r.settings, r.budgets, variants, variantSetting, base, r.plan?.variants?.planned ?? variants.length);
+    const scoredSweeps = r.sweeps ?? SWEEP_STEPS;
+    const d = chooseDefaults(records, r.settings, r.budgets, variants, variantSetting, base, r.plan?.variants?.planned ?? variants.length, scoredSweeps);
+    const sweepCols: [SweepStep, string, (e: EstimatorScore) => number | null][] = (
+      [
+        ['sweep-uniform', '(a) uniform, mean after BN, 30-60%', (e) => e.uniform],
+        ['sweep-global', '(b) curve, mean after BN, 30-60%', (e) => e.curve],
+        ['sweep-sensitivity', '(c) sensitivity, mean after BN, 30-60%', (e) => e.sensitivity],
+      ] as [SweepStep, string, (e: EstimatorScore) => number | null][]
+    ).filter(([step]) => scoredSweeps.includes(step));
     md.push(section("The tool's defaults, by these points"));
     md.push('');
     md.push(
-      `Estimator (α and kernel width): the CMI setting with the best mean test accuracy after BN re-estimation over the 30-60% budgets, averaged over (a) the uniform sweep and (b) its own curve allocation. Formulation, order and cut-off: the variant (α=${r.variantAlpha}, ${r.variantSigma} width) whose accuracy after BN re-estimation is furthest above the ${variantSetting ? labelOf(variantSetting) : 'same setting’s'} curve sweep at the same fraction of filters removed (the unpruned model as that sweep's point at 0): a per-layer cut-off decides how much to cut, so it is judged against one threshold cutting as much.`,
+      `Estimator (α and kernel width): the CMI setting with the best mean test accuracy after BN re-estimation over the 30-60% budgets, averaged over ${sweepCols.map(([, h]) => h.replace(/, mean.*$/, '')).join(', ')}. Formulation, order and cut-off: the variant (α=${r.variantAlpha}, ${r.variantSigma} width) whose accuracy after BN re-estimation is furthest above the ${variantSetting ? labelOf(variantSetting) : 'same setting’s'} curve sweep at the same fraction of filters removed (the unpruned model as that sweep's point at 0): a per-layer cut-off decides how much to cut, so it is judged against one threshold cutting as much.`,
     );
     md.push('');
     const layerSum = (setting: string) => {
@@ -1240,10 +1299,10 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
     };
     md.push(
       mdTable(
-        ['CMI setting', '(a) uniform, mean after BN, 30-60%', '(b) curve, mean after BN, 30-60%', 'mean of both', 'ordering wall (sum of layers)'],
+        ['CMI setting', ...sweepCols.map(([, h]) => h), 'mean', 'ordering wall (sum of layers)'],
         [...d.estimators]
           .sort((a, b) => (b.score ?? -1) - (a.score ?? -1))
-          .map((e) => [`${labelOf(e.setting)}${d.estimator?.setting === e.setting ? ' (chosen)' : ''}`, fmtAcc(e.uniform), fmtAcc(e.curve), fmtAcc(e.score), layerSum(e.setting)]),
+          .map((e) => [`${labelOf(e.setting)}${d.estimator?.setting === e.setting ? ' (chosen)' : ''}`, ...sweepCols.map(([, , f]) => fmtAcc(f(e))), fmtAcc(e.score), layerSum(e.setting)]),
       ),
     );
     md.push('');

@@ -28,6 +28,7 @@ import { floatOption, intOption } from '../cli/options.js';
 import { limit, type ImageDataset } from '../data/dataset.js';
 import {
   type Allocation,
+  type BaselineBnValue,
   type BaselineValue,
   chooseRecovered,
   type EpochValue,
@@ -185,6 +186,7 @@ const VGG16_MACS = 313_463_808;
 const VGG16_FILTERS = 4224;
 const PRIOR_SECONDS: Record<string, number> = {
   baseline: 25,
+  'baseline-bn': 40,
   'rank:cmi-a2': 70,
   'rank:cmi-a1.01': 1800,
   'rank:l1': 1,
@@ -248,7 +250,7 @@ class Estimator {
     if (l && l.length > 0) return l.reduce((s, x) => s + x, 0) / l.length;
     const base = tag.startsWith('variant:') ? PRIOR_SECONDS[tag.replace(':ptest', '')]! * (tag.endsWith(':ptest') ? 2 : 1) : (PRIOR_SECONDS[tag] ?? 60);
     if (tag.startsWith('rank:')) return base * this.scale.filters;
-    if (tag === 'baseline' || tag.startsWith('sweep:')) return base * this.scale.macs * this.scale.test;
+    if (tag === 'baseline' || tag === 'baseline-bn' || tag.startsWith('sweep:')) return base * this.scale.macs * this.scale.test;
     return base * this.scale.macs;
   }
 }
@@ -441,10 +443,10 @@ class Run {
     return { model: this.lastPruned.model, keep: a.keep, reached: a.reached };
   }
 
-  async bnReestimate(pruned: Model): Promise<{ model: Model; seconds: number }> {
+  async bnReestimate(pruned: Model): Promise<{ model: Model; seconds: number; images: number }> {
     const { rest, norm } = await this.inputs();
     const r = await reestimateBatchNorm(pruned, rest, { mean: norm.mean, std: norm.std, images: Math.min(this.o.bnImages, rest.n), seed: this.o.seed, threads: this.o.threads });
-    return { model: r.model, seconds: r.seconds };
+    return { model: r.model, seconds: r.seconds, images: r.images };
   }
 
   // ---- items
@@ -454,6 +456,15 @@ class Run {
       const { model, prunable, test } = await this.inputs();
       const c = modelCost(model);
       return { accuracy: await this.accuracy(model, 'test: unpruned'), test: test.n, filters: convFilters(model), params: c.params, macs: c.macs, layers: prunable.length };
+    });
+  }
+
+  /** The unpruned model after the sweeps' BN re-estimation: the re-estimation's own cost. */
+  baselineBnItem(): Item {
+    return this.single(keys.baselineBn(this.setup), 'unpruned accuracy after BN re-estimation', async (): Promise<BaselineBnValue> => {
+      const { model, test } = await this.inputs();
+      const r = await this.bnReestimate(model);
+      return { accuracy: await this.accuracy(r.model, 'test: unpruned after BN re-estimation'), test: test.n, images: r.images };
     });
   }
 
@@ -513,7 +524,7 @@ class Run {
   }
 
   sweepItems(step: SweepStep): Item[] {
-    const items: Item[] = [this.baselineItem()];
+    const items: Item[] = [this.baselineItem(), this.baselineBnItem()];
     for (const c of this.o.criteria) {
       const allocation: Allocation = allocationOf(step, c);
       items.push(this.rankItem(c));
