@@ -1,5 +1,5 @@
 // npm run bench:prune — wall time of `cmiprune prune` on the shared VGG16-BN, stage by stage:
-// (a) --criterion cmi --alpha 2 --cutoff scree --finetune-epochs 0 (issue target: <= 5 min);
+// (a) --criterion cmi --alpha 2 --formulation per-layer --cutoff scree --finetune-epochs 0 (issue target: <= 5 min);
 // (b) --criterion l1 --cutoff flops:0.6 --allocation uniform --finetune-epochs 1: one fine-tuning
 //     epoch of a VGG16 with ~60% of its multiply-adds removed (target: <= 5 min per epoch).
 // Fresh runs (no checkpoints); outputs in a temp dir. BENCH=a or BENCH=b runs one of them.
@@ -37,5 +37,5 @@ async function run(label: string, o: Omit<PruneOptions, 'out' | 'model' | 'data'
   }
 }
 
-if (which.includes('a')) await run('cmi alpha 2, scree, no fine-tuning', { criterion: 'cmi', alpha: 2, cutoff: 'scree', finetuneEpochs: 0 });
+if (which.includes('a')) await run('cmi alpha 2, scree, no fine-tuning', { criterion: 'cmi', alpha: 2, cutoff: 'scree', formulation: 'per-layer', finetuneEpochs: 0 });
 if (which.includes('b')) await run('l1, flops:0.6 uniform, 1 fine-tuning epoch', { criterion: 'l1', cutoff: 'flops:0.6', allocation: 'uniform', finetuneEpochs: 1 });

@@ -24,7 +24,7 @@ export { l1Criterion, randomCriterion } from './prune/criteria.js';
 export { cmiCriterion } from './prune/cmi-criterion.js';
 export { screeCutoff, xmeansCutoff, ptestCutoff, fractionCutoff } from './prune/cutoffs.js';
 export { allocateUniform, allocateByCurve, allocateBySensitivity } from './prune/allocate.js';
-export { prune, type PruneOptions, type PruneSummary } from './prune/run.js';
+export { prune, PRUNE_DEFAULTS, resolveFormulation, type PruneOptions, type PruneSummary } from './prune/run.js';
 
 export { reestimateBatchNorm, finetune } from './recover/index.js';
 export { verifyWithOnnxRuntime, ortLatency, countOnnx } from './export/index.js';

@@ -151,6 +151,11 @@ test('chooseDefaults: the CMI setting best over 30-60% on the scored sweeps; the
   const sens = (c: string, a: number): SweepRecord[] => budgets.map((b) => ({ step: 'sweep-sensitivity', criterion: c, allocation: 'sensitivity', budget: b, bn: v(Number(b.split(':')[1]), a) }));
   const three = chooseDefaults([...records, ...sens('cmi-a2-median', 0.95), ...sens('cmi-a1.01-median', 0.8)], ['cmi-a2-median', 'cmi-a1.01-median'], budgets, [], null, 0.94, 0, ['sweep-uniform', 'sweep-global', 'sweep-sensitivity']);
   assert.equal(three.estimator!.setting, 'cmi-a2-median');
+  // the variants are also read against that sweep: at 45% the a2-median sensitivity sweep is 0.95
+  const threeV = chooseDefaults([...records, ...sens('cmi-a2-median', 0.95), ...sens('cmi-a1.01-median', 0.8)], ['cmi-a2-median', 'cmi-a1.01-median'], budgets, variants, 'cmi-a2-median', 0.94, 3, ['sweep-uniform', 'sweep-global', 'sweep-sensitivity']);
+  assert.ok(Math.abs(threeV.variants[1]!.marginSensitivity! - (0.86 - 0.95)) < 1e-12);
+  assert.equal(threeV.variant!.name, 'compact-forward/xmeans');
+  assert.equal(d.variants[1]!.marginSensitivity, null);
   assert.ok(Math.abs(three.estimator!.score! - (0.7 + 0.85 + 0.95) / 3) < 1e-12);
   assert.ok(Math.abs(three.estimators.find((e) => e.setting === 'cmi-a1.01-median')!.sensitivity! - 0.8) < 1e-12);
   // planned but missing for a setting: unscored

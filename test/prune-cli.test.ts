@@ -14,6 +14,7 @@ import { setThreads, TorchModel } from '../src/engine/index.js';
 import { countOnnx } from '../src/export/count.js';
 import { SequentialBuilder } from '../src/ir/builder.js';
 import { exportOnnx, loadOnnxFile } from '../src/onnx/index.js';
+import { PRUNE_DEFAULTS, resolveFormulation } from '../src/prune/run.js';
 import { PLAN_METADATA_KEY } from '../src/prune/surgery.js';
 import { addonSkip } from './support/addon.js';
 import { runOrt } from './support/ort.js';
@@ -58,6 +59,8 @@ test('prune --criterion l1 --cutoff keep:0.5 halves every conv of the shared VGG
   assert.equal(lines.length, 1);
   const summary = JSON.parse(lines[0]!);
   const { bytes, report, counted } = await checkOutputs(out);
+  // another criterion has no cross-layer form: it ranks per layer without being told
+  assert.deepEqual([report.method.formulation, report.method.order], ['per-layer', 'independent']);
   assert.deepEqual(counted.convs.map((c) => c.outChannels), [32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256]);
   assert.deepEqual(report.layers.map((l: { kept: number }) => l.kept), [32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256]);
   assert.equal(summary.filters.after, 2112);
@@ -139,6 +142,15 @@ test('prune ResNet-20 --criterion l1 --cutoff keep:0.5 --residual all: the resid
   for (const l of layers) if (!l.coupled) assert.equal(l.cutOrder, undefined, l.name);
 });
 
+test('the default formulation is CMI\'s cross-layer one where it is defined, per-layer elsewhere; a given one is kept', () => {
+  assert.equal(resolveFormulation(undefined, 'cmi', 'inner'), PRUNE_DEFAULTS.formulation);
+  assert.equal(resolveFormulation(undefined, 'cmi', undefined), PRUNE_DEFAULTS.formulation);
+  for (const c of ['l1', 'random', 'hrank', 'chip']) assert.equal(resolveFormulation(undefined, c, 'inner'), 'per-layer', c);
+  assert.equal(resolveFormulation(undefined, 'cmi', 'all'), 'per-layer');
+  assert.equal(resolveFormulation('compact', 'cmi', 'inner'), 'compact');
+  assert.equal(resolveFormulation('per-layer', 'cmi', 'inner'), 'per-layer');
+});
+
 test('prune --criterion cmi --cutoff scree on a small CNN: per-layer decisions from held-out candidates, report and ONNX agree', { skip: addonSkip }, async () => {
   const out = join(dir, 'small-cmi');
   const r = cli(['prune', '--model', small, '--criterion', 'cmi', '--cutoff', 'scree', '--samples', '60', '--heldout', '100', '--bn-images', '128', '--test-limit', '200', '--out', out, '--fresh', '--checkpoint', join(dir, 'ckpt')]);
@@ -154,6 +166,10 @@ test('prune --criterion cmi --cutoff scree on a small CNN: per-layer decisions f
   }
   assert.equal(report.settings.seed, 0);
   assert.equal(report.data.heldout, 100);
+  // no --formulation: CMI's default cross-layer method (PRUNE_DEFAULTS), each layer ranked on its chain
+  assert.deepEqual([report.method.formulation, report.method.order], [PRUNE_DEFAULTS.formulation, PRUNE_DEFAULTS.order]);
+  assert.notEqual(PRUNE_DEFAULTS.formulation, 'per-layer');
+  assert.ok(report.layers.slice(0, 2).every((l: { chain: unknown }) => typeof l.chain === 'string'), JSON.stringify(report.method));
   // --round-to 4: the same decisions rounded up to multiples of 4 (at most all channels)
   const out4 = join(dir, 'small-cmi-round');
   const r4 = cli(['prune', '--model', small, '--criterion', 'cmi', '--cutoff', 'scree', '--samples', '60', '--heldout', '100', '--bn-images', '128', '--test-limit', '200', '--out', out4, '--round-to', '4', '--checkpoint', join(dir, 'ckpt')]);

@@ -45,7 +45,7 @@ interface Layer {
   cutoff: { keep: number; rule: string; evidence: Record<string, unknown> };
 }
 
-const common = ['--criterion', 'cmi', '--sigma', 'mean', '--samples', '60', '--heldout', '100', '--bn-images', '128', '--test-limit', '200'];
+const common = ['--criterion', 'cmi', '--formulation', 'per-layer', '--sigma', 'mean', '--samples', '60', '--heldout', '100', '--bn-images', '128', '--test-limit', '200'];
 
 /** run prune; the report, with the written ONNX checked: verified by onnxruntime, conv widths = kept */
 async function run(out: string, extra: string[]) {

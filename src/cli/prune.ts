@@ -34,7 +34,12 @@ export function registerPrune(program: Command): void {
     .option('--data <spec>', 'cifar10, an image folder (DIR/train/<class>/*.png|jpg, DIR/test/...) or x.npy,y.npy,xtest.npy,ytest.npy', PRUNE_DEFAULTS.data)
     .option('--criterion <name>', `filter ranking: ${CRITERIA.join(', ')}`, choiceOption(CRITERIA), PRUNE_DEFAULTS.criterion)
     .option('--cutoff <rule>', `how many filters to keep: ${CUTOFF_FORMS}`, cutoffOption, PRUNE_DEFAULTS.cutoff)
-    .option('--formulation <f>', 'CMI across layers: per-layer, compact (conditioned on the previous pruned layer\'s kept maps), full (on all earlier pruned layers)', choiceOption(['per-layer', 'compact', 'full'] as const), PRUNE_DEFAULTS.formulation)
+    // no commander default: the default depends on the criterion and --residual (resolveFormulation)
+    .option(
+      '--formulation <f>',
+      `CMI across layers: per-layer, compact (conditioned on the previous pruned layer's kept maps), full (on all earlier pruned layers) (default: ${PRUNE_DEFAULTS.formulation} for cmi; per-layer for the other criteria and with --residual all)`,
+      choiceOption(['per-layer', 'compact', 'full'] as const),
+    )
     .option('--order <o>', 'with compact/full: forward, or bidirectional (from the most pruned layer outward, two concurrent chains)', choiceOption(['forward', 'bidirectional'] as const), PRUNE_DEFAULTS.order)
     .option(
       '--residual <mode>',

@@ -473,6 +473,8 @@ export interface VariantScore {
   bn: number | null;
   /** bn minus the variants' CMI setting's curve sweep at the same fraction of filters (null: not comparable) */
   margin: number | null;
+  /** the same against its sensitivity-allocation sweep (c), where that sweep is scored (else null) */
+  marginSensitivity: number | null;
 }
 
 export interface DefaultsChoice {
@@ -517,6 +519,10 @@ export function chooseDefaults(
   const vs = variants.map((p): VariantScore => {
     const bn = p.value.accuracy.afterBnReestimation;
     const at = variantSetting && typeof bn === 'number' ? sweepBnAtFilters(records, budgets, 'sweep-global', variantSetting, 'curve', p.value.removed.filters, base) : null;
+    const atSens =
+      variantSetting && typeof bn === 'number' && sweeps.includes('sweep-sensitivity')
+        ? sweepBnAtFilters(records, budgets, 'sweep-sensitivity', variantSetting, 'sensitivity', p.value.removed.filters, base)
+        : null;
     return {
       name: variantName({ formulation: String(p.key.formulation), order: String(p.key.order), cutoff: String(p.key.cutoff) }),
       formulation: String(p.key.formulation),
@@ -525,6 +531,7 @@ export function chooseDefaults(
       filters: p.value.removed.filters,
       bn,
       margin: at === null || typeof bn !== 'number' ? null : bn - at,
+      marginSensitivity: atSens === null || typeof bn !== 'number' ? null : bn - atSens,
     };
   });
   const best = <T,>(xs: T[], f: (x: T) => number | null) => xs.filter((x) => f(x) !== null).sort((a, b) => f(b)! - f(a)!)[0] ?? null;
@@ -1306,13 +1313,15 @@ export async function writeResults(r: ResultsInput): Promise<ResultsOutput> {
       ),
     );
     md.push('');
+    const withSens = scoredSweeps.includes('sweep-sensitivity');
+    const fmtPoints = (m: number | null) => (m === null ? '–' : `${m > 0 ? '+' : m < 0 ? '−' : '±'}${Math.abs(100 * m).toFixed(2)}`);
     if (d.variants.length > 0) {
       md.push(
         mdTable(
-          ['variant', 'filters removed', 'after BN re-estimation', 'vs curve sweep at the same filters (points)'],
+          ['variant', 'filters removed', 'after BN re-estimation', 'vs curve sweep at the same filters (points)', ...(withSens ? ['vs sensitivity sweep (c) at the same filters (points)'] : [])],
           [...d.variants]
             .sort((a, b) => (b.margin ?? -Infinity) - (a.margin ?? -Infinity))
-            .map((v) => [`${v.name}${d.variant?.name === v.name ? ' (chosen)' : ''}`, fmtFrac(v.filters), fmtAcc(v.bn), v.margin === null ? '–' : `${v.margin > 0 ? '+' : v.margin < 0 ? '−' : '±'}${Math.abs(100 * v.margin).toFixed(2)}`]),
+            .map((v) => [`${v.name}${d.variant?.name === v.name ? ' (chosen)' : ''}`, fmtFrac(v.filters), fmtAcc(v.bn), fmtPoints(v.margin), ...(withSens ? [fmtPoints(v.marginSensitivity)] : [])]),
         ),
       );
       md.push('');
