@@ -132,8 +132,8 @@ const sameStratification = (k: PointKey, s: Setup) => (k.uniform ?? null) === (s
 
 export const keys = {
   baseline: (s: Setup): PointKey => ({ step: 'baseline', kind: 'baseline', data: s.data, test: s.test }),
-  /** the unpruned model after the sweeps' BN re-estimation: what the re-estimation alone costs */
-  baselineBn: (s: Setup): PointKey => ({ step: 'baseline', kind: 'baseline-bn', ...evalFields(s), heldout: s.heldout }),
+  /** the unpruned model after the sweeps' BN re-estimation: what the re-estimation alone costs (no groups involved: no residual field) */
+  baselineBn: (s: Setup): PointKey => ({ step: 'baseline', kind: 'baseline-bn', data: s.data, samples: s.samples, seed: s.seed, test: s.test, bnImages: s.bnImages, heldout: s.heldout }),
   rank: (criterion: string, s: Setup): PointKey => ({ step: 'rankings', kind: 'rank', criterion, data: s.data, samples: s.samples, seed: s.seed, ...residualField(s) }),
   sensitivity: (criterion: string, s: Setup): PointKey => ({ step: 'sensitivity', kind: 'sensitivity', criterion, data: s.data, samples: s.samples, seed: s.seed, heldout: s.heldout, ...residualField(s) }),
   sweep: (step: SweepStep, criterion: string, allocation: Allocation, budget: string, stage: SweepStage, s: Setup): PointKey => ({
