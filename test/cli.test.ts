@@ -95,6 +95,14 @@ test('CLI errors: one message naming the file/option, non-zero exit, nothing on 
     r = cli(['eval', '--model', VGG16_ONNX, '--split', 'validation']);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /--split/);
+
+    // the option parser's own errors are one line too (no help text after them)
+    for (const args of [['prune', '--no-such-option'], ['prune', '--out', dir], ['no-such-command']]) {
+      r = cli(args);
+      assert.notEqual(r.status, 0, args.join(' '));
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: ${r.stderr}`);
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -209,12 +209,18 @@ test('prune --formulation compact --order bidirectional on a small CNN: both cha
   assert.ok(report.method.chains.length >= 1 && report.method.chains.every((c: { seconds: number }) => c.seconds >= 0));
 });
 
-test('sweep: l1 and random at two global budgets and per layer; sweep.json and sweep.html agree', { skip: addonSkip }, async () => {
+test('sweep: l1 and random at two global budgets (the README form filters:0.2,0.5) and per layer; sweep.json and sweep.html agree; a bad budget is one error naming --budgets', { skip: addonSkip }, async () => {
   const out = join(dir, 'sweep');
-  const r = cli(['sweep', '--model', small, '--criteria', 'l1,random', '--budgets', 'filters:0.2,filters:0.5', '--per-layer', '--test-limit', '200', '--bn-images', '128', '--out', out]);
+  const bad = cli(['sweep', '--model', small, '--criteria', 'l1', '--budgets', 'filters:0.2,half', '--out', join(dir, 'sweep-bad')]);
+  assert.notEqual(bad.status, 0);
+  assert.equal(bad.stdout, '');
+  assert.match(bad.stderr, /--budgets: 'half' is not a budget/);
+  assert.equal(existsSync(join(dir, 'sweep-bad')), false);
+  const r = cli(['sweep', '--model', small, '--criteria', 'l1,random', '--budgets', 'filters:0.2,0.5', '--per-layer', '--test-limit', '200', '--bn-images', '128', '--out', out]);
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8'));
   assert.equal(s.points.length, 4);
+  assert.deepEqual(s.points.map((p: { budget: string }) => p.budget), ['filters:0.2', 'filters:0.5', 'filters:0.2', 'filters:0.5']);
   for (const p of s.points) {
     const f = Number(p.budget.split(':')[1]);
     // the uniform allocation removes at least the budget, and less than one more filter per layer

@@ -11,7 +11,6 @@ program
   .name('cmiprune')
   .description('Prune whole conv filters of trained CNNs by conditional mutual information')
   .version(packageVersion())
-  .showHelpAfterError()
   .exitOverride();
 registerCommands(program);
 

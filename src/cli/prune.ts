@@ -56,7 +56,7 @@ export function registerPrune(program: Command): void {
     .option('--min-keep <k>', 'channels every layer keeps at least', intOption(1), PRUNE_DEFAULTS.minKeep)
     .option('--round-to <k>', 'keep a multiple of k channels per layer, rounded up (aligned widths run faster in some kernels)', intOption(1, 4096), PRUNE_DEFAULTS.roundTo)
     .option('--heldout <n>', 'held-out training images for the tool\'s own choices', intOption(10), PRUNE_DEFAULTS.heldout)
-    .option('--tolerance <t>', 'scree/xmeans: held-out accuracy a candidate may lose (layer alone)', floatOption(0), PRUNE_DEFAULTS.tolerance)
+    .option('--tolerance <t>', 'scree/xmeans: held-out accuracy a candidate may lose (layer alone), a fraction: 0.005 = 0.5 points', floatOption(0), PRUNE_DEFAULTS.tolerance)
     .option('--bn-images <n>', 'BatchNorm re-estimation images (0: off)', intOption(0), PRUNE_DEFAULTS.bnImages)
     .option('--no-bn-reestimate', 'skip BatchNorm re-estimation')
     .option('--finetune-epochs <e>', 'fine-tuning epochs (SGD, cosine, crop+flip)', intOption(0), PRUNE_DEFAULTS.finetuneEpochs)

@@ -97,9 +97,9 @@ export interface PruneOptions {
   /** ptest: permutations and significance level */
   permutations?: number;
   eta?: number;
-  /** CMI across layers: per-layer (default), compact (conditioned on the chain's previous layer's kept maps), full (on every earlier layer of the chain) */
+  /** CMI across layers: per-layer, compact (conditioned on the chain's previous layer's kept maps), full (on every earlier layer of the chain; CMI's default, resolveFormulation) */
   formulation?: Formulation;
-  /** the order in which layers are pruned with compact/full: forward or bidirectional (default forward) */
+  /** the order in which layers are pruned with compact/full: forward or bidirectional (default PRUNE_DEFAULTS.order) */
   order?: PruneOrder;
   /**
    * residual networks: 'inner' (default) prunes only convs whose channels do not reach an Add (the

@@ -65,9 +65,20 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   const o = { seed, samples, alpha, sigma, bnImages, threads, allocation: 'uniform' as const, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as Required<Omit<SweepOptions, 'testLimit' | 'mean' | 'std' | 'fresh' | 'perLayer'>> & SweepOptions;
   if (o.criteria.length === 0) throw new UserError('--criteria: name at least one of: ' + CRITERIA.join(', '));
   for (const c of o.criteria) if (!(CRITERIA as readonly string[]).includes(c)) throw new UserError(`--criteria: '${c}' is not one of: ${CRITERIA.join(', ')}`);
-  const budgets = o.budgets.map((b) => {
-    const c = parseCutoff(b);
-    if (!('fraction' in c)) throw new UserError(`--budgets: '${b}' is not a budget (keep:F, filters:F, params:F, flops:F)`);
+  // a bare number takes the kind of the budget before it: filters:0.1,0.2,0.3
+  let kind: string | undefined;
+  const budgets = o.budgets.map((text) => {
+    const b = /^[0-9.]+(e[+-]?[0-9]+)?$/i.test(text.trim()) && kind ? `${kind}:${text.trim()}` : text;
+    let c: ReturnType<typeof parseCutoff>;
+    try {
+      c = parseCutoff(b);
+    } catch (e) {
+      if (e instanceof UserError) throw new UserError(`--budgets: '${text}' is not a budget (keep:F, filters:F, params:F, flops:F; a bare F takes the kind before it)`);
+      throw e;
+    }
+    if (!('fraction' in c)) throw new UserError(`--budgets: '${text}' is not a budget (keep:F, filters:F, params:F, flops:F)`);
+    if ('also' in c && c.also?.length) throw new UserError(`--budgets: '${text}' is a compound budget; a sweep reads one measure per budget`);
+    kind = c.kind;
     return c;
   });
   if (budgets.length === 0) throw new UserError('--budgets: give at least one, e.g. filters:0.1,0.3,0.5');
