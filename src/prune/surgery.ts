@@ -136,7 +136,8 @@ function removedChannelConstants(model: Model, group: ChannelGroup, removed: num
 }
 
 /** The tensor indices of a member that survive: the kept classes it carries, shifted by its offset. */
-function memberKeep(m: { offset: number; width: number }, keep: number[]): number[] {
+/** A group's kept channels (group indices) as indices into one member tensor's channel axis. */
+export function memberKeep(m: { offset: number; width: number }, keep: number[]): number[] {
   return keep.filter((j) => j >= m.offset && j < m.offset + m.width).map((j) => j - m.offset);
 }
 
