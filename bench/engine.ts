@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   // the default engine, and as baseline the same engine with libtorch's own ops throughout
   const measured: Record<string, { inference: { best: number; median: number }; training: { best: number; median: number } }> = {};
   for (const [name, fast] of [['engine', true], ['libtorchOps', false]] as const) {
-    const engine = TorchModel.create(model, { winograd: fast, smallConv: fast, fusedSgd: fast, fuseBnRelu: fast, fastMaxPool: fast });
+    const engine = TorchModel.create(model, fast ? {} : { fastPaths: false });
     const inference = await rate((i) => engine.forward(x(i), shape));
     engine.configureOptimizer({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
     const training = await rate((i) => engine.trainStep(x(i), shape, labels, 1e-3));

@@ -223,10 +223,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       ts.data.assign(d.Data(), d.Data() + d.ElementLength());
       ms.tensors.push_back(std::move(ts));
     }
-    // boolean switches: absent or non-boolean keeps ModelSpec's default
+    // boolean switches, every one required: their defaults live in src/engine/switches.ts only
     auto flag = [&](const char* key, bool& field) {
       Napi::Value v = spec.Get(key);
-      if (v.IsBoolean()) field = v.As<Napi::Boolean>().Value();
+      if (!v.IsBoolean()) throwJs(env, std::string("model spec: switch '") + key + "' must be a boolean (src/engine/switches.ts)");
+      field = v.As<Napi::Boolean>().Value();
     };
     flag("channelsLast", ms.channelsLast);
     flag("blockedInference", ms.blockedInference);

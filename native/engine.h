@@ -49,22 +49,15 @@ struct ModelSpec {
   std::vector<std::string> outputs;
   std::vector<NodeSpec> nodes;
   std::vector<TensorSpec> tensors;
+  // Switches: declared once, with their defaults and purposes, in src/engine/switches.ts; the
+  // addon requires every one of them in the spec (addon.cc), so these initialisers are never used.
   bool channelsLast = false;
-  // Inference through oneDNN's blocked layout with prepacked conv weights (when libtorch has it):
-  // saves the per-conv layout reorders of the plain path.
-  bool blockedInference = true;
-  // 3x3 stride-1 convolutions by Winograd F(4x4,3x3) where that is measured faster (native/winograd.h);
-  // results differ from the direct convolution by float rounding (~1e-5 relative).
-  bool winograd = true;
-  // convolutions over tiny images (H*W <= kernel area) as one GEMM with an expanded weight
-  // (native/smallconv.h); same rounding caveat.
-  bool smallConv = true;
-  // SGD updates in one pass per parameter (native/sgd.h); false: libtorch's torch::optim::SGD.
-  bool fusedSgd = true;
-  // Training: BatchNorm followed by ReLU as one op (native/bnrelu.h); false: libtorch's two.
-  bool fuseBnRelu = true;
-  // Non-overlapping max pooling on dense NCHW through native/maxpool.h; false: libtorch's kernel.
-  bool fastMaxPool = true;
+  bool blockedInference = false;  // BN folded into conv, oneDNN blocked layout, prepacked weights
+  bool winograd = false;          // native/winograd.h
+  bool smallConv = false;         // native/smallconv.h
+  bool fusedSgd = false;          // native/sgd.h
+  bool fuseBnRelu = false;        // native/bnrelu.h
+  bool fastMaxPool = false;       // native/maxpool.h
 };
 
 // The one place that decides where tensors live; CPU-only for now.

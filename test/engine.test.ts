@@ -2,9 +2,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
-import { engineCacheStats, getThreads, releaseCachedMemory, setThreads, TorchModel } from '../src/engine/index.js';
+import { ENGINE_SWITCHES, engineCacheStats, FAST_PATHS, getThreads, loadEngine, releaseCachedMemory, resolveSwitches, setThreads, TorchModel } from '../src/engine/index.js';
+import { ResultStore } from '../src/experiment/store.js';
 import type { Model, Tensor } from '../src/ir/model.js';
+import { checkpointKey } from '../src/ordering/model-rank.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
 import { GraphBuilder as Builder } from './support/graph.js';
@@ -311,77 +317,144 @@ function winogradNet(seed = 5): Model {
   return b.model('winograd', [3, 16, 16], x);
 }
 
-test('fastPaths: false and CMIPRUNE_FAST_PATHS=0 turn every fast path off at once (bit-identical to all switches off)', { skip: addonSkip }, async () => {
+test('fastPaths: false and CMIPRUNE_FAST_PATHS=0 turn every fast path off at once, in inference and training (bit-identical to each switch off)', { skip: addonSkip }, async () => {
   const m = winogradNet(6);
   const x = uniformTensor(new Rng(51), [2, 3, 16, 16]);
+  const labels = Int32Array.from([1, 3]);
+  // logits, then the weights after one SGD step (fusedSgd and fuseBnRelu act only in training)
   const run = async (opts: Parameters<typeof TorchModel.create>[1]) => {
     const tm = TorchModel.create(m, opts);
     try {
-      return (await tm.forward(x.data, x.shape)).outputs.fc!.data;
+      const logits = (await tm.forward(x.data, x.shape)).outputs.fc!.data;
+      tm.configureOptimizer({ momentum: 0.9, nesterov: true, weightDecay: 5e-4 });
+      await tm.trainStep(x.data, x.shape, labels, 0.05);
+      await tm.trainStep(x.data, x.shape, labels, 0.05);
+      const trained = tm.readTensors(['conv2.weight', 'conv5.weight', 'bn1.weight', 'fc.weight']);
+      return { logits, trained: Object.fromEntries(Object.entries(trained).map(([k, t]) => [k, t.data])) };
     } finally {
       tm.dispose();
     }
   };
-  const allOff = await run({ winograd: false, smallConv: false, fusedSgd: false, fuseBnRelu: false, fastMaxPool: false });
+  const eachOff = Object.fromEntries(FAST_PATHS.map((k) => [k, false]));
+  assert.deepEqual([...FAST_PATHS].sort(), ['blockedInference', 'fastMaxPool', 'fuseBnRelu', 'fusedSgd', 'smallConv', 'winograd']);
+  const allOff = await run(eachOff);
   const fast = await run({});
-  assert.notDeepEqual(fast, allOff); // the fast paths change the rounding, so the switch is observable
+  // the fast paths change the rounding, so the switch is observable in both
+  assert.notDeepEqual(fast.logits, allOff.logits);
+  assert.notDeepEqual(fast.trained, allOff.trained);
   // the single switch wins over individual switches left on
-  assert.deepEqual(await run({ fastPaths: false, winograd: true, smallConv: true }), allOff);
+  const on = Object.fromEntries(FAST_PATHS.map((k) => [k, true]));
+  assert.deepEqual(await run({ fastPaths: false, ...on }), allOff);
   process.env.CMIPRUNE_FAST_PATHS = '0';
   try {
-    assert.deepEqual(await run({}), allOff);
+    assert.deepEqual(await run(on), allOff);
   } finally {
     delete process.env.CMIPRUNE_FAST_PATHS;
   }
   assert.deepEqual(await run({}), fast);
 });
 
-test('Winograd and tiny-image convolutions: forward (folded, blocked, plain) matches the reference; gradients match libtorch', { skip: addonSkip }, async () => {
-  const m = winogradNet();
-  const x = uniformTensor(new Rng(50), [4, 3, 16, 16]);
-  const ref = referenceForward(m, x.data, x.shape, { taps: ['conv2', 'conv4', 'conv5'] });
+test('engine switches: declared once (switches.ts); the addon reads every one and refuses a spec without it', { skip: addonSkip }, () => {
+  const m = winogradNet(7);
+  const spec = { inputs: m.inputs.map((v) => v.name), outputs: m.outputs, nodes: m.nodes, tensors: m.tensors, ...resolveSwitches() };
+  const Addon = (loadEngine() as unknown as { Model: new (s: unknown) => { dispose(): void } }).Model;
+  new Addon(spec).dispose();
+  for (const k of Object.keys(ENGINE_SWITCHES)) {
+    const { [k]: _, ...without } = spec as Record<string, unknown>;
+    assert.throws(() => new Addon(without), new RegExp(`switch '${k}' must be a boolean`), k);
+  }
+  // absent switches take the table's defaults; fastPaths: false turns exactly the fast paths off
+  assert.deepEqual(resolveSwitches(), Object.fromEntries(Object.entries(ENGINE_SWITCHES).map(([k, r]) => [k, r.default])));
+  assert.deepEqual(resolveSwitches({ channelsLast: true, fastPaths: false }), Object.fromEntries(Object.keys(ENGINE_SWITCHES).map((k) => [k, k === 'channelsLast'])));
+});
+
+/**
+ * A net's forward (folded, blocked, plain) against the reference, taps included; that the fast
+ * paths ran on every conv in `fastTaps` (its values differ from libtorch's direct convolution by
+ * rounding, not bit for bit); and one plain SGD step, whose weight change is -lr * gradient, so it
+ * compares every listed parameter's gradient with libtorch's own.
+ */
+async function checkFastConvs(m: Model, x: Tensor, taps: string[], fastTaps: string[], grads: string[]): Promise<void> {
+  const ref = referenceForward(m, x.data, x.shape, { taps });
   const outs: Record<string, Float32Array> = {};
+  const tapped: Record<string, Record<string, Float32Array>> = {};
   const direct = { winograd: false, smallConv: false };
   for (const opts of [{}, { blockedInference: false }, direct]) {
     const tm = TorchModel.create(m, opts);
     const label = JSON.stringify(opts);
-    // without taps BN folds into conv2; tapping conv2 keeps it unfolded
+    // without taps BN folds into its conv; tapping a conv keeps it unfolded
     const { outputs } = await tm.forward(x.data, x.shape);
     assertClose(outputs.fc, ref.outputs.fc!, `fc ${label}`, 1e-4);
-    const { taps } = await tm.forward(x.data, x.shape, { taps: ['conv2', 'conv4', 'conv5'] });
-    assertClose(taps.conv2, ref.taps.conv2!, `conv2 tap ${label}`, 1e-4);
-    assertClose(taps.conv4, ref.taps.conv4!, `conv4 tap ${label}`, 1e-4);
-    assertClose(taps.conv5, ref.taps.conv5!, `conv5 tap ${label}`, 1e-4);
+    const { taps: t } = await tm.forward(x.data, x.shape, { taps });
+    for (const k of taps) assertClose(t[k]!, ref.taps[k]!, `${k} tap ${label}`, 1e-4);
     outs[label] = outputs.fc.data;
+    tapped[label] = Object.fromEntries(taps.map((k) => [k, t[k]!.data]));
     tm.dispose();
   }
-  // the fast path really ran: same values up to rounding, not bit for bit
+  // the fast paths really ran: same values up to rounding, not bit for bit
   assert.notDeepEqual(outs['{}'], outs[JSON.stringify(direct)]);
+  for (const k of fastTaps) assert.notDeepEqual(tapped['{}']![k], tapped[JSON.stringify(direct)]![k], `${k}: no fast path ran`);
 
-  // one plain SGD step: the weight change is -lr * gradient, so it compares the gradients of every
-  // conv (input gradients flow through conv2..conv4, bias and no-bias cases; a bias before BN gets
-  // none) with libtorch's own
-  const labels = Int32Array.from({ length: 4 }, (_, i) => i % 5);
-  const deltas: Record<string, Record<string, Float32Array>>[] = [];
+  const labels = Int32Array.from({ length: x.shape[0]! }, (_, i) => i % 5);
+  const deltas: Record<string, Float32Array>[] = [];
   for (const opts of [{}, direct]) {
     const tm = TorchModel.create(m, opts);
     tm.configureOptimizer({ momentum: 0, nesterov: false, weightDecay: 0 });
     await tm.trainStep(x.data, x.shape, labels, 1);
     const after = tm.readTensors();
-    const d: Record<string, Float32Array> = {};
-    for (const k of ['conv2.weight', 'conv4.bias', 'conv3.weight', 'conv4.weight', 'conv1.weight', 'conv5.weight', 'conv5.bias', 'conv6.weight'])
-      d[k] = after[k]!.data.map((v, i) => v - m.tensors[k]!.data[i]!);
-    deltas.push({ d });
+    deltas.push(Object.fromEntries(grads.map((k) => [k, after[k]!.data.map((v, i) => v - m.tensors[k]!.data[i]!)])));
     tm.dispose();
   }
-  for (const k of Object.keys(deltas[0]!.d!)) {
-    const a = deltas[0]!.d![k]!, b = deltas[1]!.d![k]!;
+  for (const k of grads) {
+    const a = deltas[0]![k]!, b = deltas[1]![k]!;
     const scale = Math.max(...b.map(Math.abs));
     assert.ok(scale > 1e-4, `${k}: gradient is not trivially zero`);
     let worst = 0;
     for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
     assert.ok(worst <= 1e-3 * scale, `${k}: fast vs direct gradient differ by ${worst} (scale ${scale})`);
   }
+}
+
+test('Winograd and tiny-image convolutions: forward (folded, blocked, plain) matches the reference; gradients match libtorch', { skip: addonSkip }, async () => {
+  // input gradients flow through conv2..conv4, bias and no-bias cases; a bias before BN gets none
+  await checkFastConvs(winogradNet(), uniformTensor(new Rng(50), [4, 3, 16, 16]), ['conv2', 'conv4', 'conv5'], ['conv2', 'conv5'], [
+    'conv2.weight', 'conv4.bias', 'conv3.weight', 'conv4.weight', 'conv1.weight', 'conv5.weight', 'conv5.bias', 'conv6.weight',
+  ]);
+});
+
+/** A pruned model's odd widths (13, 37, 201) through every fast conv path: Winograd with Cin >= 32, tiny images, and convs below Winograd's Cin */
+function oddWidthNet(seed = 8): Model {
+  const b = new Builder(new Rng(seed));
+  let x = b.simple('Relu', 'relu1', b.bn('bn1', b.conv('conv1', 'input', 3, 37, 3, { pad: 1 }), 37));
+  x = b.simple('Relu', 'relu2', b.bn('bn2', b.conv('conv2', x, 37, 201, 3, { pad: 1, bias: false }), 201)); // Winograd, 16x16
+  x = b.conv('conv3', x, 201, 13, 3, { pad: 1 }); // Winograd, Cout 13
+  x = b.pool('MaxPool', 'pool', b.simple('Relu', 'relu3', x), 2, 2); // 8x8
+  x = b.simple('Relu', 'relu4', b.conv('conv4', x, 13, 37, 3, { pad: 1 })); // Cin 13: direct
+  x = b.simple('Relu', 'relu4b', b.conv('conv4b', x, 37, 37, 3, { pad: 1 })); // Winograd on 8x8
+  x = b.pool('MaxPool', 'pool2', b.pool('MaxPool', 'pool1', x, 2, 2), 2, 2); // 8x8 -> 2x2
+  x = b.simple('Relu', 'relu5', b.conv('conv5', x, 37, 13, 3, { pad: 1 })); // tiny image
+  x = b.conv('conv6', x, 13, 201, 3, { pad: 1, stride: 2, bias: false }); // tiny image, down to 1x1
+  x = b.flatten('flat', x);
+  x = b.linear('fc', x, 201, 5);
+  for (const [k, t] of Object.entries(b.tensors)) if (k.startsWith('conv') && k.endsWith('weight')) t.data.forEach((v, i, a) => (a[i] = v * 0.3));
+  return b.model('oddwidths', [3, 16, 16], x);
+}
+
+test('odd widths (13, 37, 201), as pruning leaves them: every fast conv path matches the reference forward and libtorch gradients', { skip: addonSkip }, async () => {
+  // one conv alone, so a tap that differs from libtorch's proves that conv's own fast path ran:
+  // Winograd (Cin >= 32, 3x3, stride 1, whole 4x4 tiles) and the tiny-image GEMM (2x2 maps)
+  const single: [number, number, number, number][] = [[37, 201, 16, 1], [201, 13, 16, 1], [37, 37, 8, 1], [37, 13, 2, 1], [13, 201, 2, 2]];
+  for (const [cin, cout, size, stride] of single) {
+    const b = new Builder(new Rng(cin + cout));
+    const y = b.conv('conv', 'input', cin, cout, 3, { pad: 1, stride });
+    b.tensors['conv.weight']!.data.forEach((v, i, a) => (a[i] = v * 0.3));
+    const m = b.model(`conv${cin}x${cout}`, [cin, size, size], b.linear('fc', b.flatten('flat', b.simple('GlobalAvgPool', 'gap', b.simple('Relu', 'relu', y))), cout, 5));
+    await checkFastConvs(m, uniformTensor(new Rng(cout), [3, cin, size, size]), ['conv'], ['conv'], ['conv.weight', 'conv.bias', 'fc.weight']);
+  }
+  // and chained, so input gradients flow through them
+  await checkFastConvs(oddWidthNet(), uniformTensor(new Rng(52), [3, 3, 16, 16]), ['conv2', 'conv3', 'conv4b', 'conv5', 'conv6'], ['conv2', 'conv3', 'conv4b', 'conv5', 'conv6'], [
+    'conv1.weight', 'conv2.weight', 'conv3.weight', 'conv3.bias', 'conv4.weight', 'conv4b.weight', 'conv5.weight', 'conv5.bias', 'conv6.weight', 'fc.weight',
+  ]);
 });
 
 test('fused BatchNorm+ReLU training matches libtorch batch_norm + relu (BN2d, BN1d, large offsets, shared outputs)', { skip: addonSkip }, async () => {
@@ -500,4 +573,39 @@ test('large CPU blocks are cached: a repeated training step allocates none, rele
   const r = spawnSync(process.execPath, ['-e', probe], { env: { ...process.env, CMIPRUNE_CPU_CACHE_MB: '0' }, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(JSON.parse(r.stdout).installed, false);
+});
+
+test('CMIPRUNE_FAST_PATHS=0 gives rankings and experiment points their own keys; the default keys are unchanged', async () => {
+  const parts = { version: 'v', model: 'm', sample: 's', alpha: 1.01, log2: false, maxSelect: null, greedyTail: false, sigma: 'median' as const, permutationTest: null, mean: [0.5], std: [0.25] };
+  const dir = await mkdtemp(join(tmpdir(), 'cmiprune-keys-'));
+  const withEnv = async <T>(f: () => Promise<T> | T): Promise<T> => {
+    process.env.CMIPRUNE_FAST_PATHS = '0';
+    try {
+      return await f();
+    } finally {
+      delete process.env.CMIPRUNE_FAST_PATHS;
+    }
+  };
+  try {
+    const plain = checkpointKey(parts);
+    const off = await withEnv(() => checkpointKey(parts));
+    assert.notEqual(off, plain);
+    // the default key is the fields' hash alone, as before the tag existed
+    assert.equal(plain, createHash('sha256').update(JSON.stringify(['v', 'm', 's', 1.01, false, null, false, 'median', null, [0.5], [0.25]])).digest('hex').slice(0, 16));
+    const key = { step: 'sweep', kind: 'sweep', criterion: 'l1' };
+    const store = await ResultStore.open(dir, 'sha');
+    await store.put(key, 1, { wall: 0, cpu: 0 });
+    await withEnv(async () => {
+      const s = await ResultStore.open(dir, 'sha');
+      assert.equal(s.has(key), false, 'a default point is not resumed with the fast paths off');
+      assert.deepEqual(s.skipped, []);
+      await s.put(key, 2, { wall: 0, cpu: 0 });
+      assert.equal((await ResultStore.open(dir, 'sha')).get(key)?.value, 2);
+    });
+    const again = await ResultStore.open(dir, 'sha');
+    assert.equal(again.get(key)?.value, 1);
+    assert.equal(again.size, 1);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { copyFile, readFile, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { CIFAR10_MEAN, CIFAR10_STD, loadCifar10 } from '../data/cifar10.js';
-import { setThreads } from '../engine/index.js';
+import { engineKeyTag, setThreads } from '../engine/index.js';
 import { SequentialBuilder } from '../ir/builder.js';
 import type { Model } from '../ir/model.js';
 import { exportOnnx } from '../onnx/export.js';
@@ -90,7 +90,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const threads = opts.threads ?? 2;
   await checkOutDir(opts.out);
   setThreads(threads);
-  const key = createHash('sha256').update(JSON.stringify([DEMO_VERSION, seed, epochs, opts.trainLimit ?? null])).digest('hex').slice(0, 16);
+  const key = createHash('sha256').update(JSON.stringify([DEMO_VERSION, seed, epochs, opts.trainLimit ?? null, ...engineKeyTag()])).digest('hex').slice(0, 16);
   const ckpt = join(cacheDir(), 'demo', key);
   // --fresh: train from scratch (the training epochs' checkpoints go; prune drops its own)
   if (opts.fresh) await rm(ckpt, { recursive: true, force: true });

@@ -7,27 +7,16 @@ import { fileURLToPath } from 'node:url';
 import { numel, type Model, type Node, type Tensor } from '../ir/model.js';
 import type { DistillTarget, OptimizerConfig, TrainableEngine } from '../train/engine.js';
 import { UserError } from '../util/errors.js';
+import { type EngineSwitches, resolveSwitches } from './switches.js';
 
-/** What the addon's Model constructor takes: the IR's graph plus every tensor. */
-export interface AddonModelSpec {
+export { ENGINE_SWITCHES, engineKeyTag, type EngineSwitch, type EngineSwitches, FAST_PATHS, fastPathsDisabledByEnv, resolveSwitches } from './switches.js';
+
+/** What the addon's Model constructor takes: the IR's graph, every tensor and every switch (switches.ts). */
+export interface AddonModelSpec extends EngineSwitches {
   inputs: string[];
   outputs: string[];
   nodes: Node[];
   tensors: Record<string, Tensor>;
-  /** run 4-d activations and conv weights in NHWC memory order (training, and inference without blocking) */
-  channelsLast?: boolean;
-  /** inference in oneDNN's blocked layout with prepacked conv weights (default true; ignored without mkldnn) */
-  blockedInference?: boolean;
-  /** 3x3 stride-1 convolutions by Winograd F(4x4,3x3) where measured faster (default true) */
-  winograd?: boolean;
-  /** convolutions over tiny images as one GEMM with an expanded weight (default true) */
-  smallConv?: boolean;
-  /** SGD updates in one pass per parameter (default true); false: libtorch's torch::optim::SGD */
-  fusedSgd?: boolean;
-  /** training: BatchNorm followed by ReLU as one op (default true); false: libtorch's two */
-  fuseBnRelu?: boolean;
-  /** non-overlapping max pooling by the engine's own kernel (default true); false: libtorch's */
-  fastMaxPool?: boolean;
 }
 
 export interface AddonModel {
@@ -121,55 +110,13 @@ export function releaseCachedMemory(): void {
 // defined with the training contract that takes them; re-exported for callers of TorchModel
 export type { DistillTarget, OptimizerConfig };
 
-export interface CreateOptions {
+/** Engine switches (switches.ts declares each with its default and purpose); absent ones take the default. */
+export interface CreateOptions extends Partial<EngineSwitches> {
   /**
-   * NHWC activations and conv weights. Default false: on Debian's libtorch 1.13 (oneDNN jit:avx2)
-   * plain NCHW measured 10-20% faster for VGG16-BN inference and training at batch 64.
-   */
-  channelsLast?: boolean;
-  /**
-   * Inference (forward) keeps 4-d activations in oneDNN's blocked layout with conv weights packed
-   * once (repacked after writeTensors/trainStep), instead of reordering around every conv.
-   * Default true; measured ~17% faster on VGG16-BN here. Training always uses the plain layout.
-   */
-  blockedInference?: boolean;
-  /**
-   * 3x3, stride-1, padding-1 convolutions with >= 32 input channels and whole 4x4 output tiles run
-   * through Winograd F(4x4,3x3) (36 instead of 144 multiplies per 16 outputs), forward and both
-   * gradients. Default true. Results differ from the direct convolution by float rounding (~1e-5
-   * relative); false gives libtorch's own convolutions for these.
-   */
-  winograd?: boolean;
-  /**
-   * Convolutions whose input image is no larger than the kernel (VGG's 2x2 maps on CIFAR) run as
-   * one matrix multiply with the weight expanded to [Cout*OH*OW, Cin*H*W], forward and backward.
-   * Default true; same rounding caveat. Both false: libtorch's own convolutions throughout.
-   */
-  smallConv?: boolean;
-  /**
-   * The optimizer's update runs as one pass over each parameter, its gradient and its momentum
-   * buffer (torch.optim.SGD's rule, dampening 0) instead of libtorch's four element-wise ops.
-   * Default true; false gives libtorch's torch::optim::SGD.
-   */
-  fusedSgd?: boolean;
-  /**
-   * In training, a BatchNorm whose output only feeds a ReLU runs with it as one op that finishes
-   * each channel while it is in cache (statistics, normalise, relu; backward likewise) instead of
-   * libtorch's five passes over the activation. Same results up to float rounding. Default true.
-   */
-  fuseBnRelu?: boolean;
-  /**
-   * Max pooling whose windows tile the input (kernel == stride, no padding: VGG's 2x2 pools) on
-   * dense activations runs through the engine's own kernel, which keeps a one-byte window position
-   * for backward instead of libtorch's int64 index (none in inference). Identical results,
-   * including which element of a tie gets the gradient. Default true.
-   */
-  fastMaxPool?: boolean;
-  /**
-   * false: every fast path above off (winograd, smallConv, fusedSgd, fuseBnRelu, fastMaxPool), i.e.
-   * libtorch's own ops throughout, whatever the individual switches say. The environment variable
-   * CMIPRUNE_FAST_PATHS=0 does the same for every engine a process creates (any CLI command), so
-   * a suspicious result is one rerun away from telling a kernel bug from a surgery bug.
+   * false: every fast path (switches.ts FAST_PATHS) off, i.e. libtorch's own ops throughout,
+   * whatever the individual switches say. The environment variable CMIPRUNE_FAST_PATHS=0 does the
+   * same for every engine a process creates (any CLI command), so a suspicious result is one rerun
+   * away from telling a kernel bug from a surgery bug.
    */
   fastPaths?: boolean;
 }
@@ -322,9 +269,6 @@ export class TorchModel implements TrainableEngine {
   static create(model: Model, opts: CreateOptions = {}): TorchModel {
     validateModel(model);
     const addon = loadEngine();
-    // one switch for "surgery bug or kernel bug?": every fast path off, libtorch's own ops throughout
-    const off = opts.fastPaths === false || process.env.CMIPRUNE_FAST_PATHS === '0';
-    if (off) opts = { ...opts, winograd: false, smallConv: false, fusedSgd: false, fuseBnRelu: false, fastMaxPool: false };
     let native: AddonModel;
     try {
       native = new addon.Model({
@@ -332,14 +276,7 @@ export class TorchModel implements TrainableEngine {
         outputs: model.outputs,
         nodes: model.nodes,
         tensors: model.tensors,
-        // absent switches keep the engine's defaults (native/engine.h ModelSpec)
-        channelsLast: opts.channelsLast,
-        blockedInference: opts.blockedInference,
-        winograd: opts.winograd,
-        smallConv: opts.smallConv,
-        fusedSgd: opts.fusedSgd,
-        fuseBnRelu: opts.fuseBnRelu,
-        fastMaxPool: opts.fastMaxPool,
+        ...resolveSwitches(opts),
       });
     } catch (e) {
       throw new UserError(`model '${model.name}': ${(e as Error).message}`, { cause: e });

@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { engineKeyTag } from '../engine/switches.js';
 import { writeFileAtomic } from '../util/fs.js';
 
 /** Bump when what a point means changes for the same key (part of every id). */
@@ -44,6 +45,8 @@ export interface StoredPoint<V = unknown> {
   createdAt: string;
   seconds: PointTimes;
   value: V;
+  /** engineKeyTag() when it was written, only when not empty (CMIPRUNE_FAST_PATHS=0) */
+  engine?: string[];
 }
 
 const FORMAT = 'cmiprune-experiment-point';
@@ -78,7 +81,9 @@ const SLUG_FIRST = ['kind', 'criterion', 'formulation', 'order', 'cutoff', 'allo
  * how the key object was written.
  */
 export function pointId(key: PointKey, modelSha256: string, version = EXPERIMENT_VERSION): string {
-  const hash = createHash('sha256').update(canonicalJson({ key, modelSha256, version })).digest('hex').slice(0, 16);
+  // with CMIPRUNE_FAST_PATHS=0 a point is another point (engineKeyTag; default ids unchanged)
+  const tag = engineKeyTag();
+  const hash = createHash('sha256').update(canonicalJson(tag.length ? { key, modelSha256, version, engine: tag } : { key, modelSha256, version })).digest('hex').slice(0, 16);
   const rank = (k: string) => (SLUG_FIRST.includes(k) ? SLUG_FIRST.indexOf(k) : SLUG_FIRST.length);
   const slug = Object.entries(key)
     .sort(([a], [b]) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0))
@@ -140,6 +145,8 @@ export class ResultStore {
           const p = JSON.parse(await readFile(path, 'utf8')) as StoredPoint;
           if (p.format !== FORMAT || typeof p.id !== 'string' || !p.key) throw new Error('not a point');
           if (p.experimentVersion !== this.version || p.modelSha256 !== this.modelSha256) continue;
+          // points made with the fast paths off belong to runs with them off, and the other way round
+          if (canonicalJson(p.engine ?? []) !== canonicalJson(engineKeyTag())) continue;
           // the file must be where its key says (a renamed or hand-edited file does not count)
           if (pointId(p.key, this.modelSha256, this.version) !== p.id || `${p.id}.json` !== `${step}/${f}`) throw new Error('id does not match its key');
           this.points.set(p.id, p);
@@ -177,6 +184,7 @@ export class ResultStore {
       createdAt: new Date().toISOString(),
       seconds,
       value,
+      ...(engineKeyTag().length ? { engine: engineKeyTag() } : {}),
     };
     await writeFileAtomic(this.path(key), JSON.stringify(p));
     this.points.set(p.id, p as StoredPoint);

@@ -18,7 +18,7 @@ import {
 } from '../cmi/order.js';
 import { loadCifar10 } from '../data/cifar10.js';
 import { classBalancedSample, type ImageDataset } from '../data/dataset.js';
-import { setThreads, TorchModel } from '../engine/index.js';
+import { engineKeyTag, setThreads, TorchModel } from '../engine/index.js';
 import { convUnits, type ConvUnit } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
 import { readOnnxModel } from '../onnx/index.js';
@@ -151,6 +151,8 @@ export function checkpointKey(p: CheckpointKeyParts): string {
     p.permutationTest && [p.permutationTest.permutations, p.permutationTest.eta, p.permutationTest.seed],
     [...p.mean],
     [...p.std],
+    // only when CMIPRUNE_FAST_PATHS=0 (maps taken by libtorch's own ops): default keys unchanged
+    ...engineKeyTag(),
   ];
   return createHash('sha256').update(JSON.stringify(fields)).digest('hex').slice(0, 16);
 }

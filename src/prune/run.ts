@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { classBalancedIndices, type ImageDataset, limit, normalizeBatch, subset } from '../data/dataset.js';
 import { type Normalization, resolveNormalization } from '../data/normalization.js';
 import { checkModelInput, describeDataSpec, loadDataset } from '../data/source.js';
-import { setThreads, TorchModel } from '../engine/index.js';
+import { engineKeyTag, setThreads, TorchModel } from '../engine/index.js';
 import { exportTfjs } from '../export/tfjs.js';
 import { renderReportHtml, writeReportHtml } from '../report/html.js';
 import { assertVerified, ortLatency, verifyWithOnnxRuntime } from '../export/verify.js';
@@ -338,7 +338,7 @@ export async function loadInputs(o: {
   const heldout = subset(rest, heldIdx, `${train.name} held-out ${o.heldout}`);
   const calibration = subset(train, calibIdx, `${train.name} calibration ${o.samples}`);
   const runKey = createHash('sha256')
-    .update(JSON.stringify([PRUNE_ALGORITHM_VERSION, modelSha256, o.data, o.criterion, o.samples, o.seed, o.alpha, o.sigma, o.permutations, o.eta, norm.mean, norm.std, o.residual ?? 'inner']))
+    .update(JSON.stringify([PRUNE_ALGORITHM_VERSION, modelSha256, o.data, o.criterion, o.samples, o.seed, o.alpha, o.sigma, o.permutations, o.eta, norm.mean, norm.std, o.residual ?? 'inner', ...engineKeyTag()]))
     .digest('hex')
     .slice(0, 16);
   const ckptDir = o.checkpointDir ?? join(cacheDir(), 'prune', runKey);
