@@ -235,6 +235,27 @@ test('sweep: l1 and random at two global budgets (the README form filters:0.2,0.
   assert.equal((html.match(/<svg/g) ?? []).length >= 2, true);
 });
 
+test('prune --bn-stats: anchored (default) gives a plan that keeps every filter (keep:0.99 of 13, 21, 37) its trained statistics back exactly; reestimated replaces them; both recorded', { skip: addonSkip }, async () => {
+  const run = async (extra: string[], name: string) => {
+    const out = join(dir, name);
+    const r = cli(['prune', '--model', small, '--criterion', 'l1', '--cutoff', 'keep:0.99', '--test-limit', '300', '--bn-images', '256', '--out', out, ...extra]);
+    assert.equal(r.status, 0, r.stderr);
+    return { report: JSON.parse(await readFile(join(out, 'report.json'), 'utf8')), model: await loadOnnxFile(join(out, 'pruned.onnx')) };
+  };
+  const original = await loadOnnxFile(small);
+  const bnMeans = (m: typeof original) => m.nodes.filter((n) => n.op === 'BatchNorm').map((n) => Array.from(m.tensors[(n.params as { runningMean: string }).runningMean]!.data));
+  const anchored = await run([], 'bn-anchored');
+  assert.equal(anchored.report.bnReestimation.stats, 'anchored');
+  assert.deepEqual(bnMeans(anchored.model), bnMeans(original));
+  assert.equal(anchored.report.accuracy.afterBnReestimation, anchored.report.accuracy.before);
+  const plain = await run(['--bn-stats', 'reestimated'], 'bn-reestimated');
+  assert.equal(plain.report.bnReestimation.stats, 'reestimated');
+  assert.notDeepEqual(bnMeans(plain.model), bnMeans(original));
+  const bad = cli(['prune', '--model', small, '--bn-stats', 'trained', '--out', join(dir, 'bn-bad')]);
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /--bn-stats/);
+});
+
 test('prune --data DIR: an image folder written on the fly prunes and evaluates; a wrong image size or no classes is one clear error', { skip: addonSkip }, async () => {
   const folder = join(dir, 'images');
   writeImageFolder(folder, { classes: ['cat', 'ant', 'bee'], perClass: { train: 14, test: 5 }, width: 8, height: 8, seed: 4 });

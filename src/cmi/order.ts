@@ -174,9 +174,11 @@ async function loadNativeBackend(threads: number): Promise<EntropyBackend> {
   return nativeBackend(threads);
 }
 
+let warnedFallback = false;
+
 /**
  * The entropy backend for a layer of n samples. 'auto': native when the addon loads; otherwise
- * TypeScript only for n <= TS_FALLBACK_MAX_N, and a UserError naming the fix above that (the
+ * TypeScript only for n <= TS_FALLBACK_MAX_N (saying so once on stderr), and a UserError naming the fix above that (the
  * TypeScript eigensolver is ~100x slower: a silent fallback turns minutes into hours).
  * `load` replaces the addon loader (tests).
  */
@@ -192,8 +194,13 @@ export async function resolveBackend(
     return await load(threads);
   } catch (err) {
     if (b === 'native') throw err;
-    if (tsFallbackAllowed(n)) return tsBackend;
     const why = err instanceof Error ? err.message : String(err);
+    if (tsFallbackAllowed(n)) {
+      // never silent: one line per process, the first time it happens
+      if (!warnedFallback) process.stderr.write(`cmiprune: the native CMI engine could not be loaded (${why}); using the TypeScript backend (N = ${n} <= ${TS_FALLBACK_MAX_N})\n`);
+      warnedFallback = true;
+      return tsBackend;
+    }
     throw new UserError(
       `the native CMI engine is needed for N = ${n} samples (the TypeScript fallback is used only up to N = ${TS_FALLBACK_MAX_N}, ` +
         `being ~100x slower) but it could not be loaded: ${why}. Build it with \`npm run build:native\`, ` +

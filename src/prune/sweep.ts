@@ -6,7 +6,7 @@ import { mkdir, rm, stat } from 'node:fs/promises';
 import { TorchModel } from '../engine/index.js';
 import type { Model } from '../ir/model.js';
 import { modelCost } from '../ir/shapes.js';
-import { reestimateBatchNorm } from '../recover/bn.js';
+import { anchorBatchNorm, type BnStats, reestimateBatchNorm } from '../recover/bn.js';
 import { renderReportHtml, type SweepPoint, writeReportHtml } from '../report/html.js';
 import { evaluate } from '../train/evaluate.js';
 import { UserError } from '../util/errors.js';
@@ -38,6 +38,8 @@ export interface SweepOptions {
   /** residual networks: inner (default) or all (coupled residual streams pruned as groups) */
   residual?: ResidualMode;
   bnImages?: number;
+  /** anchored (default) or reestimated: prune's --bn-stats */
+  bnStats?: BnStats;
   testLimit?: number;
   threads?: number;
   mean?: number[];
@@ -61,8 +63,8 @@ export const planOf = (rankings: Map<string, GroupRanking>, keep: Record<string,
 
 export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   const t0 = performance.now();
-  const { seed, samples, alpha, sigma, bnImages, threads } = PRUNE_DEFAULTS;
-  const o = { seed, samples, alpha, sigma, bnImages, threads, allocation: 'uniform' as const, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as Required<Omit<SweepOptions, 'testLimit' | 'mean' | 'std' | 'fresh' | 'perLayer'>> & SweepOptions;
+  const { seed, samples, alpha, sigma, bnImages, bnStats, threads } = PRUNE_DEFAULTS;
+  const o = { seed, samples, alpha, sigma, bnImages, bnStats, threads, allocation: 'uniform' as const, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as Required<Omit<SweepOptions, 'testLimit' | 'mean' | 'std' | 'fresh' | 'perLayer'>> & SweepOptions;
   if (o.criteria.length === 0) throw new UserError('--criteria: name at least one of: ' + CRITERIA.join(', '));
   for (const c of o.criteria) if (!(CRITERIA as readonly string[]).includes(c)) throw new UserError(`--criteria: '${c}' is not one of: ${CRITERIA.join(', ')}`);
   // a bare number takes the kind of the budget before it: filters:0.1,0.2,0.3
@@ -90,6 +92,9 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   const filtersBefore = convFilters(model);
   const accuracyBefore = await evalAcc(model, test, norm, 'test: unpruned');
 
+  const bnOpts = { mean: norm.mean, std: norm.std, images: Math.min(o.bnImages, rest.n), seed: o.seed, threads: o.threads };
+  // anchored statistics: the unpruned model's re-estimate, once for every budget
+  const reOriginal = o.bnImages > 0 && o.bnStats === 'anchored' ? (await reestimateBatchNorm(model, rest, bnOpts)).model : null;
   const points: SweepPoint[] = [];
   const perLayer: SweepSummary['perLayer'] = [];
   const bar = progress('sweep', o.criteria.length * (budgets.length + (o.perLayer ? prunable.length * budgets.length : 0)));
@@ -107,13 +112,15 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
           : o.allocation === 'curve'
             ? allocateByCurve(b as Budget, prunable, rankings, cost).keep
             : allocateUniform(b as Budget, prunable, cost).keep;
-      const pruned = applyPlan(model, planOf(rankings, keep, groups));
+      const plan = planOf(rankings, keep, groups);
+      const pruned = applyPlan(model, plan);
       const after = modelCost(pruned);
       const afterSurgery = await evalAcc(pruned, test, norm, `test: ${name} ${cutoffName(b)} after surgery`);
       let afterBn: number | null = null;
       if (o.bnImages > 0) {
-        const r = await reestimateBatchNorm(pruned, rest, { mean: norm.mean, std: norm.std, images: Math.min(o.bnImages, rest.n), seed: o.seed, threads: o.threads });
-        afterBn = await evalAcc(r.model, test, norm, `test: ${name} ${cutoffName(b)} after BN`);
+        const r = await reestimateBatchNorm(pruned, rest, bnOpts);
+        const bnModel = reOriginal ? anchorBatchNorm(model, reOriginal, plan, r.model) : r.model;
+        afterBn = await evalAcc(bnModel, test, norm, `test: ${name} ${cutoffName(b)} after BN`);
       }
       const filtersAfter = convFilters(pruned);
       points.push({

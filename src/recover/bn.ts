@@ -8,6 +8,10 @@ import type { PruningPlan } from '../prune/types.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 
+/** How a pruned model's BatchNorm statistics are set: anchorBatchNorm's, or the pruned model's re-estimate alone. */
+export type BnStats = 'anchored' | 'reestimated';
+export const BN_STATS = ['anchored', 'reestimated'] as const satisfies readonly BnStats[];
+
 export interface BnReestimateOptions {
   /** per-channel normalisation of the raw images (torchvision ToTensor + Normalize convention) */
   mean: readonly number[];
