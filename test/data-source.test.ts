@@ -15,6 +15,7 @@ import { checkModelInput, describeDataSpec, loadDataset } from '../src/data/sour
 import { SequentialBuilder } from '../src/ir/builder.js';
 import type { Model } from '../src/ir/model.js';
 import { UserError } from '../src/util/errors.js';
+import { randomSource } from './support/random.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'cmiprune-data-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -308,9 +309,7 @@ test('data spec: cifar10 keyword, wrong file counts, missing paths, files that a
 });
 
 function tinyModel(shape: number[], metadata: Record<string, string> = {}): Model {
-  let s = 1;
-  const random = () => ((s = (s * 16807) % 2147483647) / 2147483647);
-  const m = new SequentialBuilder('tiny', shape, { random }).conv(4, 3, { padding: 1 }).relu().globalAvgPool().flatten().linear(3).build();
+  const m = new SequentialBuilder('tiny', shape, { random: randomSource(1) }).conv(4, 3, { padding: 1 }).relu().globalAvgPool().flatten().linear(3).build();
   return { ...m, metadata };
 }
 

@@ -14,13 +14,8 @@ import { jointKernel, multiplyPackedInto, type EntropyRequest } from '../src/cmi
 import { symmetricEigenvalues } from '../src/cmi/eigen.js';
 import { labelGram, referenceSigma } from '../src/cmi/estimators.js';
 import { orderLayer, type LayerInput } from '../src/cmi/order.js';
-import { Rng } from '../src/util/rng.js';
 import { addonSkip } from './support/addon.js';
-
-/** approximately standard-normal (sum of three uniforms, unit variance) */
-function gauss(rng: Rng): number {
-  return (rng.next() + rng.next() + rng.next() - 1.5) * 2;
-}
+import { approxNormal, gaussian, Rng } from './support/random.js';
 
 /** post-ReLU maps [n, c, hw] with a little label signal per filter */
 function reluMaps(rng: Rng, labels: number[], classes: number, c: number, hw: number, scale: number): Float64Array {
@@ -29,7 +24,7 @@ function reluMaps(rng: Rng, labels: number[], classes: number, c: number, hw: nu
   for (let i = 0; i < n; i++) {
     for (let f = 0; f < c; f++) {
       const shift = (0.5 * ((labels[i] + f) % classes)) / classes;
-      for (let k = 0; k < hw; k++) data[(i * c + f) * hw + k] = Math.max(0, scale * (shift + gauss(rng)));
+      for (let k = 0; k < hw; k++) data[(i * c + f) * hw + k] = Math.max(0, scale * (shift + approxNormal(rng)));
     }
   }
   return data;
@@ -149,18 +144,17 @@ function benchLikeLayer(): LayerInput {
   const hw = 16;
   const classes = 10;
   const rng = new Rng(1);
-  const gaussian = () => {
-    const u = 1 - rng.next();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rng.next());
-  };
   const sigma = referenceSigma(n, hw);
   const s = Math.sqrt((0.1 * 2 * sigma * sigma) / (2 * (0.5 - 1 / (2 * Math.PI)) * hw));
   const labels = Array.from({ length: n }, () => rng.int(classes));
+  // drawn after the labels, one value per two uniforms (cos only), in the order the loop reads them:
+  // the expected order and scores below were computed from exactly these draws
+  const noise = gaussian(rng, n * c * hw, 1, { pairs: false });
   const data = new Float32Array(n * c * hw);
   for (let i = 0; i < n; i++) {
     for (let f = 0; f < c; f++) {
       const shift = (0.3 * ((labels[i] * 7 + f) % classes)) / classes;
-      for (let k = 0; k < hw; k++) data[(i * c + f) * hw + k] = Math.max(0, gaussian() + shift) * s;
+      for (let k = 0; k < hw; k++) data[(i * c + f) * hw + k] = Math.max(0, noise[(i * c + f) * hw + k] + shift) * s;
     }
   }
   return { maps: { data, n, c, hw }, labels, classes };

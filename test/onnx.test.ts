@@ -1,4 +1,3 @@
-import { expectImportError } from './support/onnx.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,8 +6,9 @@ import { test } from 'node:test';
 import type { Model, Node } from '../src/ir/model.js';
 import { inferShapes } from '../src/ir/shapes.js';
 import { OnnxImportError, exportOnnx, importOnnx, loadOnnxFile, saveOnnxFile } from '../src/onnx/index.js';
-import { AttrType, DataType, onnx, type pb } from '../src/onnx/proto.js';
+import { DataType, onnx, type pb } from '../src/onnx/proto.js';
 import { GraphBuilder } from './support/graph.js';
+import { aFloat, aInt, aInts, aStr, aTensor, expectImportError, fInit, i64Data, nd, onnxBytes, vi } from './support/onnx.js';
 import { runOrt } from './support/ort.js';
 import { Rng, randn } from './support/random.js';
 import { maxAbsDiff, referenceForward } from './support/reference.js';
@@ -16,45 +16,6 @@ import { MODELS_DIR } from './support/shared.js';
 
 const MODELS = MODELS_DIR;
 const VGG = join(MODELS, 'vgg16_bn_cifar10.onnx');
-const RESNET20 = join(MODELS, 'resnet20_cifar10.onnx');
-
-// ---------- ONNX protobuf builders (no binary fixtures) ----------
-const aInt = (name: string, i: number): pb.IAttributeProto => ({ name, type: AttrType.INT, i });
-const aInts = (name: string, ints: number[]): pb.IAttributeProto => ({ name, type: AttrType.INTS, ints });
-const aFloat = (name: string, f: number): pb.IAttributeProto => ({ name, type: AttrType.FLOAT, f });
-const aTensor = (name: string, t: pb.ITensorProto): pb.IAttributeProto => ({ name, type: AttrType.TENSOR, t });
-
-function fInit(name: string, dims: number[], data: Float32Array, style: 'raw' | 'float_data' = 'raw'): pb.ITensorProto {
-  return style === 'raw'
-    ? { name, dims, dataType: DataType.FLOAT, rawData: new Uint8Array(data.buffer.slice(0)) }
-    : { name, dims, dataType: DataType.FLOAT, floatData: [...data] };
-}
-const i64 = (name: string, ints: number[]): pb.ITensorProto => ({ name, dims: [ints.length], dataType: DataType.INT64, int64Data: ints });
-const nd = (opType: string, name: string, input: string[], output: string[], attribute: pb.IAttributeProto[] = []): pb.INodeProto => ({
-  opType,
-  name,
-  input,
-  output,
-  attribute,
-});
-const vi = (name: string, dims: (number | string)[]): pb.IValueInfoProto => ({
-  name,
-  type: {
-    tensorType: {
-      elemType: DataType.FLOAT,
-      shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
-    },
-  },
-});
-function onnxBytes(g: { nodes: pb.INodeProto[]; inits?: pb.ITensorProto[]; input: pb.IValueInfoProto; outputs: string[]; opset?: number }): Uint8Array {
-  const opset = g.opset ?? 13;
-  return onnx.ModelProto.encode({
-    irVersion: opset >= 15 ? 8 : 7,
-    opsetImport: [{ domain: '', version: opset }],
-    producerName: 'test',
-    graph: { name: 'g', node: g.nodes, initializer: g.inits ?? [], input: [g.input], output: g.outputs.map((o) => ({ name: o })) },
-  }).finish();
-}
 
 /** A small IR model covering every op and the awkward attributes (groups, stride, dilation, ceil, pad counting). */
 function smallModel(rng: Rng): Model {
@@ -173,7 +134,7 @@ interface DynamoVariant {
 function dynamoStyle(rng: Rng, variant: DynamoVariant = {}): Uint8Array {
   const flatten: Record<string, pb.INodeProto[]> = {
     reshape: [
-      nd('Constant', 'node_Constant_5', [], ['val_shape'], [aTensor('value', i64('', variant.shape ?? [-1, 16]))]),
+      nd('Constant', 'node_Constant_5', [], ['val_shape'], [aTensor('value', i64Data('', variant.shape ?? [-1, 16]))]),
       nd('Reshape', 'node_Reshape_6', ['mean', 'val_shape'], ['view'], [aInt('allowzero', 0)]),
     ],
     squeeze: [nd('Squeeze', 'node_Squeeze_6', ['mean', 'val_axes'], ['view'])],
@@ -183,7 +144,7 @@ function dynamoStyle(rng: Rng, variant: DynamoVariant = {}): Uint8Array {
       nd('Constant', 'k0', [], ['zero'], [aTensor('value', { dims: [], dataType: DataType.INT64, int64Data: [0] })]),
       nd('Gather', 'g', ['shp', 'zero'], ['n'], [aInt('axis', 0)]),
       nd('Unsqueeze', 'u', ['n', 'zero1d'], ['n1']),
-      nd('Constant', 'k1', [], ['minus1'], [aTensor('value', i64('', [-1]))]),
+      nd('Constant', 'k1', [], ['minus1'], [aTensor('value', i64Data('', [-1]))]),
       nd('Concat', 'cat', ['n1', 'minus1'], ['shape2'], [aInt('axis', 0)]),
       nd('Reshape', 'node_Reshape_6', ['mean', 'shape2'], ['view']),
     ],
@@ -192,7 +153,7 @@ function dynamoStyle(rng: Rng, variant: DynamoVariant = {}): Uint8Array {
       nd('Shape', 's', ['mean'], ['shp'], [aInt('start', 0), aInt('end', 2)]),
       nd('Slice', 'sl', ['shp', 'zero1d', 'one1d'], ['n1']),
       nd('Cast', 'cast', ['n1'], ['n1i'], [aInt('to', DataType.INT64)]),
-      nd('Constant', 'k1', [], ['c16'], [aTensor('value', i64('', [16]))]),
+      nd('Constant', 'k1', [], ['c16'], [aTensor('value', i64Data('', [16]))]),
       nd('Concat', 'cat', ['n1i', 'c16'], ['shape2'], [aInt('axis', 0)]),
       nd('Reshape', 'node_Reshape_6', ['mean', 'shape2'], ['view']),
     ],
@@ -209,9 +170,9 @@ function dynamoStyle(rng: Rng, variant: DynamoVariant = {}): Uint8Array {
       fInit('conv2.bias', [16], w(16)),
       fInit('fc.weight_t', [16, 10], w(160), 'float_data'), // MatMul keeps weights [in, out]
       fInit('fc.bias', [10], w(10), 'float_data'),
-      i64('val_axes', [2, 3]),
-      i64('zero1d', [0]),
-      i64('one1d', [1]),
+      i64Data('val_axes', [2, 3]),
+      i64Data('zero1d', [0]),
+      i64Data('one1d', [1]),
     ],
     nodes: [
       nd('Conv', 'node_Conv_0', ['x', 'conv1.weight', 'conv1.bias'], ['conv2d'], [aInts('pads', [1, 1, 1, 1]), aInts('strides', [1, 1]), aInts('dilations', [1, 1]), aInt('group', 1)]),
@@ -324,7 +285,7 @@ test('constant Adds fold into the preceding Conv/Gemm bias, auto_pad SAME and sh
       fInit('extra', [1, 5], randn(rng, 5)),
     ],
     nodes: [
-      nd('Conv', 'conv', ['x', 'w'], ['c'], [aInts('kernel_shape', [3, 3]), { name: 'auto_pad', type: AttrType.STRING, s: new TextEncoder().encode('SAME_UPPER') }]),
+      nd('Conv', 'conv', ['x', 'w'], ['c'], [aInts('kernel_shape', [3, 3]), aStr('auto_pad', 'SAME_UPPER')]),
       nd('Add', 'bias', ['cb', 'c'], ['cbias']),
       nd('Relu', 'relu', ['cbias'], ['r']),
       nd('Conv', 'conv2', ['r', 'w2'], ['c2'], [aInts('pads', [1, 1, 1, 1])]),
@@ -428,11 +389,11 @@ test('dangling inputs, asymmetric pads and unsupported attribute values give one
     /^bad\.onnx: node 'mp' \(op MaxPool\): dilations \[2,2\] are not supported/,
   );
   expectErr(
-    onnxBytes({ input, outputs: ['y'], nodes: [nd('Reshape', 'rs', ['x', 's'], ['y']), nd('Constant', 'k', [], ['s'], [aTensor('value', i64('', [-1, 3, 64]))])] }),
+    onnxBytes({ input, outputs: ['y'], nodes: [nd('Reshape', 'rs', ['x', 's'], ['y']), nd('Constant', 'k', [], ['s'], [aTensor('value', i64Data('', [-1, 3, 64]))])] }),
     /^bad\.onnx: node 'rs' \(op Reshape\): input 's' is not produced/,
   );
   expectErr(
-    onnxBytes({ input, outputs: ['y'], inits: [i64('s', [-1, 3, 64])], nodes: [nd('Reshape', 'rs', ['x', 's'], ['y'])] }),
+    onnxBytes({ input, outputs: ['y'], inits: [i64Data('s', [-1, 3, 64])], nodes: [nd('Reshape', 'rs', ['x', 's'], ['y'])] }),
     /^bad\.onnx: node 'rs' \(op Reshape\): reshape of \[-1,3,8,8\] to \[-1,3,64\] is not supported/,
   );
   const ext: pb.ITensorProto = { name: 'w', dims: [4, 3, 3, 3], dataType: DataType.FLOAT, dataLocation: 1, externalData: [{ key: 'location', value: 'w.bin' }] };

@@ -6,7 +6,6 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { collectActivations } from '../src/activations/collect.js';
 import { ORDER_ALGORITHM_VERSION, orderLayer } from '../src/cmi/order.js';
@@ -18,14 +17,16 @@ import { convUnits } from '../src/ir/graph.js';
 import { loadOnnxFile } from '../src/onnx/index.js';
 import { checkpointKey, checkpointPath, rankConvUnits, type Checkpoint, type LayerRanking } from '../src/ordering/model-rank.js';
 import { Rng } from '../src/util/rng.js';
+import { addonSkip } from './support/addon.js';
 import { randomImages } from './support/images.js';
-import { CLI, VGG16_ONNX } from './shared.js';
+import { CLI, VGG16_ONNX } from './support/shared.js';
 
 const env = { ...process.env, CMIPRUNE_NO_PROGRESS: '1' };
 const base = ['rank', '--model', VGG16_ONNX, '--samples', '48', '--seed', '3'];
-const ADDON = fileURLToPath(new URL('../../build/Release/cmiprune_engine.node', import.meta.url));
-// the VGG16 tests read CIFAR-10 from the cache (`cmiprune fetch-data`); without it they skip
+// the VGG16 tests run the engine and read CIFAR-10 from the cache (`cmiprune fetch-data`): they
+// skip without the addon or the cache
 const cifar = await cifar10CacheValid();
+const vggSkip = addonSkip || (!cifar && 'CIFAR-10 not in the cache');
 
 /** a two-conv model and 24 random 3x8x8 images of 4 classes: enough for the checkpoint logic */
 function tiny(): { model: ReturnType<SequentialBuilder['build']>; sample: ImageDataset } {
@@ -43,8 +44,7 @@ function tiny(): { model: ReturnType<SequentialBuilder['build']>; sample: ImageD
   return { model, sample: randomImages(rng, 24, [3, 8, 8], 4, 'tiny') };
 }
 
-test('rankConvUnits: per-layer checkpoints resume only under the same algorithm version and settings', async (t) => {
-  if (!existsSync(ADDON)) return t.skip('native addon not built');
+test('rankConvUnits: per-layer checkpoints resume only under the same algorithm version and settings', { skip: addonSkip }, async () => {
   const { model, sample } = tiny();
   const units = convUnits(model);
   assert.equal(units.length, 2);
@@ -97,7 +97,7 @@ test('rankConvUnits: per-layer checkpoints resume only under the same algorithm 
   }
 });
 
-test('rank --model orders a layer exactly as orderLayer does on the same sample', { skip: !cifar && 'CIFAR-10 not in the cache' }, async () => {
+test('rank --model orders a layer exactly as orderLayer does on the same sample', { skip: vggSkip }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'cmiprune-rank-'));
   try {
     const r = spawnSync(process.execPath, [CLI, ...base, '--max-select', '3', '--layer', '2', '--checkpoint', dir], { encoding: 'utf8', env });
@@ -132,7 +132,7 @@ test('rank --model orders a layer exactly as orderLayer does on the same sample'
   }
 });
 
-test('an interrupted rank --layer all resumes from its per-layer checkpoints', { skip: !cifar && 'CIFAR-10 not in the cache' }, async () => {
+test('an interrupted rank --layer all resumes from its per-layer checkpoints', { skip: vggSkip }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'cmiprune-resume-'));
   try {
     // enough steps that the wide layers take seconds: the kill lands mid-run

@@ -1,17 +1,17 @@
 // `cmiprune rank` end to end: .npy files written by our writer, the built CLI spawned as a user would.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 
 import { writeNpy } from '../src/data/npy.js';
-import { goldenCases } from './cmiGolden.js';
+import { addonSkip } from './support/addon.js';
+import { goldenCases } from './support/golden.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const ADDON = fileURLToPath(new URL('../../build/Release/cmiprune_engine.node', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'cmiprune-rank-'));
 const g = goldenCases().find((c) => c.name.startsWith('compact'))!;
 const f = (name: string) => join(dir, name);
@@ -39,8 +39,7 @@ test('setup: write the golden case as .npy files', async () => {
 });
 
 for (const backend of ['native', 'ts']) {
-  test(`rank reproduces the reference order and CMI curve (${backend})`, (t) => {
-    if (backend === 'native' && !existsSync(ADDON)) return t.skip('native addon not built');
+  test(`rank reproduces the reference order and CMI curve (${backend})`, { skip: backend === 'native' && addonSkip }, () => {
     const r = rank(['--activations', f('maps64.npy'), '--labels', f('labels.npy'), '--before', f('before.npy'), '--classes', '10', '--backend', backend]);
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { type ImageDataset, normalizeBatch } from '../src/data/dataset.js';
+import { normalizeBatch } from '../src/data/dataset.js';
 import { setThreads, TorchModel } from '../src/engine/index.js';
 import { SequentialBuilder } from '../src/ir/builder.js';
 import { cloneModel, type Model, type Tensor } from '../src/ir/model.js';
@@ -12,19 +12,13 @@ import { reestimateBatchNorm } from '../src/recover/index.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
 import { bnNodes } from './support/graph.js';
+import { randomImages } from './support/images.js';
 import { randomizeBatchNorm, Rng, randomSource } from './support/random.js';
 
 if (!addonSkip) setThreads(2);
 
 const MEAN = [0.5, 0.45, 0.4];
 const STD = [0.25, 0.2, 0.3];
-
-function randomData(n: number, seed: number, classes = 5): ImageDataset {
-  const r = new Rng(seed);
-  const images = Uint8Array.from({ length: n * 3 * 64 }, () => r.int(256));
-  const labels = Uint8Array.from({ length: n }, () => r.int(classes));
-  return { images, labels, n, channels: 3, height: 8, width: 8, classes, name: `random${n}` };
-}
 
 /**
  * 3x8x8 -> 5 with odd widths and every kind of BN the engine treats differently in training:
@@ -82,7 +76,7 @@ test('reestimateBatchNorm via batchNormStatsStep = via lr-0 trainStep, bit-ident
   const model = oddNet(1);
   assert.equal(bnNodes(model).length, 7);
   assert.deepEqual(bnNodes(model).map((n) => n.attrs.numFeatures), [13, 37, 37, 13, 13, 52, 19]);
-  const ds = randomData(200, 2);
+  const ds = randomImages(new Rng(2), 200, [3, 8, 8], 5);
   const opts = { mean: MEAN, std: STD, images: 200, batch: 16, seed: 3 };
   const names = statNames(model);
   const got: Record<string, Record<string, Tensor>> = {};
@@ -111,7 +105,7 @@ test('reestimateBatchNorm via batchNormStatsStep = via lr-0 trainStep, bit-ident
 test('TorchModel.batchNormStatsStep: running stats as an lr-0 trainStep leaves them, weights untouched, inference sees the new stats', { skip: addonSkip }, async () => {
   const model = oddNet(5);
   const names = statNames(model);
-  const ds = randomData(32, 6);
+  const ds = randomImages(new Rng(6), 32, [3, 8, 8], 5);
   const shape = [32, 3, 8, 8];
   const x = normalizeBatch(ds, { start: 0, end: 32 }, MEAN, STD);
 

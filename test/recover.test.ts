@@ -7,7 +7,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { type ImageDataset, normalizeBatch } from '../src/data/dataset.js';
+import { normalizeBatch } from '../src/data/dataset.js';
 import { setThreads, TorchModel } from '../src/engine/index.js';
 import { SequentialBuilder } from '../src/ir/builder.js';
 import { cloneModel, type Model, type Tensor } from '../src/ir/model.js';
@@ -16,7 +16,9 @@ import type { TrainableEngine } from '../src/train/engine.js';
 import { train } from '../src/train/train.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
+import { assertClose } from './support/assert.js';
 import { bnNodes } from './support/graph.js';
+import { randomImages } from './support/images.js';
 import { randomizeBatchNorm, Rng, randomSource } from './support/random.js';
 import { referenceForward } from './support/reference.js';
 
@@ -25,14 +27,6 @@ if (!addonSkip) setThreads(2);
 const MEAN = [0.5, 0.45, 0.4];
 const STD = [0.25, 0.2, 0.3];
 
-/** n random 3x8x8 images with labels in [0, classes) */
-function randomData(n: number, seed: number, classes = 5): ImageDataset {
-  const r = new Rng(seed);
-  const images = Uint8Array.from({ length: n * 3 * 64 }, () => r.int(256));
-  const labels = Uint8Array.from({ length: n }, () => r.int(classes));
-  return { images, labels, n, channels: 3, height: 8, width: 8, classes, name: `random${n}` };
-}
-
 /** conv-BN-relu, conv-BN-relu, maxpool, flatten, linear-BN1d-relu, linear: 3x8x8 -> classes */
 function bnNet(seed: number, classes = 5): Model {
   const b = new SequentialBuilder('bnnet', [3, 8, 8], { random: randomSource(seed) });
@@ -40,13 +34,6 @@ function bnNet(seed: number, classes = 5): Model {
   const m = b.flatten().linear(12).bn().relu().linear(classes).build();
   // non-trivial affine BN parameters and running stats, so every layer's input depends on them
   return randomizeBatchNorm(m, new Rng(seed + 100), { weight: [0.5, 1.5], bias: [-0.5, 0.5], mean: [-1, 1], var: [0.5, 3] });
-}
-
-function assertNear(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): void {
-  assert.equal(got.length, want.length, `${what}: length`);
-  let worst = 0;
-  for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / Math.max(1, Math.abs(want[i])));
-  assert.ok(worst <= tol, `${what}: max relative error ${worst} > ${tol}`);
 }
 
 function assertSameTensors(a: Record<string, Tensor>, b: Record<string, Tensor>, what: string, skip: Set<string> = new Set()): void {
@@ -63,7 +50,7 @@ function assertSameTensors(a: Record<string, Tensor>, b: Record<string, Tensor>,
 test('reestimateBatchNorm: running stats are the batch-averaged train-mode statistics; weights and input untouched', { skip: addonSkip }, async () => {
   const model = bnNet(1);
   const before = cloneModel(model);
-  const ds = randomData(50, 2);
+  const ds = randomImages(new Rng(2), 50, [3, 8, 8], 5);
   const seed = 3;
   const B = 8;
   const res = await reestimateBatchNorm(model, ds, { mean: MEAN, std: STD, images: 45, batch: B, seed });
@@ -107,8 +94,8 @@ test('reestimateBatchNorm: running stats are the batch-averaged train-mode stati
     }
   }
   engine.dispose();
-  assertNear(res.model.tensors[first.params.runningMean!].data, mean, 1e-5, 'first BN running mean');
-  assertNear(res.model.tensors[first.params.runningVar!].data, varU, 1e-5, 'first BN running var (unbiased)');
+  assertClose(res.model.tensors[first.params.runningMean!].data, mean, 'first BN running mean', 1e-5);
+  assertClose(res.model.tensors[first.params.runningVar!].data, varU, 'first BN running var (unbiased)', 1e-5);
   // the check can tell the unbiased from the biased variance (factor 512/511 here)
   assert.ok(varU.some((v, c) => Math.abs(v - biasedAvg[c]) > 1e-4 * v), 'biased and unbiased averages differ measurably');
 
@@ -124,8 +111,8 @@ test('reestimateBatchNorm: running stats are the batch-averaged train-mode stati
         v[c] += st.varUnbiased[c] / batches.length;
       }
     }
-    assertNear(res.model.tensors[n.params.runningMean!].data, m, 1e-4, `${n.name} running mean`);
-    assertNear(res.model.tensors[n.params.runningVar!].data, v, 1e-4, `${n.name} running var`);
+    assertClose(res.model.tensors[n.params.runningMean!].data, m, `${n.name} running mean`, 1e-4);
+    assertClose(res.model.tensors[n.params.runningVar!].data, v, `${n.name} running var`, 1e-4);
   }
 
   // one batch of everything: the statistics of the whole set, whatever the order
@@ -133,8 +120,8 @@ test('reestimateBatchNorm: running stats are the batch-averaged train-mode stati
   assert.equal(all.images, 50);
   const whole = referenceForward(model, normalizeBatch(ds, { start: 0, end: 50 }, MEAN, STD), [50, 3, 8, 8], { train: true }).batchStats!;
   for (const n of bns) {
-    assertNear(all.model.tensors[n.params.runningMean!].data, whole[n.name].mean, 1e-4, `${n.name} whole-set mean`);
-    assertNear(all.model.tensors[n.params.runningVar!].data, whole[n.name].varUnbiased, 1e-4, `${n.name} whole-set var`);
+    assertClose(all.model.tensors[n.params.runningMean!].data, whole[n.name].mean, `${n.name} whole-set mean`, 1e-4);
+    assertClose(all.model.tensors[n.params.runningVar!].data, whole[n.name].varUnbiased, `${n.name} whole-set var`, 1e-4);
   }
 
   // a model without BatchNorm comes back as a copy; bad options are named
@@ -176,7 +163,7 @@ function klAndCe(student: ArrayLike<number>, teacher: ArrayLike<number>, labels:
 test('distillation in trainStep: weight 0 is the plain step, self-distillation has no gradient, the loss is (1-w) CE + w T^2 KL', { skip: addonSkip }, async () => {
   const K = 5;
   const model = bnNet(5, K);
-  const ds = randomData(16, 6, K);
+  const ds = randomImages(new Rng(6), 16, [3, 8, 8], K);
   const B = 16;
   const shape = [B, 3, 8, 8];
   const x = normalizeBatch(ds, { start: 0, end: B }, MEAN, STD);
@@ -204,7 +191,7 @@ test('distillation in trainStep: weight 0 is the plain step, self-distillation h
   assert.equal(w0.correct, plain.correct);
   assertSameTensors(w0.tensors, plain.tensors, 'weight 0 vs plain');
   const plainCe = klAndCe(own, randomTeacher, labels, K, 1).ce;
-  assertNear([plain.loss], [plainCe], 1e-5, 'plain loss is the cross-entropy');
+  assertClose([plain.loss], [plainCe], 'plain loss is the cross-entropy', 1e-5);
 
   // weight 1, teacher = the student itself: KL = 0 and no gradient, so only weight decay moves the weights
   const lr = 0.1, wd = 0.01;
@@ -234,7 +221,7 @@ test('distillation in trainStep: weight 0 is the plain step, self-distillation h
   for (const [T, w] of [[3, 1], [2, 0.3], [0.5, 0.8]] as const) {
     const got = await step({ teacher: randomTeacher, temperature: T, weight: w });
     const { kl, ce } = klAndCe(own, randomTeacher, labels, K, T);
-    assertNear([got.loss], [(1 - w) * ce + w * T * T * kl], 1e-5, `loss T=${T} w=${w}`);
+    assertClose([got.loss], [(1 - w) * ce + w * T * T * kl], `loss T=${T} w=${w}`, 1e-5);
     assert.equal(got.correct, plain.correct);
   }
   assert.ok(stats.size > 0);
@@ -254,7 +241,7 @@ test('distillation in trainStep: weight 0 is the plain step, self-distillation h
 });
 
 test('train() with a teacher: the teacher sees the very batch the student trains on, its logits go to trainStep', async () => {
-  const ds = randomData(12, 8, 3);
+  const ds = randomImages(new Rng(8), 12, [3, 8, 8], 3);
   const seen: { x: number[]; distill: unknown }[] = [];
   const teacherInputs: number[][] = [];
   const engine: TrainableEngine = {
@@ -290,7 +277,7 @@ test('train() with a teacher: the teacher sees the very batch the student trains
 });
 
 test('train() startEpoch/totalEpochs: the learning rates of a resumed run are those of the uninterrupted one', async () => {
-  const ds = randomData(10, 9, 3);
+  const ds = randomImages(new Rng(9), 10, [3, 8, 8], 3);
   const lrs = async (parts: [number, number][], total?: number) => {
     const out: number[] = [];
     for (const [startEpoch, epochs] of parts)
@@ -313,7 +300,7 @@ test('train() startEpoch/totalEpochs: the learning rates of a resumed run are th
 test('finetune: 2 epochs straight = 1 epoch, stop, resume for the 2nd; a checkpoint with another key is ignored', { skip: addonSkip }, async () => {
   const model = bnNet(11);
   const before = cloneModel(model);
-  const ds = randomData(40, 12);
+  const ds = randomImages(new Rng(12), 40, [3, 8, 8], 5);
   const opts = { epochs: 2, batch: 16, lr: 0.05, seed: 13, mean: MEAN, std: STD, checkpointKey: 'run-a' };
   const dirA = await mkdtemp(join(tmpdir(), 'cmiprune-ft-a-'));
   const dirB = await mkdtemp(join(tmpdir(), 'cmiprune-ft-b-'));
@@ -367,7 +354,7 @@ test('finetune: 2 epochs straight = 1 epoch, stop, resume for the 2nd; a checkpo
 test('finetune with a teacher: distilled epochs run and differ from plain ones', { skip: addonSkip }, async () => {
   const model = bnNet(21);
   const teacher = bnNet(22);
-  const ds = randomData(32, 23);
+  const ds = randomImages(new Rng(23), 32, [3, 8, 8], 5);
   const base = { epochs: 1, batch: 16, lr: 0.05, seed: 1, mean: MEAN, std: STD };
   const plain = await finetune(model, ds, base);
   const distilled = await finetune(model, ds, { ...base, teacher, distill: { temperature: 4 } });

@@ -2,7 +2,6 @@
 // ResNet-20/56 evaluate to their published accuracies, the engine equals onnxruntime on the
 // re-exported files, PyTorch's unfolded `pads` arithmetic is folded at import, and the new ops agree
 // with the reference interpreter, train, export to TF.js and fail by node name.
-import { expectImportError } from './support/onnx.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,12 +16,13 @@ import { exportTfjs } from '../src/export/index.js';
 import { resnetCifar } from '../src/ir/builder.js';
 import type { Model, Node } from '../src/ir/model.js';
 import { inferShapes, modelCost } from '../src/ir/shapes.js';
-import { OnnxImportError, exportOnnx, importOnnx, loadOnnxFile } from '../src/onnx/index.js';
-import { AttrType, DataType, onnx, type pb } from '../src/onnx/proto.js';
+import { exportOnnx, importOnnx, loadOnnxFile } from '../src/onnx/index.js';
+import { DataType, type pb } from '../src/onnx/proto.js';
 import { channelGroups } from '../src/prune/groups.js';
 import { applyPlan, maskPlan } from '../src/prune/surgery.js';
 import { addonSkip } from './support/addon.js';
 import { GraphBuilder } from './support/graph.js';
+import { aInt, aInts, aStr, aTensor, constant as k, expectImportError, f32, i64, nd, onnxBytes, vi } from './support/onnx.js';
 import { runOrt } from './support/ort.js';
 import { Rng, randn, randomSource } from './support/random.js';
 import { maxAbsDiff, referenceForward } from './support/reference.js';
@@ -110,31 +110,9 @@ for (const file of [RESNET20, RESNET56]) {
 
 // ---------- hand-written ONNX in PyTorch's unfolded style ----------
 
-const aInt = (name: string, i: number): pb.IAttributeProto => ({ name, type: AttrType.INT, i });
-const aInts = (name: string, ints: number[]): pb.IAttributeProto => ({ name, type: AttrType.INTS, ints });
-const aStr = (name: string, s: string): pb.IAttributeProto => ({ name, type: AttrType.STRING, s: new TextEncoder().encode(s) });
-const aTensor = (name: string, t: pb.ITensorProto): pb.IAttributeProto => ({ name, type: AttrType.TENSOR, t });
-/** int64 tensor as raw little-endian bytes (exact for INT64_MIN/MAX, as exporters write them) */
-const i64 = (vals: (number | bigint)[], dims: number[] = [vals.length]): pb.ITensorProto => ({
-  dims,
-  dataType: DataType.INT64,
-  rawData: new Uint8Array(BigInt64Array.from(vals.map((v) => BigInt(v))).buffer),
-});
-const f32 = (vals: number[], dims: number[] = [vals.length]): pb.ITensorProto => ({ dims, dataType: DataType.FLOAT, rawData: new Uint8Array(Float32Array.from(vals).buffer) });
-const nd = (opType: string, name: string, input: string[], output: string[], attribute: pb.IAttributeProto[] = []): pb.INodeProto => ({ opType, name, input, output, attribute });
-const k = (name: string, t: pb.ITensorProto): pb.INodeProto => nd('Constant', name, [], [name], [aTensor('value', t)]);
-const vi = (name: string, dims: (number | string)[]): pb.IValueInfoProto => ({
-  name,
-  type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) } } },
-});
-function onnxBytes(nodes: pb.INodeProto[], inits: pb.ITensorProto[], input: pb.IValueInfoProto, output: string): Uint8Array {
-  return onnx.ModelProto.encode({
-    irVersion: 7,
-    opsetImport: [{ domain: '', version: 13 }],
-    producerName: 'pytorch',
-    graph: { name: 'g', node: nodes, initializer: inits, input: [input], output: [{ name: output }] },
-  }).finish();
-}
+/** the graph in PyTorch's exporter style: opset 13, producer 'pytorch', one output */
+const pytorchBytes = (nodes: pb.INodeProto[], inits: pb.ITensorProto[], input: pb.IValueInfoProto, output: string): Uint8Array =>
+  onnxBytes({ nodes, inits, input, outputs: [output], producer: 'pytorch' });
 
 const INT64_MAX = 9223372036854775807n;
 
@@ -194,7 +172,7 @@ function torchStyleShortcut(rng: Rng, torchPad: number[], opts: { rankFromShape?
     );
     output = 'y';
   }
-  return onnxBytes(nodes, inits, vi('x', ['batch', 4, 8, 8]), output);
+  return pytorchBytes(nodes, inits, vi('x', ['batch', 4, 8, 8]), output);
 }
 
 test('pads computed by shape arithmetic (ConstantOfShape/Concat/Reshape/Slice/Transpose/Cast) fold to constants at import', async () => {
@@ -239,33 +217,33 @@ test('dynamic or unsupported Slice/Pad patterns are one error naming the file, n
   const expectErr = expectImportError;
   // pads from the run-time shape (batch size included)
   expectErr(
-    onnxBytes([nd('Shape', 's', ['x'], ['shp']), nd('Concat', 'cat', ['shp', 'shp'], ['pads'], [aInt('axis', 0)]), nd('Pad', 'pad', ['x', 'pads'], ['y'])], [], x, 'y'),
+    pytorchBytes([nd('Shape', 's', ['x'], ['shp']), nd('Concat', 'cat', ['shp', 'shp'], ['pads'], [aInt('axis', 0)]), nd('Pad', 'pad', ['x', 'pads'], ['y'])], [], x, 'y'),
     /^bad\.onnx: node 'pad' \(op Pad\): pads input 'pads' depends on the batch size/,
   );
   // arithmetic on activations is not constant folding
   expectErr(
-    onnxBytes([k('two', f32([2], [])), nd('Mul', 'scale', ['x', 'two'], ['y'])], [], x, 'y'),
+    pytorchBytes([k('two', f32([2], [])), nd('Mul', 'scale', ['x', 'two'], ['y'])], [], x, 'y'),
     /^bad\.onnx: node 'scale' \(op Mul\) is not supported; .*ConstantOfShape\/Transpose\/Sub\/Mul\/Div\/Neg on constants .*\(unsupported in this graph: Mul x1\)$/,
   );
   expectErr(
-    onnxBytes([k('p', i64([0, 0, 1, 1, 0, 0, 1, 1])), nd('Pad', 'pad', ['x', 'p'], ['y'], [aStr('mode', 'reflect')])], [], x, 'y'),
+    pytorchBytes([k('p', i64([0, 0, 1, 1, 0, 0, 1, 1])), nd('Pad', 'pad', ['x', 'p'], ['y'], [aStr('mode', 'reflect')])], [], x, 'y'),
     /^bad\.onnx: node 'pad' \(op Pad\): mode 'reflect' is not supported/,
   );
   expectErr(
-    onnxBytes([k('p', i64([0, -1, 0, 0, 0, 0, 0, 0])), nd('Pad', 'pad', ['x', 'p'], ['y'])], [], x, 'y'),
+    pytorchBytes([k('p', i64([0, -1, 0, 0, 0, 0, 0, 0])), nd('Pad', 'pad', ['x', 'p'], ['y'])], [], x, 'y'),
     /^bad\.onnx: node 'pad' \(op Pad\): negative pads/,
   );
   expectErr(
-    onnxBytes([k('st', i64([1])), k('en', i64([3])), k('ax', i64([1])), nd('Slice', 'sl', ['x', 'st', 'en', 'ax'], ['y'])], [], x, 'y'),
+    pytorchBytes([k('st', i64([1])), k('en', i64([3])), k('ax', i64([1])), nd('Slice', 'sl', ['x', 'st', 'en', 'ax'], ['y'])], [], x, 'y'),
     /^bad\.onnx: node 'sl' \(op Slice\): slicing axis 1 of \[-1,4,8,8\] is not supported/,
   );
   expectErr(
-    onnxBytes([k('st', i64([-1])), k('en', i64([-INT64_MAX])), k('ax', i64([2])), k('sp', i64([-1])), nd('Slice', 'flip', ['x', 'st', 'en', 'ax', 'sp'], ['y'])], [], x, 'y'),
+    pytorchBytes([k('st', i64([-1])), k('en', i64([-INT64_MAX])), k('ax', i64([2])), k('sp', i64([-1])), nd('Slice', 'flip', ['x', 'st', 'en', 'ax', 'sp'], ['y'])], [], x, 'y'),
     /^bad\.onnx: node 'flip' \(op Slice\): step -1 on axis 2 is not supported/,
   );
   // whole-axis slices and zero pads are no-ops: nothing reaches the IR
   const noop = importOnnx(
-    onnxBytes(
+    pytorchBytes(
       [k('st', i64([0, 0])), k('en', i64([INT64_MAX, 8])), k('ax', i64([0, 3])), nd('Slice', 'sl', ['x', 'st', 'en', 'ax'], ['s']), k('p', i64([0, 0, 0, 0, 0, 0, 0, 0])), nd('Pad', 'pad', ['s', 'p'], ['r']), nd('Relu', 'relu', ['r'], ['y'])],
       [],
       x,
@@ -276,7 +254,7 @@ test('dynamic or unsupported Slice/Pad patterns are one error naming the file, n
   // INT64_MAX in int64_data (not raw bytes), as onnx.helper writes small tensors
   const max = { dims: [1], dataType: DataType.INT64, int64Data: ['9223372036854775807'] as never };
   const viaData = importOnnx(
-    onnxBytes([k('en', max), k('st', i64([0])), k('ax', i64([3])), k('sp', i64([3])), nd('Slice', 'sl', ['x', 'st', 'en', 'ax', 'sp'], ['y'])], [], x, 'y'),
+    pytorchBytes([k('en', max), k('st', i64([0])), k('ax', i64([3])), k('sp', i64([3])), nd('Slice', 'sl', ['x', 'st', 'en', 'ax', 'sp'], ['y'])], [], x, 'y'),
   );
   assert.deepEqual(viaData.nodes.map((n) => n.attrs), [{ axes: [3], starts: [0], ends: [8], steps: [3] }]);
 });

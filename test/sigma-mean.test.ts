@@ -18,6 +18,7 @@ import { writeNpy } from '../src/data/npy.js';
 import { checkpointKey, type CheckpointKeyParts } from '../src/ordering/model-rank.js';
 import { cmiCriterion } from '../src/prune/cmi-criterion.js';
 import { addonSkip } from './support/addon.js';
+import { assertClose } from './support/assert.js';
 import { randn, Rng } from './support/random.js';
 import { CLI } from './support/shared.js';
 
@@ -52,13 +53,6 @@ function scaled(m: MapsTensor, s: number): MapsTensor {
   return { ...m, data: m.data.map((v) => v * s) };
 }
 
-function assertNear(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  for (let i = 0; i < actual.length; i++) {
-    assert.ok(Math.abs(actual[i] - expected[i]) <= tol, `${what}[${i}]: ${actual[i]} vs ${expected[i]} (diff ${actual[i] - expected[i]})`);
-  }
-}
-
 /** Median of the strictly upper-triangular entries of an N x N matrix. */
 function offDiagonalMedian(k: Float64Array, n: number): number {
   const v: number[] = [];
@@ -86,7 +80,7 @@ test("native log-mode entropies equal the TypeScript ones for every request shap
   const sigma = 1.3;
   const lTs = await tsBackend.filterKernels(maps.data, n, c, hw, sigma, true);
   const lNative = await (await nativeBackend()).filterKernels(maps.data, n, c, hw, sigma, true);
-  assertNear(lNative, lTs, 1e-13, 'log-kernels');
+  assertClose(lNative, lTs, 'log-kernels', { abs: 1e-13 });
   assert.ok(lTs.every((v) => v <= 0), 'log-kernels are <= 0');
   const base = new Float64Array(n * n);
   const off = new Float64Array(n * n);
@@ -109,8 +103,8 @@ test("native log-mode entropies equal the TypeScript ones for every request shap
           for (const lapack of [false, true]) {
             const rn = await lin.cmiEntropies({ ...req, threads: 2, lapack });
             const what = `alpha ${alpha} base ${!!b} offset ${!!o} other ${!!y} lapack ${lapack}`;
-            assertNear(rn.entropy, rt.entropy, 1e-11, `${what} entropy`);
-            if (y) assertNear(rn.entropyOther!, rt.entropyOther!, 1e-11, `${what} entropyOther`);
+            assertClose(rn.entropy, rt.entropy, `${what} entropy`, { abs: 1e-11 });
+            if (y) assertClose(rn.entropyOther!, rt.entropyOther!, `${what} entropyOther`, { abs: 1e-11 });
             else assert.equal(rn.entropyOther, null);
           }
         }
@@ -131,9 +125,9 @@ for (const withBefore of [false, true]) {
       assert.equal(ts.sigma.rule, 'mean');
       assert.equal(ts.noiseFloorStep, null, 'every pick is decided above the noise floor');
       assert.deepEqual(ts.order, naive.order, `alpha ${alpha}: TypeScript order`);
-      assertNear(ts.scores, naive.scores, 1e-10, `alpha ${alpha}: TypeScript scores`);
-      assertNear([ts.miAll], [naive.miAll], 1e-10, `alpha ${alpha}: I(Y; all u B)`);
-      assertNear(ts.cmi, naive.scores.map((s) => naive.miAll - s), 1e-10, `alpha ${alpha}: curve`);
+      assertClose(ts.scores, naive.scores, `alpha ${alpha}: TypeScript scores`, { abs: 1e-10 });
+      assertClose([ts.miAll], [naive.miAll], `alpha ${alpha}: I(Y; all u B)`, { abs: 1e-10 });
+      assertClose(ts.cmi, naive.scores.map((s) => naive.miAll - s), `alpha ${alpha}: curve`, { abs: 1e-10 });
       // the rule differs from the paper's: otherwise this test would not test it
       const product = naiveOrder(l, alpha, symmetricEigenvalues, undefined, 'median');
       assert.ok(Math.abs(product.scores[0] - naive.scores[0]) > 1e-6, 'mean and median rules give different scores');
@@ -141,8 +135,8 @@ for (const withBefore of [false, true]) {
       const nat = await orderLayer(l, { ...opts, backend: await nativeBackend() });
       assert.equal(nat.backend, 'native');
       assert.deepEqual(nat.order, ts.order, `alpha ${alpha}: native order`);
-      assertNear(nat.scores, ts.scores, 1e-10, `alpha ${alpha}: native scores`);
-      assertNear(nat.cmi, ts.cmi, 1e-10, `alpha ${alpha}: native curve`);
+      assertClose(nat.scores, ts.scores, `alpha ${alpha}: native scores`, { abs: 1e-10 });
+      assertClose(nat.cmi, ts.cmi, `alpha ${alpha}: native curve`, { abs: 1e-10 });
     }
   });
 }
@@ -166,9 +160,9 @@ test("'mean' is scale invariant: maps (and before-maps) x 7 give the same order 
     const r = await orderLayer(l, { sigma: 'mean', backend, tail: 'greedy' });
     const r7 = await orderLayer(l7, { sigma: 'mean', backend, tail: 'greedy' });
     assert.deepEqual(r7.order, r.order, `${backend.name}: order`);
-    assertNear(r7.cmi, r.cmi, 1e-10, `${backend.name}: curve`);
-    assertNear([r7.miAll], [r.miAll], 1e-10, `${backend.name}: I(Y; all u B)`);
-    assertNear([r7.sigma.maps / r.sigma.maps, r7.sigma.before[0] / r.sigma.before[0]], [7, 7], 1e-12, `${backend.name}: widths scale with the maps`);
+    assertClose(r7.cmi, r.cmi, `${backend.name}: curve`, { abs: 1e-10 });
+    assertClose([r7.miAll], [r.miAll], `${backend.name}: I(Y; all u B)`, { abs: 1e-10 });
+    assertClose([r7.sigma.maps / r.sigma.maps, r7.sigma.before[0] / r.sigma.before[0]], [7, 7], `${backend.name}: widths scale with the maps`, { abs: 1e-12 });
   }
   // the reference rule is not: the same x 7 moves its curve
   const ref = await orderLayer(l, { sigma: 'reference', backend: 'ts', maxSelect: 2 });
@@ -203,7 +197,7 @@ test("'mean' does not saturate where the sum rule does: every prefix kernel's of
   assert.ok(bound > 0.1, `bound ${bound}`);
 
   const mean = await orderLayer(l, { sigma: 'mean', alpha, backend: 'ts' });
-  assertNear([2 * mean.sigma.maps ** 2], [twoSigma2], 1e-12 * twoSigma2, "the rule's width is 2 sigma^2 = median of the mean distance");
+  assertClose([2 * mean.sigma.maps ** 2], [twoSigma2], "the rule's width is 2 sigma^2 = median of the mean distance", { abs: 1e-12 * twoSigma2 });
   const meanRuleOf = await meanRule(tsBackend, n, alpha, { data: l.maps.data, c, hw, sigma: mean.sigma.maps }, []);
   const meanKernels = prefixKernels(meanRuleOf, [...mean.order, ...mean.remaining]);
   meanKernels.forEach((k, i) => {
@@ -211,7 +205,7 @@ test("'mean' does not saturate where the sum rule does: every prefix kernel's of
     assert.ok(med >= bound * (1 - 1e-12), `mean rule, ${i + 1} filters: off-diagonal median ${med} < bound ${bound}`);
   });
   // all C filters: the median exponent is exactly 1
-  assertNear([offDiagonalMedian(meanKernels[c - 1], n)], [Math.exp(-1)], 1e-12, 'median of K_all');
+  assertClose([offDiagonalMedian(meanKernels[c - 1], n)], [Math.exp(-1)], 'median of K_all', { abs: 1e-12 });
   // the curve does not collapse: every pick wins by more than the noise floor
   assert.equal(mean.noiseFloorStep, null);
   mean.margins.forEach((m, i) => assert.ok(m !== null && m > mean.noiseFloor[i], `mean rule step ${i}: margin ${m} <= floor ${mean.noiseFloor[i]}`));
@@ -266,7 +260,7 @@ test('cmiprune rank --sigma mean: the rule and its width in the output; an unkno
   assert.match(out.rules.sigma, /mean rule/);
   const direct = await orderLayer({ ...l, maps: { ...l.maps, data: Float32Array.from(l.maps.data) } }, { sigma: 'mean', backend: 'ts' });
   assert.deepEqual(out.order, direct.order);
-  assertNear([out.sigma.maps], [direct.sigma.maps], 0, 'width');
+  assertClose([out.sigma.maps], [direct.sigma.maps], 'width', { abs: 0 });
   const bad = run('widest');
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /--sigma.*reference, median, mean/);

@@ -10,11 +10,12 @@ import { SequentialBuilder } from '../src/ir/builder.js';
 import { type Model, cloneModel } from '../src/ir/model.js';
 import { modelCost } from '../src/ir/shapes.js';
 import { exportOnnx, importOnnx } from '../src/onnx/index.js';
-import { AttrType, DataType, onnx, type pb } from '../src/onnx/proto.js';
+import type { pb } from '../src/onnx/proto.js';
 import { UserError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
-import { VGG16_ONNX } from './shared.js';
 import { addonSkip } from './support/addon.js';
+import { aInt, aInts, nd, onnxBytes, sinInit, vi } from './support/onnx.js';
+import { VGG16_ONNX } from './support/shared.js';
 
 if (!addonSkip) setThreads(2);
 
@@ -98,61 +99,36 @@ test('countOnnx on a small exported model matches the hand count and modelCost',
 });
 
 // ---------- a hand-written ONNX graph: attribute defaults and ops the exporter does not emit ----------
-const aInt = (name: string, i: number): pb.IAttributeProto => ({ name, type: AttrType.INT, i });
-const aInts = (name: string, ints: number[]): pb.IAttributeProto => ({ name, type: AttrType.INTS, ints });
-const init = (name: string, dims: number[]): pb.ITensorProto => ({
-  name,
-  dims,
-  dataType: DataType.FLOAT,
-  floatData: Array.from({ length: dims.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i + dims.length) * 0.3),
-});
-const node = (opType: string, name: string, input: string[], output: string, attribute: pb.IAttributeProto[] = []): pb.INodeProto => ({
-  opType,
-  name,
-  input,
-  output: [output],
-  attribute,
-});
-
 function handGraph(extra: pb.INodeProto[] = [], out = 'y'): Uint8Array {
-  return onnx.ModelProto.encode({
-    irVersion: 7,
-    opsetImport: [{ domain: '', version: 13 }],
-    graph: {
-      name: 'hand',
-      node: [
-        // grouped, strided, padded conv; kernel_shape/dilations left to their defaults
-        node('Conv', 'c1', ['x', 'c1.w', 'c1.b'], 'c1o', [aInt('group', 2), aInts('strides', [2, 2]), aInts('pads', [1, 1, 1, 1])]),
-        node('BatchNormalization', 'bn', ['c1o', 'bn.s', 'bn.b', 'bn.m', 'bn.v'], 'bno'),
-        node('Relu', 'r', ['bno'], 'ro'),
-        node('MaxPool', 'mp', ['ro'], 'mpo', [aInts('kernel_shape', [2, 2]), aInts('strides', [2, 2]), aInt('ceil_mode', 1)]),
-        node('Conv', 'c2', ['mpo', 'c2.w'], 'c2o'),
-        node('Add', 'add', ['mpo', 'c2o'], 'ao'),
-        node('GlobalAveragePool', 'gap', ['ao'], 'go'),
-        node('Flatten', 'fl', ['go'], 'fo'), // axis defaults to 1
-        node('Gemm', 'fc', ['fo', 'fc.B', 'fc.C'], 'y'), // transB defaults to 0: B is [K, N]
-        ...extra,
-      ],
-      initializer: [
-        init('c1.w', [6, 2, 3, 3]),
-        init('c1.b', [6]),
-        init('bn.s', [6]),
-        init('bn.b', [6]),
-        init('bn.m', [6]),
-        { ...init('bn.v', [6]), floatData: [1, 1.5, 2, 0.5, 1, 1] },
-        init('c2.w', [6, 6, 1, 1]),
-        init('fc.B', [6, 5]),
-        init('fc.C', [5]),
-      ],
-      input: [
-        {
-          name: 'x',
-          type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: 4 }, { dimValue: 9 }, { dimValue: 9 }] } } },
-        },
-      ],
-      output: [{ name: out }],
-    },
-  }).finish();
+  return onnxBytes({
+    graphName: 'hand',
+    nodes: [
+      // grouped, strided, padded conv; kernel_shape/dilations left to their defaults
+      nd('Conv', 'c1', ['x', 'c1.w', 'c1.b'], ['c1o'], [aInt('group', 2), aInts('strides', [2, 2]), aInts('pads', [1, 1, 1, 1])]),
+      nd('BatchNormalization', 'bn', ['c1o', 'bn.s', 'bn.b', 'bn.m', 'bn.v'], ['bno']),
+      nd('Relu', 'r', ['bno'], ['ro']),
+      nd('MaxPool', 'mp', ['ro'], ['mpo'], [aInts('kernel_shape', [2, 2]), aInts('strides', [2, 2]), aInt('ceil_mode', 1)]),
+      nd('Conv', 'c2', ['mpo', 'c2.w'], ['c2o']),
+      nd('Add', 'add', ['mpo', 'c2o'], ['ao']),
+      nd('GlobalAveragePool', 'gap', ['ao'], ['go']),
+      nd('Flatten', 'fl', ['go'], ['fo']), // axis defaults to 1
+      nd('Gemm', 'fc', ['fo', 'fc.B', 'fc.C'], ['y']), // transB defaults to 0: B is [K, N]
+      ...extra,
+    ],
+    inits: [
+      sinInit('c1.w', [6, 2, 3, 3]),
+      sinInit('c1.b', [6]),
+      sinInit('bn.s', [6]),
+      sinInit('bn.b', [6]),
+      sinInit('bn.m', [6]),
+      { ...sinInit('bn.v', [6]), floatData: [1, 1.5, 2, 0.5, 1, 1] },
+      sinInit('c2.w', [6, 6, 1, 1]),
+      sinInit('fc.B', [6, 5]),
+      sinInit('fc.C', [5]),
+    ],
+    input: vi('x', ['N', 4, 9, 9]),
+    outputs: [out],
+  });
 }
 
 test('countOnnx on a hand-written graph: groups, strides, pads, BN buffers, ceil-mode pool, Add, GAP, Gemm without transB', async () => {
@@ -183,7 +159,7 @@ test('countOnnx on a hand-written graph: groups, strides, pads, BN buffers, ceil
   }
   // an op outside the known set is refused by node and op name
   assert.throws(
-    () => countOnnx(handGraph([node('Sigmoid', 'sig', ['y'], 'z')], 'z')),
+    () => countOnnx(handGraph([nd('Sigmoid', 'sig', ['y'], ['z'])], 'z')),
     (e: Error) => e instanceof UserError && /node 'sig' \(Sigmoid\).*not supported/.test(e.message),
   );
   assert.throws(() => countOnnx(new Uint8Array([1, 2, 3, 255])), UserError);

@@ -5,11 +5,35 @@ import { Rng } from '../../src/util/rng.js';
 export { Rng };
 
 /**
- * n approximately standard-normal float32 values times scale: the sum of three uniforms, centred
- * and scaled to unit variance (bounded by +-3 * scale, so no outliers).
+ * One approximately standard-normal value: the sum of three uniforms, centred and scaled to unit
+ * variance (bounded by +-3, so no outliers). Three draws from rng.
  */
+export function approxNormal(rng: Rng): number {
+  return (rng.next() + rng.next() + rng.next() - 1.5) * 2;
+}
+
+/** n approxNormal float32 values times scale. */
 export function randn(rng: Rng, n: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => (rng.next() + rng.next() + rng.next() - 1.5) * 2 * scale);
+  return Float32Array.from({ length: n }, () => approxNormal(rng) * scale);
+}
+
+/**
+ * n standard-normal float64 values times scale, by Box-Muller: uniforms u, v give the radius
+ * r = sqrt(-2 ln(1 - u)) * scale and the values r cos(2 pi v) and, with `pairs` (the default),
+ * r sin(2 pi v) next. Without pairs each value takes its own two draws (cos only, as bench/cmi.ts
+ * draws its synthetic layer). Either way the draws are fixed by the seed: tests whose expected
+ * numbers were computed from these sequences depend on them, so do not change the arithmetic.
+ */
+export function gaussian(rng: Rng, n: number, scale = 1, { pairs = true }: { pairs?: boolean } = {}): Float64Array {
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i += pairs ? 2 : 1) {
+    const u = 1 - rng.next();
+    const v = rng.next();
+    const r = Math.sqrt(-2 * Math.log(u)) * scale;
+    out[i] = r * Math.cos(2 * Math.PI * v);
+    if (pairs && i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * v);
+  }
+  return out;
 }
 
 /** A float32 tensor of values uniform in [lo, hi). */

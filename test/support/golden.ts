@@ -1,11 +1,10 @@
-// Loads the golden vectors of the authors' reference code (shared test data).
+// The golden vectors of the authors' reference code (shared test data, in GOLDEN_DIR): one JSON
+// file per case, its inputs and the reference's order, CMI curve, widths and entropies.
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import type { LayerInput } from '../src/cmi/order.js';
-import { SHARED_DIR } from './shared.js';
-
-export const GOLDEN_DIR = join(SHARED_DIR, 'testdata', 'reference');
+import type { LayerInput } from '../../src/cmi/order.js';
+import { GOLDEN_DIR } from './shared.js';
 
 export interface GoldenCase {
   name: string;
@@ -33,6 +32,7 @@ export interface GoldenCase {
   };
 }
 
+/** Every case in GOLDEN_DIR, by file name; `name` is the file name. */
 export function goldenCases(): GoldenCase[] {
   return readdirSync(GOLDEN_DIR)
     .filter((f) => f.endsWith('.json'))
@@ -40,6 +40,7 @@ export function goldenCases(): GoldenCase[] {
     .map((f) => ({ name: f, ...JSON.parse(readFileSync(join(GOLDEN_DIR, f), 'utf8')) }));
 }
 
+/** The case as orderLayer's input: maps, labels, the before-layer if any and (withInput) the network input. */
 export function goldenInput(g: GoldenCase, withInput = true): LayerInput {
   const [ni, ci, hi, wi] = g.inputShape;
   return {
