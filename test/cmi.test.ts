@@ -1,6 +1,7 @@
 // Estimators and greedy ordering: parity with the authors' reference code (golden vectors), the
 // alpha = 2 fast path, the native (LAPACK) path against the TypeScript one, and the noise floor.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 
 import { jointKernel, tsBackend, unpackKernel, type EntropyBackend } from '../src/cmi/backend.js';
@@ -472,12 +473,25 @@ test('permutation test statistic = I(Y; remaining | B u selected with the last p
 
 // ---- backend 'auto' -------------------------------------------------------------------------------
 
-test("backend 'auto' without the addon: TypeScript only for small N, else a UserError naming the fix", async () => {
+test("backend 'auto' without the addon: TypeScript only for small N, said once on stderr, else a UserError naming the fix", async () => {
   const fail = async () => {
     throw new Error('cannot find cmiprune_engine.node');
   };
   assert.equal(await resolveBackend('auto', 2, TS_FALLBACK_MAX_N, fail), tsBackend);
   assert.equal(await resolveBackend(undefined, 2, 10, fail), tsBackend);
+  // the fallback is never silent: one stderr line per process, the first time (a fresh process, so
+  // no earlier test has used up the one line)
+  const orderJs = new URL('../src/cmi/order.js', import.meta.url).href;
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', `
+    const { resolveBackend } = await import(${JSON.stringify(orderJs)});
+    const fail = async () => { throw new Error('cannot find cmiprune_engine.node'); };
+    await resolveBackend('auto', 2, 10, fail);
+    await resolveBackend('auto', 2, 20, fail);
+  `], { encoding: 'utf8' });
+  assert.equal(child.status, 0, child.stderr);
+  const said = child.stderr.trim().split('\n');
+  assert.equal(said.length, 1, child.stderr);
+  assert.match(said[0]!, /native CMI engine could not be loaded \(cannot find cmiprune_engine\.node\); using the TypeScript backend/);
   await assert.rejects(resolveBackend('auto', 2, TS_FALLBACK_MAX_N + 1, fail), (e: unknown) => {
     assert.ok(e instanceof UserError);
     assert.match(e.message, /native CMI engine is needed for N = 65/);
