@@ -4,14 +4,14 @@
 // fine-tuning epochs are checkpointed under the cache (keyed by every input and an algorithm
 // version), so a killed run resumes; --out receives its files only at the end, each atomically.
 import { createHash } from 'node:crypto';
-import { access, constants as fsConstants, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { access, constants as fsConstants, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { classBalancedIndices, type ImageDataset, limit, normalizeBatch, subset } from '../data/dataset.js';
 import { type Normalization, resolveNormalization } from '../data/normalization.js';
 import { checkModelInput, describeDataSpec, loadDataset } from '../data/source.js';
 import { engineKeyTag, setThreads, TorchModel } from '../engine/index.js';
 import { exportTfjs } from '../export/tfjs.js';
-import { renderReportHtml, writeReportHtml } from '../report/html.js';
+import { renderReportHtml } from '../report/html.js';
 import { assertVerified, ortLatency, verifyWithOnnxRuntime } from '../export/verify.js';
 import type { Model } from '../ir/model.js';
 import { modelCost } from '../ir/shapes.js';
@@ -22,7 +22,7 @@ import { finetune } from '../recover/finetune.js';
 import { anchorBatchNorm, type BnStats, reestimateBatchNorm } from '../recover/bn.js';
 import { evaluate } from '../train/evaluate.js';
 import { UserError } from '../util/errors.js';
-import { cacheDir, writeFileAtomic } from '../util/fs.js';
+import { cacheDir, writeDirAtomic, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 import { allocateByCurve, allocateBySensitivity, allocateUniform, type Allocation, type AllocationRule, type Budget } from './allocate.js';
 import { cmiCriterion, cmiRankOptions, type CmiSettings, toGroupRanking } from './cmi-criterion.js';
@@ -658,28 +658,22 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
     seconds: { ...seconds, total: (performance.now() - t0) / 1000 },
   };
 
-  // --out gets its files only now; a failure while writing removes what this run created
-  const existed = await stat(o.out).then(() => true, () => false);
-  const files: Record<string, string> = { model: join(o.out, 'pruned.onnx'), tfjs: join(o.out, 'pruned_tfjs'), report: join(o.out, 'report.json') };
-  try {
-    await mkdir(o.out, { recursive: true });
-    await writeFileAtomic(files.model!, outBytes);
+  // --out gets its files only now, as one set (writeDirAtomic): a failure leaves it as it was
+  const files: Record<string, string> = { model: join(o.out, 'pruned.onnx'), tfjs: join(o.out, 'pruned_tfjs'), report: join(o.out, 'report.json'), html: join(o.out, 'report.html') };
+  await writeDirAtomic(o.out, async (dir) => {
+    await writeFile(join(dir, 'pruned.onnx'), outBytes);
     try {
-      const t = await exportTfjs(current, files.tfjs!);
-      report.tfjs = { exported: true, dir: t.dir, inputLayout: t.inputLayout, inputShape: t.inputShape, normalization: t.normalization, files: t.files.length };
+      const t = await exportTfjs(current, join(dir, 'pruned_tfjs'));
+      report.tfjs = { exported: true, dir: files.tfjs, inputLayout: t.inputLayout, inputShape: t.inputShape, normalization: t.normalization, files: t.files.length };
     } catch (e) {
       if (!(e instanceof UserError)) throw e;
       // ONNX is the primary output: a model TF.js cannot express is reported, not fatal
       report.tfjs = { exported: false, reason: e.message };
       delete files.tfjs;
     }
-    files.html = join(o.out, 'report.html');
-    await writeReportHtml(files.html, await renderReportHtml(report));
-    await writeFileAtomic(files.report!, JSON.stringify(report, null, 1));
-  } catch (e) {
-    if (!existed) await rm(o.out, { recursive: true, force: true });
-    throw e;
-  }
+    await writeFile(join(dir, 'report.html'), await renderReportHtml(report));
+    await writeFile(join(dir, 'report.json'), JSON.stringify(report, null, 1));
+  });
   return {
     out: o.out,
     files,

@@ -2,15 +2,15 @@
 // criterion ranked once and reused at every budget. With perLayer, the sensitivity analysis NNI and
 // Distiller offer: every layer pruned alone at every fraction. Writes sweep.json and sweep.html.
 import { join } from 'node:path';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { TorchModel } from '../engine/index.js';
 import type { Model } from '../ir/model.js';
 import { modelCost } from '../ir/shapes.js';
 import { anchorBatchNorm, type BnStats, reestimateBatchNorm } from '../recover/bn.js';
-import { renderReportHtml, type SweepPoint, writeReportHtml } from '../report/html.js';
+import { renderReportHtml, type SweepPoint } from '../report/html.js';
 import { evaluate } from '../train/evaluate.js';
 import { UserError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { writeDirAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } from './allocate.js';
 import { convFilters, costModel } from './cost.js';
@@ -158,10 +158,8 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
     perLayer,
     seconds: (performance.now() - t0) / 1000,
   };
-  const existed = await stat(o.out).then(() => true, () => false);
   const files = { json: join(o.out, 'sweep.json'), html: join(o.out, 'sweep.html') };
-  try {
-    await mkdir(o.out, { recursive: true });
+  await writeDirAtomic(o.out, async (dir) => {
     const page = await renderReportHtml(
       {
         model: { path: o.model },
@@ -171,11 +169,8 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
       },
       { sweep: { points, accuracyBefore }, title: `cmiprune sweep: ${o.model.split('/').pop()}` },
     );
-    await writeReportHtml(files.html, page);
-    await writeFileAtomic(files.json, JSON.stringify(result, null, 1));
-  } catch (e) {
-    if (!existed) await rm(o.out, { recursive: true, force: true });
-    throw e;
-  }
+    await writeFile(join(dir, 'sweep.html'), page);
+    await writeFile(join(dir, 'sweep.json'), JSON.stringify(result, null, 1));
+  });
   return { out: o.out, files, points, perLayer, accuracyBefore, seconds: result.seconds };
 }
