@@ -15,6 +15,7 @@ import { countOnnx } from '../src/export/count.js';
 import { SequentialBuilder } from '../src/ir/builder.js';
 import { exportOnnx, loadOnnxFile } from '../src/onnx/index.js';
 import { PRUNE_DEFAULTS, resolveFormulation } from '../src/prune/run.js';
+import { chooseBnStats } from '../src/recover/bn.js';
 import { PLAN_METADATA_KEY } from '../src/prune/surgery.js';
 import { addonSkip } from './support/addon.js';
 import { runOrt } from './support/ort.js';
@@ -226,6 +227,8 @@ test('sweep: l1 and random at two global budgets (the README form filters:0.2,0.
     // the uniform allocation removes at least the budget, and less than one more filter per layer
     assert.ok(p.removed.filters >= f && p.removed.filters < f + 3 / (13 + 21 + 37), JSON.stringify(p));
     assert.ok(p.accuracy.afterSurgery >= 0 && p.accuracy.afterBnReestimation >= 0);
+    // --bn-stats auto (the default): each point says which statistics its accuracy after BN is of
+    assert.ok(p.bnStats === 'anchored' || p.bnStats === 'reestimated', JSON.stringify(p));
   }
   // per layer: 2 criteria x 3 layers x 2 fractions, each layer alone keeping 1 - F of its filters
   assert.equal(s.perLayer.length, 2 * 3 * 2);
@@ -235,22 +238,31 @@ test('sweep: l1 and random at two global budgets (the README form filters:0.2,0.
   assert.equal((html.match(/<svg/g) ?? []).length >= 2, true);
 });
 
-test('prune --bn-stats: anchored (default) gives a plan that keeps every filter (keep:0.99 of 13, 21, 37) its trained statistics back exactly; reestimated replaces them; both recorded', { skip: addonSkip }, async () => {
+test('prune --bn-stats: anchored gives a plan that keeps every filter (keep:0.99 of 13, 21, 37) its trained statistics back exactly; reestimated replaces them; auto (default) takes the one the held-out images prefer; all recorded', { skip: addonSkip }, async () => {
   const run = async (extra: string[], name: string) => {
     const out = join(dir, name);
-    const r = cli(['prune', '--model', small, '--criterion', 'l1', '--cutoff', 'keep:0.99', '--test-limit', '300', '--bn-images', '256', '--out', out, ...extra]);
+    const r = cli(['prune', '--model', small, '--criterion', 'l1', '--cutoff', 'keep:0.99', '--test-limit', '300', '--bn-images', '256', '--heldout', '200', '--out', out, ...extra]);
     assert.equal(r.status, 0, r.stderr);
     return { report: JSON.parse(await readFile(join(out, 'report.json'), 'utf8')), model: await loadOnnxFile(join(out, 'pruned.onnx')) };
   };
   const original = await loadOnnxFile(small);
   const bnMeans = (m: typeof original) => m.nodes.filter((n) => n.op === 'BatchNorm').map((n) => Array.from(m.tensors[(n.params as { runningMean: string }).runningMean]!.data));
-  const anchored = await run([], 'bn-anchored');
+  const anchored = await run(['--bn-stats', 'anchored'], 'bn-anchored');
   assert.equal(anchored.report.bnReestimation.stats, 'anchored');
+  assert.equal(anchored.report.bnReestimation.chosen, 'anchored');
   assert.deepEqual(bnMeans(anchored.model), bnMeans(original));
   assert.equal(anchored.report.accuracy.afterBnReestimation, anchored.report.accuracy.before);
   const plain = await run(['--bn-stats', 'reestimated'], 'bn-reestimated');
-  assert.equal(plain.report.bnReestimation.stats, 'reestimated');
+  assert.equal(plain.report.bnReestimation.chosen, 'reestimated');
   assert.notDeepEqual(bnMeans(plain.model), bnMeans(original));
+  // auto: both evaluated on the held-out images, the model written is the one chosen from them
+  const auto = await run([], 'bn-auto');
+  const bn = auto.report.bnReestimation;
+  assert.equal(bn.stats, PRUNE_DEFAULTS.bnStats);
+  assert.equal(bn.stats, 'auto');
+  assert.ok(bn.heldoutAccuracy.anchored >= 0 && bn.heldoutAccuracy.reestimated >= 0, JSON.stringify(bn));
+  assert.equal(bn.chosen, chooseBnStats(bn.heldoutAccuracy));
+  assert.deepEqual(bnMeans(auto.model), bnMeans(bn.chosen === 'anchored' ? anchored.model : plain.model));
   const bad = cli(['prune', '--model', small, '--bn-stats', 'trained', '--out', join(dir, 'bn-bad')]);
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /--bn-stats/);

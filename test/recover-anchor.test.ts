@@ -10,7 +10,7 @@ import { cloneModel, type Model } from '../src/ir/model.js';
 import { channelGroups } from '../src/prune/groups.js';
 import { applyPlan } from '../src/prune/surgery.js';
 import type { PruningPlan } from '../src/prune/types.js';
-import { anchorBatchNorm, reestimateBatchNorm } from '../src/recover/index.js';
+import { anchorBatchNorm, chooseBnStats, reestimateBatchNorm } from '../src/recover/index.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
 import { bnNodes } from './support/graph.js';
@@ -121,4 +121,10 @@ test('anchorBatchNorm: a pruned model that is not the plan applied to the origin
     () => anchorBatchNorm(trained, re, { keep: { [g1]: [0, 1, 2, 3] } }, rePruned),
     (e: unknown) => e instanceof UserError && /BatchNorm '[^']+' has 3 channels in the pruned model, the plan keeps 4 of 13/.test((e as Error).message),
   );
+});
+
+test("chooseBnStats ('auto'): re-estimation alone only when it is strictly more accurate on the held-out images", () => {
+  assert.equal(chooseBnStats({ anchored: 0.9, reestimated: 0.91 }), 'reestimated');
+  assert.equal(chooseBnStats({ anchored: 0.91, reestimated: 0.9 }), 'anchored');
+  assert.equal(chooseBnStats({ anchored: 0.9, reestimated: 0.9 }), 'anchored');
 });

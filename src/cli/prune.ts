@@ -60,7 +60,7 @@ export function registerPrune(program: Command): void {
     .option('--tolerance <t>', 'scree/xmeans: held-out accuracy a candidate may lose (layer alone), a fraction: 0.005 = 0.5 points', floatOption(0), PRUNE_DEFAULTS.tolerance)
     .option('--bn-images <n>', 'BatchNorm re-estimation images (0: off)', intOption(0), PRUNE_DEFAULTS.bnImages)
     .option('--no-bn-reestimate', 'skip BatchNorm re-estimation')
-    .option('--bn-stats <how>', 'anchored: the trained statistics moved by the difference of two re-estimates (the unpruned model\'s and the pruned one\'s, same images); reestimated: the pruned model\'s re-estimate alone', choiceOption(BN_STATS), PRUNE_DEFAULTS.bnStats)
+    .option('--bn-stats <how>', 'auto: whichever of the next two is more accurate on the held-out images; anchored: the trained statistics moved by the difference of two re-estimates (the unpruned model\'s and the pruned one\'s, same images); reestimated: the pruned model\'s re-estimate alone', choiceOption(BN_STATS), PRUNE_DEFAULTS.bnStats)
     .option('--finetune-epochs <e>', 'fine-tuning epochs (SGD, cosine, crop+flip)', intOption(0), PRUNE_DEFAULTS.finetuneEpochs)
     .option('--lr <lr>', 'fine-tuning learning rate', floatOption(0, true), PRUNE_DEFAULTS.lr)
     .option('--batch <b>', 'fine-tuning batch size', intOption(2, 65536), PRUNE_DEFAULTS.batch)
@@ -90,7 +90,7 @@ export function registerSweep(program: Command): void {
     .option('--sigma <rule>', 'CMI: kernel width of the maps: median, mean or reference', choiceOption(['median', 'mean', 'reference'] as const), PRUNE_DEFAULTS.sigma)
     .option('--samples <n>', 'CMI: class-balanced training images', intOption(10), PRUNE_DEFAULTS.samples)
     .option('--bn-images <n>', 'BatchNorm re-estimation images (0: off)', intOption(0), PRUNE_DEFAULTS.bnImages)
-    .option('--bn-stats <how>', 'anchored (trained statistics moved by the difference of two re-estimates) or reestimated (the pruned model\'s re-estimate alone)', choiceOption(BN_STATS), PRUNE_DEFAULTS.bnStats)
+    .option('--bn-stats <how>', 'auto (the more accurate of the two on held-out training images), anchored (trained statistics moved by the difference of two re-estimates) or reestimated (the pruned model\'s re-estimate alone)', choiceOption(BN_STATS), PRUNE_DEFAULTS.bnStats)
     .option('--fresh', 'ignore ranking checkpoints')
     .action(async (opts: SweepOptions) => {
       const s = await sweep(opts);

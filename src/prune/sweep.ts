@@ -6,7 +6,7 @@ import { writeFile } from 'node:fs/promises';
 import { TorchModel } from '../engine/index.js';
 import type { Model } from '../ir/model.js';
 import { modelCost } from '../ir/shapes.js';
-import { anchorBatchNorm, type BnStats, reestimateBatchNorm } from '../recover/bn.js';
+import { anchorBatchNorm, type BnStats, chooseBnStats, reestimateBatchNorm } from '../recover/bn.js';
 import { renderReportHtml, type SweepPoint } from '../report/html.js';
 import { evaluate } from '../train/evaluate.js';
 import { UserError } from '../util/errors.js';
@@ -38,7 +38,7 @@ export interface SweepOptions {
   /** residual networks: inner (default) or all (coupled residual streams pruned as groups) */
   residual?: ResidualMode;
   bnImages?: number;
-  /** anchored (default) or reestimated: prune's --bn-stats */
+  /** auto (default), anchored or reestimated: prune's --bn-stats */
   bnStats?: BnStats;
   testLimit?: number;
   threads?: number;
@@ -86,15 +86,16 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   if (budgets.length === 0) throw new UserError('--budgets: give at least one, e.g. filters:0.1,0.3,0.5');
   if (o.allocation === 'curve' && o.criteria.includes('random')) throw new UserError(`--allocation curve needs a curve; criterion 'random' gives none`);
   await checkOutDir(o.out);
-  const inputs = await loadInputs({ ...o, criterion: o.criteria.join('+'), heldout: 10, permutations: 0, eta: 0.05 });
-  const { model, groups, prunable, test, norm, rest, calibration, ckptDir } = inputs;
+  // held-out images only decide --bn-stats auto
+  const inputs = await loadInputs({ ...o, criterion: o.criteria.join('+'), heldout: o.bnStats === 'auto' ? PRUNE_DEFAULTS.heldout : 10, permutations: 0, eta: 0.05 });
+  const { model, groups, prunable, test, norm, rest, calibration, heldout, ckptDir } = inputs;
   const before = modelCost(model);
   const filtersBefore = convFilters(model);
   const accuracyBefore = await evalAcc(model, test, norm, 'test: unpruned');
 
   const bnOpts = { mean: norm.mean, std: norm.std, images: Math.min(o.bnImages, rest.n), seed: o.seed, threads: o.threads };
   // anchored statistics: the unpruned model's re-estimate, once for every budget
-  const reOriginal = o.bnImages > 0 && o.bnStats === 'anchored' ? (await reestimateBatchNorm(model, rest, bnOpts)).model : null;
+  const reOriginal = o.bnImages > 0 && o.bnStats !== 'reestimated' ? (await reestimateBatchNorm(model, rest, bnOpts)).model : null;
   const points: SweepPoint[] = [];
   const perLayer: SweepSummary['perLayer'] = [];
   const bar = progress('sweep', o.criteria.length * (budgets.length + (o.perLayer ? prunable.length * budgets.length : 0)));
@@ -117,10 +118,13 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
       const after = modelCost(pruned);
       const afterSurgery = await evalAcc(pruned, test, norm, `test: ${name} ${cutoffName(b)} after surgery`);
       let afterBn: number | null = null;
+      let bnChosen: 'anchored' | 'reestimated' | null = null;
       if (o.bnImages > 0) {
         const r = await reestimateBatchNorm(pruned, rest, bnOpts);
-        const bnModel = reOriginal ? anchorBatchNorm(model, reOriginal, plan, r.model) : r.model;
-        afterBn = await evalAcc(bnModel, test, norm, `test: ${name} ${cutoffName(b)} after BN`);
+        const anchored = reOriginal ? anchorBatchNorm(model, reOriginal, plan, r.model) : null;
+        bnChosen = !anchored ? 'reestimated' : o.bnStats === 'anchored' ? 'anchored'
+          : chooseBnStats({ anchored: await evalAcc(anchored, heldout, norm, 'held-out: anchored BN'), reestimated: await evalAcc(r.model, heldout, norm, 'held-out: re-estimated BN') });
+        afterBn = await evalAcc(bnChosen === 'anchored' ? anchored! : r.model, test, norm, `test: ${name} ${cutoffName(b)} after BN`);
       }
       const filtersAfter = convFilters(pruned);
       points.push({
@@ -128,6 +132,7 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
         budget: cutoffName(b),
         removed: { filters: 1 - filtersAfter / filtersBefore, params: 1 - after.params / before.params, macs: 1 - after.macs / before.macs },
         accuracy: { afterSurgery, afterBnReestimation: afterBn },
+        ...(bnChosen ? { bnStats: bnChosen } : {}),
       });
       bar.tick(1, { criterion: name, budget: cutoffName(b) });
     }

@@ -8,9 +8,22 @@ import type { PruningPlan } from '../prune/types.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 
-/** How a pruned model's BatchNorm statistics are set: anchorBatchNorm's, or the pruned model's re-estimate alone. */
-export type BnStats = 'anchored' | 'reestimated';
-export const BN_STATS = ['anchored', 'reestimated'] as const satisfies readonly BnStats[];
+/**
+ * How a pruned model's BatchNorm statistics are set: anchorBatchNorm's, the pruned model's
+ * re-estimate alone, or 'auto': whichever of the two is more accurate on held-out training images
+ * (chooseBnStats).
+ */
+export type BnStats = 'auto' | 'anchored' | 'reestimated';
+export const BN_STATS = ['auto', 'anchored', 'reestimated'] as const satisfies readonly BnStats[];
+
+/**
+ * 'auto''s choice from the held-out accuracies of both: anchored unless re-estimation alone is
+ * strictly more accurate (anchoring was ahead wherever the pruned model kept most of its accuracy,
+ * and can fall behind on heavily damaged ones: README "BatchNorm statistics").
+ */
+export function chooseBnStats(heldoutAccuracy: { anchored: number; reestimated: number }): 'anchored' | 'reestimated' {
+  return heldoutAccuracy.reestimated > heldoutAccuracy.anchored ? 'reestimated' : 'anchored';
+}
 
 export interface BnReestimateOptions {
   /** per-channel normalisation of the raw images (torchvision ToTensor + Normalize convention) */

@@ -82,6 +82,8 @@ export interface SweepPoint {
   /** fractions in [0, 1] of the unpruned model's filters, parameters and multiply-adds */
   removed: { filters: number; params: number; macs: number };
   accuracy: { afterSurgery: number | null; afterBnReestimation: number | null };
+  /** which BatchNorm statistics afterBnReestimation is of (sweep --bn-stats) */
+  bnStats?: 'anchored' | 'reestimated';
 }
 
 /** What a sweep command produces for the report: one point per (criterion, budget). */
