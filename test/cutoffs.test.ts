@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { curveReading, fractionCutoff, ptestCutoff, runningMinimum, screeCutoff, withCandidate, xmeansCutoff } from '../src/prune/cutoffs.js';
+import { candidateKeeps, chooseCandidate, curveReading, fractionCutoff, ptestCutoff, runningMinimum, screeCutoff, withCandidate, xmeansCutoff } from '../src/prune/cutoffs.js';
 import { UserError } from '../src/util/errors.js';
 
 const userError = (re: RegExp) => (e: unknown) => e instanceof UserError && re.test(e.message);
@@ -325,4 +325,28 @@ test('fraction: input errors name the function', () => {
   assert.throws(() => fractionCutoff(0, 0.5), userError(/^fractionCutoff: channels/));
   assert.throws(() => fractionCutoff(2.5, 0.5), userError(/channels/));
   assert.throws(() => fractionCutoff(10, 0.5, 0), userError(/minKeep/));
+});
+
+test('chooseCandidate: the fewest channels within the tolerance of the held-out baseline, else the most; the evidence records the accuracies', () => {
+  const d = { keep: 20, rule: 'scree', evidence: { candidates: [{ keep: 30 }, { keep: 10 }, { keep: 20 }, { keep: 20 }] } };
+  assert.deepEqual(candidateKeeps(d), [10, 20, 30]);
+  // 10 loses 0.02, 20 loses 0.004: the fewest within 0.005 is 20 (the automatic choice itself)
+  const same = chooseCandidate(d, { 10: 0.88, 20: 0.896, 30: 0.9 }, 0.9, 0.005);
+  assert.equal(same.keep, 20);
+  assert.match(same.rule, /^scree; fewest channels among the candidates/);
+  assert.deepEqual(same.evidence.heldoutAccuracy, { 10: 0.88, 20: 0.896, 30: 0.9 });
+  assert.equal(same.evidence.heldoutBaseline, 0.9);
+  // a looser tolerance takes 10, recorded as a replacement of the automatic choice
+  const fewer = chooseCandidate(d, { 10: 0.88, 20: 0.896, 30: 0.9 }, 0.9, 0.03);
+  assert.equal(fewer.keep, 10);
+  const replaced = fewer.evidence.replaced as { from: number; to: number };
+  assert.deepEqual([replaced.from, replaced.to], [20, 10]);
+  // none within: the candidate keeping the most
+  const most = chooseCandidate(d, { 10: 0.5, 20: 0.6, 30: 0.7 }, 0.9, 0.005);
+  assert.equal(most.keep, 30);
+  assert.match(most.rule, /no candidate within 0\.005/);
+  // no candidates: the decision as it was; a missing accuracy is an error naming the candidate
+  const bare = { keep: 5, rule: 'keep:0.5', evidence: {} };
+  assert.equal(chooseCandidate(bare, {}, 0.9, 0.005), bare);
+  assert.throws(() => chooseCandidate(d, { 10: 0.9, 20: 0.9 }, 0.9, 0.005), /no held-out accuracy for candidate keep=30/);
 });

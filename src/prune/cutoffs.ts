@@ -169,6 +169,32 @@ export function withCandidate(decision: CutoffDecision, keep: number, why: strin
   };
 }
 
+/** The distinct channel counts a scree/X-Means decision offers as candidates, ascending. */
+export function candidateKeeps(decision: CutoffDecision): number[] {
+  const candidates = (decision.evidence?.candidates as { keep?: unknown }[] | undefined) ?? [];
+  return [...new Set(candidates.map((c) => c?.keep).filter((k): k is number => typeof k === 'number'))].sort((a, b) => a - b);
+}
+
+/**
+ * The tool's choice among a decision's candidates, given each candidate's held-out accuracy with
+ * its layer pruned alone: the fewest channels whose accuracy stays within `tolerance` of the
+ * unpruned `baseline`; when none does, the candidate keeping the most. Pure: the accuracies are
+ * measured by the caller. The evidence records them and the baseline.
+ */
+export function chooseCandidate(decision: CutoffDecision, heldoutAccuracy: Readonly<Record<number, number>>, baseline: number, tolerance: number): CutoffDecision {
+  const cands = candidateKeeps(decision);
+  if (cands.length === 0) return decision;
+  for (const k of cands) if (typeof heldoutAccuracy[k] !== 'number') throw new UserError(`chooseCandidate: no held-out accuracy for candidate keep=${k} of '${decision.rule}'`);
+  const pick = cands.find((k) => baseline - heldoutAccuracy[k]! <= tolerance);
+  const chosen = pick ?? cands[cands.length - 1]!;
+  const why =
+    pick !== undefined
+      ? `fewest channels among the candidates whose held-out accuracy (layer pruned alone) is within ${tolerance} of the unpruned ${baseline.toFixed(4)}`
+      : `no candidate within ${tolerance} of the unpruned held-out accuracy: the candidate keeping most channels`;
+  const nd = chosen === decision.keep ? { ...decision, rule: `${decision.rule}; ${why}` } : withCandidate(decision, chosen, why);
+  return { ...nd, evidence: { ...nd.evidence, heldoutAccuracy: { ...heldoutAccuracy }, heldoutBaseline: baseline } };
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. X-Means
 

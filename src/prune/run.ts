@@ -32,7 +32,7 @@ import { convFilters, costModel } from './cost.js';
 import { chipCriterion, hrankCriterion } from './activation-criteria.js';
 import { l1Criterion, randomCriterion, requireCurve } from './criteria.js';
 import { type CutoffSpec, cutoffName, parseCutoff } from './cutoff-spec.js';
-import { fractionCutoff, ptestCutoff, screeCutoff, withCandidate, xmeansCutoff } from './cutoffs.js';
+import { candidateKeeps, chooseCandidate, fractionCutoff, ptestCutoff, screeCutoff, xmeansCutoff } from './cutoffs.js';
 import { channelGroups, keptChannels, RESIDUAL_MODES, type ResidualMode, uniformRankings } from './groups.js';
 import { applyPlan, foldingNotes, maskPlan } from './surgery.js';
 import type { ChannelGroup, Criterion, CutoffDecision, GroupRanking, PruningPlan } from './types.js';
@@ -454,23 +454,10 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
         cutoff.kind === 'scree'
           ? screeCutoff(requireCurve(r, o.criterion, 'scree'), { minKeep: o.minKeep })
           : xmeansCutoff(requireCurve(r, o.criterion, 'xmeans'), { seed: o.seed, minKeep: o.minKeep });
-      // among the layer's candidates: the fewest channels whose held-out accuracy, that layer
-      // pruned alone, stays within `tolerance` of the unpruned model; else the most channels
-      const cands = [...new Set(((d.evidence.candidates as { keep: number }[]) ?? []).map((c) => c.keep))].sort((a, b) => a - b);
-      if (cands.length === 0) return d;
+      // the held-out accuracy of each candidate, its layer pruned alone; chooseCandidate decides
       const accs: Record<number, number> = {};
-      let pick: number | undefined;
-      for (const k of cands) {
-        accs[k] = await probe.withLayer(g, sortedPrefix(r.order, k, g));
-        if (pick === undefined && heldoutBaseline! - accs[k]! <= o.tolerance) pick = k;
-      }
-      const chosen = pick ?? cands[cands.length - 1]!;
-      const why =
-        pick !== undefined
-          ? `fewest channels among the candidates whose held-out accuracy (layer pruned alone) is within ${o.tolerance} of the unpruned ${heldoutBaseline!.toFixed(4)}`
-          : `no candidate within ${o.tolerance} of the unpruned held-out accuracy: the candidate keeping most channels`;
-      const nd = chosen === d.keep ? { ...d, rule: `${d.rule}; ${why}` } : withCandidate(d, chosen, why);
-      return { ...nd, evidence: { ...nd.evidence, heldoutAccuracy: accs, heldoutBaseline } };
+      for (const k of candidateKeeps(d)) accs[k] = await probe.withLayer(g, sortedPrefix(r.order, k, g));
+      return chooseCandidate(d, accs, heldoutBaseline!, o.tolerance);
     };
 
     const byName = new Map(prunable.map((g) => [g.name, g]));
