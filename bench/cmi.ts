@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { orderLayer, type LayerInput } from '../src/cmi/order.js';
+import { rankLayer, type LayerInput } from '../src/cmi/rank.js';
 import { loadLinalg } from '../src/cmi/native.js';
 import { naiveOrder } from '../src/cmi/naive.js';
 import { referenceSigma } from '../src/cmi/estimators.js';
@@ -81,7 +81,7 @@ async function compareWithBaseline(): Promise<void> {
   const side = Number(values.side);
   const layer = syntheticLayer(new Rng(Number(values.seed)), n, c, side * side, 10, 0.1);
   const t0 = performance.now();
-  const ours = await orderLayer(layer, { alpha, threads, backend: 'native', tail: 'greedy' });
+  const ours = await rankLayer(layer, { alpha, threads, backend: 'native', tail: 'greedy' });
   const oursSeconds = (performance.now() - t0) / 1000;
   const lin = loadLinalg();
   const t1 = performance.now();
@@ -126,7 +126,7 @@ async function vgg16(): Promise<void> {
     const layer = syntheticLayer(rng, n, c, side * side, 10, exponent);
     const t0 = performance.now();
     let first = { seconds: 0, evaluated: 0 };
-    const r = await orderLayer(layer, {
+    const r = await rankLayer(layer, {
       alpha,
       threads,
       backend: 'native',
@@ -164,7 +164,7 @@ async function vgg16(): Promise<void> {
 }
 
 async function vgg16Real(): Promise<void> {
-  const { rankModel } = await import('../src/ordering/model-rank.js');
+  const { rankModel } = await import('../src/cmi/rank-model.js');
   const steps = values.steps === undefined ? undefined : Number(values.steps);
   const { mkdtempSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
@@ -221,7 +221,7 @@ async function permutationTestCost(): Promise<void> {
   // per-step times from the progress callback
   const timed = async (extra: object) => {
     const at: number[] = [];
-    const r = await orderLayer(layer, { ...common, ...extra, onProgress: (p) => at.push(p.seconds) });
+    const r = await rankLayer(layer, { ...common, ...extra, onProgress: (p) => at.push(p.seconds) });
     return { r, at };
   };
   const plain = await timed({});

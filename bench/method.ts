@@ -12,7 +12,7 @@ import { classBalancedSample } from '../src/data/dataset.js';
 import { setThreads } from '../src/engine/index.js';
 import { convUnits } from '../src/ir/graph.js';
 import { loadOnnxFile } from '../src/onnx/index.js';
-import { type Formulation, type PruneOrder, rankChains } from '../src/ordering/chains.js';
+import { type Formulation, type PruneOrder, rankChains } from '../src/cmi/rank-chains.js';
 
 const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const modelPath = process.env.CMIPRUNE_BENCH_MODEL ?? resolve(repoRoot, '../shared/models/vgg16_bn_cifar10.onnx');

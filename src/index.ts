@@ -18,9 +18,9 @@ export { collectActivations, type LayerActivations } from './activations/collect
 export { evaluate } from './train/evaluate.js';
 export { train } from './train/train.js';
 
-export { orderLayer, ORDER_ALGORITHM_VERSION } from './cmi/order.js';
-export { rankModel } from './ordering/model-rank.js';
-export { rankChains, type Formulation, type PruneOrder } from './ordering/chains.js';
+export { rankLayer, RANK_ALGORITHM_VERSION } from './cmi/rank.js';
+export { rankModel } from './cmi/rank-model.js';
+export { rankChains, type Formulation, type PruneOrder } from './cmi/rank-chains.js';
 
 export type { ChannelGroup, PruningPlan, Criterion, GroupRanking, CutoffDecision, Calibration } from './prune/types.js';
 export { channelGroups, keptChannels, OP_RULES, type ResidualMode } from './prune/groups.js';

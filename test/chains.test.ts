@@ -1,4 +1,4 @@
-// rankChains (src/ordering/chains.ts): the cross-layer formulations against the naive reference with
+// rankChains (src/cmi/rank-chains.ts): the cross-layer formulations against the naive reference with
 // the same conditioning sets, resume after an interrupted run, and concurrent bidirectional chains.
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -9,14 +9,14 @@ import { collectActivations, type LayerActivations } from '../src/activations/co
 import { packedSize } from '../src/cmi/backend.js';
 import { naiveOrder } from '../src/cmi/naive.js';
 import { loadLinalg, nativeBackend } from '../src/cmi/native.js';
-import type { MapsTensor } from '../src/cmi/order.js';
+import type { MapsTensor } from '../src/cmi/rank.js';
 import type { ImageDataset } from '../src/data/dataset.js';
 import { TorchModel } from '../src/engine/index.js';
 import { SequentialBuilder } from '../src/ir/builder.js';
 import { convUnits, type ConvUnit } from '../src/ir/graph.js';
 import type { Model } from '../src/ir/model.js';
-import { chainCheckpointKey, rankChains, type ChainsResult, type Formulation, type PruneOrder } from '../src/ordering/chains.js';
-import { rankConvUnits, type LayerRanking } from '../src/ordering/model-rank.js';
+import { chainCheckpointKey, rankChains, type ChainsResult, type Formulation, type PruneOrder } from '../src/cmi/rank-chains.js';
+import { rankConvUnits, type LayerRanking } from '../src/cmi/rank-model.js';
 import { Rng } from '../src/util/rng.js';
 import { randomImages } from './support/images.js';
 import { addonSkip } from './support/addon.js';

@@ -19,7 +19,7 @@ import {
   traceNormalise,
 } from '../src/cmi/estimators.js';
 import { naiveOrder } from '../src/cmi/naive.js';
-import { ORDER_ALGORITHM_VERSION, orderLayer, resolveBackend, TS_FALLBACK_MAX_N, type LayerInput } from '../src/cmi/order.js';
+import { RANK_ALGORITHM_VERSION, rankLayer, resolveBackend, TS_FALLBACK_MAX_N, type LayerInput } from '../src/cmi/rank.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
 import { assertClose } from './support/assert.js';
@@ -46,7 +46,7 @@ for (const backendName of BACKENDS) {
   for (const g of goldenCases()) {
     test(`golden ${g.name}: ${backendName} path reproduces the reference`, skipFor(backendName), async () => {
       const backend = await backendOf(backendName);
-      const r = await orderLayer(goldenInput(g), { backend, alpha: g.alpha });
+      const r = await rankLayer(goldenInput(g), { backend, alpha: g.alpha });
       assert.deepEqual(r.order, g.expected.order);
       assert.equal(r.noiseFloorStep, null, 'golden cases stay above the noise floor');
       assert.equal(r.tieBreak, 'none');
@@ -126,16 +126,16 @@ test('alpha = 2 fast path equals the eigenvalue path', async () => {
       return out;
     },
   };
-  const r1 = await orderLayer(layer, { alpha: 2, backend: 'ts', tail: 'greedy' });
-  const r2 = await orderLayer(layer, { alpha: 2, backend: viaEigen, tail: 'greedy' });
+  const r1 = await rankLayer(layer, { alpha: 2, backend: 'ts', tail: 'greedy' });
+  const r2 = await rankLayer(layer, { alpha: 2, backend: viaEigen, tail: 'greedy' });
   assert.deepEqual(r1.order, r2.order);
   assertClose(r1.cmi, r2.cmi, 'alpha=2 cmi', TOL);
 });
 
 test('alpha = 2: the native backend orders as the TypeScript path', { skip: addonSkip }, async () => {
   const { layer } = alpha2Case();
-  const r1 = await orderLayer(layer, { alpha: 2, backend: 'ts', tail: 'greedy' });
-  const r3 = await orderLayer(layer, { alpha: 2, backend: await native(), tail: 'greedy' });
+  const r1 = await rankLayer(layer, { alpha: 2, backend: 'ts', tail: 'greedy' });
+  const r3 = await rankLayer(layer, { alpha: 2, backend: await native(), tail: 'greedy' });
   assert.deepEqual(r3.order, r1.order);
   assertClose(r3.cmi, r1.cmi, 'native alpha=2 cmi', TOL);
 });
@@ -184,7 +184,7 @@ for (const backendName of BACKENDS) {
     const maps = gaussian(rng, n * 4 * 9);
     for (let i = 0; i < n; i++) for (let k = 0; k < 9; k++) maps[(i * 4 + 2) * 9 + k] = 0.5; // filter 2 dead
     const labels = Array.from({ length: n }, (_, i) => i % 4);
-    const r = await orderLayer({ maps: { data: maps, n, c: 4, hw: 9 }, labels, classes: 4 }, { backend: await backendOf(backendName) });
+    const r = await rankLayer({ maps: { data: maps, n, c: 4, hw: 9 }, labels, classes: 4 }, { backend: await backendOf(backendName) });
     assert.equal(r.order.length, 3);
     assert.ok(r.cmi.every(Number.isFinite) && r.miSelected.every(Number.isFinite));
   });
@@ -199,13 +199,13 @@ test('a saturating layer reports its noise-floor step and breaks ties by own MI,
   const maps = gaussian(rng, n * c * hw, 2.5);
   const labels = Array.from({ length: n }, () => rng.int(10));
   const layer: LayerInput = { maps: { data: maps, n, c, hw }, labels, classes: 10 };
-  const greedy = await orderLayer(layer, { backend: 'ts', tail: 'greedy' });
+  const greedy = await rankLayer(layer, { backend: 'ts', tail: 'greedy' });
   assert.ok(greedy.noiseFloorStep !== null, `expected saturation, margins ${greedy.margins}`);
   assert.equal(greedy.tieBreak, 'greedy-roundoff');
   const step = greedy.noiseFloorStep!;
   assert.ok(greedy.margins[step]! < greedy.noiseFloor[step]);
   for (let i = 0; i < step; i++) assert.ok(greedy.margins[i]! >= greedy.noiseFloor[i]);
-  const tied = await orderLayer(layer, { backend: 'ts' });
+  const tied = await rankLayer(layer, { backend: 'ts' });
   assert.equal(tied.noiseFloorStep, step);
   assert.equal(tied.tieBreak, 'own-mi-with-labels');
   assert.deepEqual(tied.order.slice(0, step), greedy.order.slice(0, step));
@@ -218,12 +218,12 @@ test('a saturating layer reports its noise-floor step and breaks ties by own MI,
 
 test('maxSelect stops early; log2 output is the natural-log output / ln 2', async () => {
   const g = goldenCases().find((c) => c.name.startsWith('perlayer_small'))!;
-  const r = await orderLayer(goldenInput(g, false), { backend: 'ts', maxSelect: 3, logBase: '2' });
+  const r = await rankLayer(goldenInput(g, false), { backend: 'ts', maxSelect: 3, logBase: '2' });
   assert.deepEqual(r.order, g.expected.order.slice(0, 3));
   assert.equal(r.remaining.length, g.C - 3);
   assertClose(r.cmi, g.expected.cmi.slice(0, 3).map((v) => v / Math.LN2), 'cmi log2', TOL);
   assert.equal(r.logBase, '2');
-  await assert.rejects(orderLayer(goldenInput(g, false), { backend: 'ts', alpha: 1 }), /alpha/);
+  await assert.rejects(rankLayer(goldenInput(g, false), { backend: 'ts', alpha: 1 }), /alpha/);
 });
 
 for (const backendName of BACKENDS) {
@@ -243,7 +243,7 @@ for (const backendName of BACKENDS) {
     const labels = Array.from({ length: n }, () => rng.int(3));
     const layer: LayerInput = { maps: { data: maps, n, c, hw }, labels, classes: 3 };
     const naive = naiveOrder(layer, 1.01, symmetricEigenvalues);
-    const r = await orderLayer(layer, { backend: await backendOf(backendName), tail: 'greedy' });
+    const r = await rankLayer(layer, { backend: await backendOf(backendName), tail: 'greedy' });
     assert.deepEqual(r.order, naive.order);
     assertClose(r.scores, naive.scores, 'scores', TOL);
     // per step: one evaluation per distinct kernel among the remaining filters
@@ -348,33 +348,33 @@ test("sigma 'median': one width per layer from the median of the summed per-filt
   const m = sums.length; // 780: even, mean of the middle two
   const median = (sums[m / 2 - 1] + sums[m / 2]) / 2;
   const expected = Math.sqrt(median / 2);
-  const r = await orderLayer(layer, { backend: 'ts', sigma: 'median', maxSelect: 2 });
+  const r = await rankLayer(layer, { backend: 'ts', sigma: 'median', maxSelect: 2 });
   assert.equal(r.sigma.rule, 'median');
   assert.ok(Math.abs(r.sigma.maps - expected) < 1e-12 * expected, `${r.sigma.maps} vs ${expected}`);
   assert.equal(r.sigma.labels, referenceSigma(n, layer.classes), 'labels keep the reference width');
   assert.match(r.rules.sigma, /median/);
   // before-layers get their own median width; the default stays the reference rule
   const b = reluLayer(10, 40, 3, 4, 4).maps;
-  const withBefore = await orderLayer({ ...layer, before: [b] }, { backend: 'ts', sigma: 'median', maxSelect: 1 });
+  const withBefore = await rankLayer({ ...layer, before: [b] }, { backend: 'ts', sigma: 'median', maxSelect: 1 });
   assert.ok(Math.abs(withBefore.sigma.before[0] - medianSigma(b.data, n, b.c * b.hw).sigma) < 1e-15);
-  const ref = await orderLayer(layer, { backend: 'ts', maxSelect: 1 });
+  const ref = await rankLayer(layer, { backend: 'ts', maxSelect: 1 });
   assert.equal(ref.sigma.rule, 'reference');
   assert.equal(ref.sigma.maps, referenceSigma(n, hw));
   // a dead layer (all maps constant) has no distances: sigma falls back to 1, the order still runs
   assert.deepEqual(medianSigma(new Float64Array(20).fill(0.5), 5, 4), { sigma: 1, median: 0, basis: 'constant' });
-  await assert.rejects(orderLayer(layer, { backend: 'ts', sigma: 'widest' as 'median' }), /sigma must be one of reference, median, mean/);
+  await assert.rejects(rankLayer(layer, { backend: 'ts', sigma: 'widest' as 'median' }), /sigma must be one of reference, median, mean/);
 });
 
 test("sigma 'median' is scale-invariant; the reference width saturates at a different rate", async () => {
   const layer = reluLayer(9, 40, 6, 9, 4);
   const scaled: LayerInput = { ...layer, maps: { ...layer.maps, data: layer.maps.data.map((v) => v * 10) } };
-  const a = await orderLayer(layer, { backend: 'ts', sigma: 'median', tail: 'greedy' });
-  const b = await orderLayer(scaled, { backend: 'ts', sigma: 'median', tail: 'greedy' });
+  const a = await rankLayer(layer, { backend: 'ts', sigma: 'median', tail: 'greedy' });
+  const b = await rankLayer(scaled, { backend: 'ts', sigma: 'median', tail: 'greedy' });
   assert.deepEqual(b.order, a.order);
   assert.ok(Math.abs(b.sigma.maps - 10 * a.sigma.maps) < 1e-12 * b.sigma.maps);
   assertClose(b.cmi, a.cmi, 'median-rule cmi under x10', TOL);
-  const ra = await orderLayer(layer, { backend: 'ts', tail: 'greedy' });
-  const rb = await orderLayer(scaled, { backend: 'ts', tail: 'greedy' });
+  const ra = await rankLayer(layer, { backend: 'ts', tail: 'greedy' });
+  const rb = await rankLayer(scaled, { backend: 'ts', tail: 'greedy' });
   assert.equal(ra.sigma.maps, rb.sigma.maps, 'the reference width ignores the scale');
   // x10 -> per-filter exponents x100: the curve collapses within a few selections
   assert.ok(rb.cmi[1] < 1e-3 * ra.cmi[1], `reference cmi[1]: ${rb.cmi[1]} (x10) vs ${ra.cmi[1]}`);
@@ -402,8 +402,8 @@ function bitsLayer(seed: number, n: number, c: number, hw: number): LayerInput {
 
 test('permutation test: small p for the informative picks, stops right after them, order unchanged', async () => {
   const layer = bitsLayer(1, 64, 8, 4);
-  const plain = await orderLayer(layer, { backend: 'ts' });
-  const r = await orderLayer(layer, { backend: 'ts', permutationTest: { permutations: 40, seed: 7 } });
+  const plain = await rankLayer(layer, { backend: 'ts' });
+  const r = await rankLayer(layer, { backend: 'ts', permutationTest: { permutations: 40, seed: 7 } });
   assert.deepEqual([...r.order.slice(0, 3)].sort(), [0, 1, 2], `informative filters first: ${r.order}`);
   assert.deepEqual(r.order, plain.order, 'the test does not change the order');
   assertClose(r.cmi, plain.cmi, 'cmi', TOL);
@@ -418,15 +418,15 @@ test('permutation test: small p for the informative picks, stops right after the
   assert.match(r.rules.permutationTest!, /\(i\+1\)-th selection/);
   assert.equal(plain.pValues, undefined);
   // seeded: the same seed gives the same p-values
-  const again = await orderLayer(layer, { backend: 'ts', permutationTest: { permutations: 40, seed: 7 } });
+  const again = await rankLayer(layer, { backend: 'ts', permutationTest: { permutations: 40, seed: 7 } });
   assert.deepEqual(again.pValues, r.pValues);
-  await assert.rejects(orderLayer(layer, { backend: 'ts', permutationTest: { permutations: 0 } }), /permutations/);
+  await assert.rejects(rankLayer(layer, { backend: 'ts', permutationTest: { permutations: 0 } }), /permutations/);
 });
 
 test('permutation test: the native backend batches the same requests to the same order and p-values', { skip: addonSkip }, async () => {
   const layer = bitsLayer(1, 64, 8, 4);
-  const r = await orderLayer(layer, { backend: 'ts', permutationTest: { permutations: 40, seed: 7 } });
-  const rn = await orderLayer(layer, { backend: await native(), permutationTest: { permutations: 40, seed: 7 } });
+  const r = await rankLayer(layer, { backend: 'ts', permutationTest: { permutations: 40, seed: 7 } });
+  const rn = await rankLayer(layer, { backend: await native(), permutationTest: { permutations: 40, seed: 7 } });
   assert.deepEqual(rn.order, r.order);
   assert.deepEqual(rn.pValues, r.pValues);
   assert.equal(rn.permutationTest!.stopIndex, 3);
@@ -438,7 +438,7 @@ test('permutation test statistic = I(Y; remaining | B u selected with the last p
   const layer = bitsLayer(3, 32, 6, 4);
   const b = reluLayer(4, 32, 2, 4, 8).maps;
   const input: LayerInput = { ...layer, before: [b] };
-  const r = await orderLayer(input, { backend: 'ts', permutationTest: { permutations: 1, seed: 5, eta: 2 }, tail: 'greedy' });
+  const r = await rankLayer(input, { backend: 'ts', permutationTest: { permutations: 1, seed: 5, eta: 2 }, tail: 'greedy' });
   assert.equal(r.pValues!.length, r.order.length);
   assert.equal(r.permutationTest!.stopIndex, null);
   const { n, c } = layer.maps;
@@ -481,7 +481,7 @@ test("backend 'auto' without the addon: TypeScript only for small N, said once o
   assert.equal(await resolveBackend(undefined, 2, 10, fail), tsBackend);
   // the fallback is never silent: one stderr line per process, the first time (a fresh process, so
   // no earlier test has used up the one line)
-  const orderJs = new URL('../src/cmi/order.js', import.meta.url).href;
+  const orderJs = new URL('../src/cmi/rank.js', import.meta.url).href;
   const child = spawnSync(process.execPath, ['--input-type=module', '-e', `
     const { resolveBackend } = await import(${JSON.stringify(orderJs)});
     const fail = async () => { throw new Error('cannot find cmiprune_engine.node'); };
@@ -501,5 +501,5 @@ test("backend 'auto' without the addon: TypeScript only for small N, said once o
   });
   await assert.rejects(resolveBackend('native', 2, 10, fail), /cannot find/);
   assert.equal(await resolveBackend('ts', 2, 100000, fail), tsBackend);
-  assert.equal(typeof ORDER_ALGORITHM_VERSION, 'string');
+  assert.equal(typeof RANK_ALGORITHM_VERSION, 'string');
 });

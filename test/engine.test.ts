@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { ENGINE_SWITCHES, engineCacheStats, FAST_PATHS, getThreads, loadEngine, releaseCachedMemory, resolveSwitches, setThreads, TorchModel } from '../src/engine/index.js';
 import { ResultStore } from '../src/experiment/store.js';
 import type { Model, Tensor } from '../src/ir/model.js';
-import { checkpointKey } from '../src/ordering/model-rank.js';
+import { checkpointKey } from '../src/cmi/rank-model.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
 import { GraphBuilder as Builder } from './support/graph.js';

@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import { jointKernel, multiplyPackedInto, type EntropyRequest } from '../src/cmi/backend.js';
 import { symmetricEigenvalues } from '../src/cmi/eigen.js';
 import { labelGram, referenceSigma } from '../src/cmi/estimators.js';
-import { orderLayer, type LayerInput } from '../src/cmi/order.js';
+import { rankLayer, type LayerInput } from '../src/cmi/rank.js';
 import { addonSkip } from './support/addon.js';
 import { approxNormal, gaussian, Rng } from './support/random.js';
 
@@ -76,8 +76,8 @@ function carefulEntropy(m: Float64Array, n: number, alpha: number): number {
 
 test('near-saturated compact case (N = 56, C = 14, 4x4, 5-filter before set): the native noise floor comes no earlier than the TypeScript path\'s', { skip: addonSkip }, async () => {
   const layer = nearSaturatedLayer();
-  const native = await orderLayer(layer, { backend: 'native', tail: 'greedy' });
-  const ts = await orderLayer(layer, { backend: 'ts', tail: 'greedy' });
+  const native = await rankLayer(layer, { backend: 'native', tail: 'greedy' });
+  const ts = await rankLayer(layer, { backend: 'ts', tail: 'greedy' });
   // the regime of the issue: CMI ~3e-7 from the start, margins of 1e-9 .. 1e-13
   assert.ok(native.cmi[0] > 1e-7 && native.cmi[0] < 1e-6, `cmi[0] = ${native.cmi[0]}`);
   assert.ok(Math.abs(native.cmi[0] - ts.cmi[0]) < 1e-12);
@@ -161,7 +161,7 @@ function benchLikeLayer(): LayerInput {
 }
 
 test('a small bench-like layer keeps its order, and its scores move by < 1e-12 from before the log1p/expm1 finish', { skip: addonSkip }, async () => {
-  const r = await orderLayer(benchLikeLayer(), { backend: 'native', tail: 'greedy' });
+  const r = await rankLayer(benchLikeLayer(), { backend: 'native', tail: 'greedy' });
   // native/linalg.cc before the change (sum of lambda^alpha, then log)
   const order = [7, 9, 4, 8, 11, 3, 1, 2, 0, 10, 6];
   const scores = [

@@ -8,14 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { collectActivations } from '../src/activations/collect.js';
-import { ORDER_ALGORITHM_VERSION, orderLayer } from '../src/cmi/order.js';
+import { RANK_ALGORITHM_VERSION, rankLayer } from '../src/cmi/rank.js';
 import { cifar10CacheValid, loadCifar10 } from '../src/data/cifar10.js';
 import { classBalancedSample, type ImageDataset } from '../src/data/dataset.js';
 import { TorchModel } from '../src/engine/index.js';
 import { SequentialBuilder } from '../src/ir/builder.js';
 import { convUnits } from '../src/ir/graph.js';
 import { loadOnnxFile } from '../src/onnx/index.js';
-import { checkpointKey, checkpointPath, rankConvUnits, type Checkpoint, type LayerRanking } from '../src/ordering/model-rank.js';
+import { checkpointKey, checkpointPath, rankConvUnits, type Checkpoint, type LayerRanking } from '../src/cmi/rank-model.js';
 import { Rng } from '../src/util/rng.js';
 import { addonSkip } from './support/addon.js';
 import { randomImages } from './support/images.js';
@@ -65,7 +65,7 @@ test('rankConvUnits: per-layer checkpoints resume only under the same algorithm 
     const first = await run();
     assert.deepEqual(resumed(first.r), [false, false]);
     assert.deepEqual(first.seen, [`${units[0]!.name}:1/2:false`, `${units[1]!.name}:2/2:false`]);
-    assert.equal(first.r.orderAlgorithmVersion, ORDER_ALGORITHM_VERSION);
+    assert.equal(first.r.orderAlgorithmVersion, RANK_ALGORITHM_VERSION);
     assert.deepEqual(first.r.layers.map((l) => l.channels), [6, 4]);
 
     const again = await run();
@@ -75,9 +75,9 @@ test('rankConvUnits: per-layer checkpoints resume only under the same algorithm 
     // layer 0's checkpoint as an older algorithm would have written it: same inputs, other version
     const path = checkpointPath(dir, units[0]!);
     const saved = JSON.parse(await readFile(path, 'utf8')) as Checkpoint;
-    assert.equal(saved.parts.version, ORDER_ALGORITHM_VERSION);
+    assert.equal(saved.parts.version, RANK_ALGORITHM_VERSION);
     assert.equal(saved.key, checkpointKey(saved.parts), 'the stored parts reproduce the key');
-    const old = { ...saved.parts, version: `${ORDER_ALGORITHM_VERSION}-older` };
+    const old = { ...saved.parts, version: `${RANK_ALGORITHM_VERSION}-older` };
     await writeFile(path, JSON.stringify({ ...saved, key: checkpointKey(old), parts: old }));
     const afterBump = await run();
     assert.deepEqual(resumed(afterBump.r), [false, true], 'a checkpoint of another algorithm version is recomputed');
@@ -97,7 +97,7 @@ test('rankConvUnits: per-layer checkpoints resume only under the same algorithm 
   }
 });
 
-test('rank --model orders a layer exactly as orderLayer does on the same sample', { skip: vggSkip }, async () => {
+test('rank --model orders a layer exactly as rankLayer does on the same sample', { skip: vggSkip }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'cmiprune-rank-'));
   try {
     const r = spawnSync(process.execPath, [CLI, ...base, '--max-select', '3', '--layer', '2', '--checkpoint', dir], { encoding: 'utf8', env });
@@ -121,7 +121,7 @@ test('rank --model orders a layer exactly as orderLayer does on the same sample'
       std: JSON.parse(model.metadata.std!),
     });
     engine.dispose();
-    const direct = await orderLayer(
+    const direct = await rankLayer(
       { maps: { data: acts!.maps, n: acts!.n, c: acts!.channels, hw: acts!.spatial }, labels: sample.labels, classes: 10 },
       { alpha: 1.01, maxSelect: 3 },
     );

@@ -13,9 +13,9 @@ import { symmetricEigenvalues } from '../src/cmi/eigen.js';
 import { labelGram, referenceSigma, squaredDistances } from '../src/cmi/estimators.js';
 import { meanRule, productRule, type JointRule } from '../src/cmi/joint.js';
 import { naiveOrder } from '../src/cmi/naive.js';
-import { orderLayer, type LayerInput, type MapsTensor, type OrderOptions } from '../src/cmi/order.js';
+import { rankLayer, type LayerInput, type MapsTensor, type RankLayerOptions } from '../src/cmi/rank.js';
 import { writeNpy } from '../src/data/npy.js';
-import { checkpointKey, type CheckpointKeyParts } from '../src/ordering/model-rank.js';
+import { checkpointKey, type CheckpointKeyParts } from '../src/cmi/rank-model.js';
 import { cmiCriterion } from '../src/prune/cmi-criterion.js';
 import { addonSkip } from './support/addon.js';
 import { assertClose } from './support/assert.js';
@@ -120,8 +120,8 @@ for (const withBefore of [false, true]) {
     if (withBefore) l.before = [layer(12, 36, 3, 4, 3).maps];
     for (const alpha of [1.01, 2]) {
       const naive = naiveOrder(l, alpha, symmetricEigenvalues, undefined, 'mean');
-      const opts: OrderOptions = { sigma: 'mean', alpha, tail: 'greedy' };
-      const ts = await orderLayer(l, { ...opts, backend: 'ts' });
+      const opts: RankLayerOptions = { sigma: 'mean', alpha, tail: 'greedy' };
+      const ts = await rankLayer(l, { ...opts, backend: 'ts' });
       assert.equal(ts.sigma.rule, 'mean');
       assert.equal(ts.noiseFloorStep, null, 'every pick is decided above the noise floor');
       assert.deepEqual(ts.order, naive.order, `alpha ${alpha}: TypeScript order`);
@@ -132,7 +132,7 @@ for (const withBefore of [false, true]) {
       const product = naiveOrder(l, alpha, symmetricEigenvalues, undefined, 'median');
       assert.ok(Math.abs(product.scores[0] - naive.scores[0]) > 1e-6, 'mean and median rules give different scores');
       if (addonSkip) continue;
-      const nat = await orderLayer(l, { ...opts, backend: await nativeBackend() });
+      const nat = await rankLayer(l, { ...opts, backend: await nativeBackend() });
       assert.equal(nat.backend, 'native');
       assert.deepEqual(nat.order, ts.order, `alpha ${alpha}: native order`);
       assertClose(nat.scores, ts.scores, `alpha ${alpha}: native scores`, { abs: 1e-10 });
@@ -144,9 +144,9 @@ for (const withBefore of [false, true]) {
 test("'mean' with the permutation test: native p-values equal the TypeScript ones", { skip: addonSkip }, async () => {
   const l = layer(13, 30, 6, 4, 3);
   l.before = [layer(14, 30, 2, 4, 3).maps];
-  const opts: OrderOptions = { sigma: 'mean', alpha: 1.01, tail: 'greedy', permutationTest: { permutations: 12, eta: 2, seed: 3 } };
-  const ts = await orderLayer(l, { ...opts, backend: 'ts' });
-  const nat = await orderLayer(l, { ...opts, backend: await nativeBackend() });
+  const opts: RankLayerOptions = { sigma: 'mean', alpha: 1.01, tail: 'greedy', permutationTest: { permutations: 12, eta: 2, seed: 3 } };
+  const ts = await rankLayer(l, { ...opts, backend: 'ts' });
+  const nat = await rankLayer(l, { ...opts, backend: await nativeBackend() });
   assert.equal(ts.pValues!.length, 5);
   assert.deepEqual(nat.pValues, ts.pValues);
 });
@@ -157,16 +157,16 @@ test("'mean' is scale invariant: maps (and before-maps) x 7 give the same order 
   const l7: LayerInput = { ...l, maps: scaled(l.maps, 7), before: [scaled(l.before[0], 7)] };
   const backends: EntropyBackend[] = [tsBackend, ...(addonSkip ? [] : [await nativeBackend()])];
   for (const backend of backends) {
-    const r = await orderLayer(l, { sigma: 'mean', backend, tail: 'greedy' });
-    const r7 = await orderLayer(l7, { sigma: 'mean', backend, tail: 'greedy' });
+    const r = await rankLayer(l, { sigma: 'mean', backend, tail: 'greedy' });
+    const r7 = await rankLayer(l7, { sigma: 'mean', backend, tail: 'greedy' });
     assert.deepEqual(r7.order, r.order, `${backend.name}: order`);
     assertClose(r7.cmi, r.cmi, `${backend.name}: curve`, { abs: 1e-10 });
     assertClose([r7.miAll], [r.miAll], `${backend.name}: I(Y; all u B)`, { abs: 1e-10 });
     assertClose([r7.sigma.maps / r.sigma.maps, r7.sigma.before[0] / r.sigma.before[0]], [7, 7], `${backend.name}: widths scale with the maps`, { abs: 1e-12 });
   }
   // the reference rule is not: the same x 7 moves its curve
-  const ref = await orderLayer(l, { sigma: 'reference', backend: 'ts', maxSelect: 2 });
-  const ref7 = await orderLayer(l7, { sigma: 'reference', backend: 'ts', maxSelect: 2 });
+  const ref = await rankLayer(l, { sigma: 'reference', backend: 'ts', maxSelect: 2 });
+  const ref7 = await rankLayer(l7, { sigma: 'reference', backend: 'ts', maxSelect: 2 });
   assert.ok(Math.abs(ref7.cmi[0] - ref.cmi[0]) > 1e-6, 'reference rule: scaling changes the curve');
 });
 
@@ -196,7 +196,7 @@ test("'mean' does not saturate where the sum rule does: every prefix kernel's of
   const bound = Math.exp(-offDiagonalMedian(maxDist, n) / twoSigma2);
   assert.ok(bound > 0.1, `bound ${bound}`);
 
-  const mean = await orderLayer(l, { sigma: 'mean', alpha, backend: 'ts' });
+  const mean = await rankLayer(l, { sigma: 'mean', alpha, backend: 'ts' });
   assertClose([2 * mean.sigma.maps ** 2], [twoSigma2], "the rule's width is 2 sigma^2 = median of the mean distance", { abs: 1e-12 * twoSigma2 });
   const meanRuleOf = await meanRule(tsBackend, n, alpha, { data: l.maps.data, c, hw, sigma: mean.sigma.maps }, []);
   const meanKernels = prefixKernels(meanRuleOf, [...mean.order, ...mean.remaining]);
@@ -211,7 +211,7 @@ test("'mean' does not saturate where the sum rule does: every prefix kernel's of
   mean.margins.forEach((m, i) => assert.ok(m !== null && m > mean.noiseFloor[i], `mean rule step ${i}: margin ${m} <= floor ${mean.noiseFloor[i]}`));
 
   // the paper's rule on the same layer: the joint kernel goes to I/N and the order to round-off
-  const ref = await orderLayer(l, { sigma: 'reference', alpha, backend: 'ts' });
+  const ref = await rankLayer(l, { sigma: 'reference', alpha, backend: 'ts' });
   const refRule = await productRule(tsBackend, n, alpha, { data: l.maps.data, c, hw, sigma: referenceSigma(n, hw) }, []);
   const refMedians = prefixKernels(refRule, [...ref.order, ...ref.remaining]).map((k) => offDiagonalMedian(k, n));
   t.diagnostic(`off-diagonal medians of the prefix kernels: reference rule ${refMedians.map((v) => v.toExponential(1)).join(' ')}`);
@@ -258,7 +258,7 @@ test('cmiprune rank --sigma mean: the rule and its width in the output; an unkno
   const out = JSON.parse(r.stdout) as { order: number[]; sigma: { rule: string; maps: number }; rules: { sigma: string } };
   assert.equal(out.sigma.rule, 'mean');
   assert.match(out.rules.sigma, /mean rule/);
-  const direct = await orderLayer({ ...l, maps: { ...l.maps, data: Float32Array.from(l.maps.data) } }, { sigma: 'mean', backend: 'ts' });
+  const direct = await rankLayer({ ...l, maps: { ...l.maps, data: Float32Array.from(l.maps.data) } }, { sigma: 'mean', backend: 'ts' });
   assert.deepEqual(out.order, direct.order);
   assertClose([out.sigma.maps], [direct.sigma.maps], 'width', { abs: 0 });
   const bad = run('widest');

@@ -2,9 +2,9 @@
 // one JSON object on stdout (progress on stderr).
 import { InvalidArgumentError, type Command } from 'commander';
 
-import { rankModel, type ModelRanking } from '../ordering/model-rank.js';
+import { rankModel, type ModelRanking } from '../cmi/rank-model.js';
 import { choiceOption, floatListOption, floatOption, intOption } from './options.js';
-import { orderLayer, type MapsTensor, type OrderResult, type PermutationTestOptions, type SigmaMode } from '../cmi/order.js';
+import { rankLayer, type MapsTensor, type LayerRankResult, type PermutationTestOptions, type SigmaMode } from '../cmi/rank.js';
 import { SIGMA_MODES } from '../cmi/joint.js';
 import { readNpy, type NpyArray } from '../data/npy.js';
 import { UserError } from '../util/errors.js';
@@ -22,7 +22,7 @@ export interface RankOptions {
   backend?: 'auto' | 'ts' | 'native';
   /** keep the greedy order below the noise floor instead of the own-MI tie-break */
   greedyTail?: boolean;
-  /** kernel width of the maps: 'reference' (default), 'median' or 'mean' (OrderOptions.sigma) */
+  /** kernel width of the maps: 'reference' (default), 'median' or 'mean' (RankLayerOptions.sigma) */
   sigma?: SigmaMode;
   /** --ptest [P]: permutation test with P permutations (true: the default 100) */
   ptest?: number | true;
@@ -39,7 +39,7 @@ function permutationTestOf(opts: RankOptions): PermutationTestOptions | undefine
   return { permutations: opts.ptest === true ? 100 : opts.ptest, eta: opts.ptestEta ?? 0.05, seed: 0 };
 }
 
-export interface RankOutput extends Omit<OrderResult, 'sigma'> {
+export interface RankOutput extends Omit<LayerRankResult, 'sigma'> {
   activations: string;
   labelsFile: string;
   beforeFiles: string[];
@@ -47,7 +47,7 @@ export interface RankOutput extends Omit<OrderResult, 'sigma'> {
   classes: number;
   threads: number;
   logBaseName: string;
-  sigma: { rule: OrderResult['sigma']['rule']; labels: number; maps: number; before: number[] };
+  sigma: { rule: LayerRankResult['sigma']['rule']; labels: number; maps: number; before: number[] };
 }
 
 function asFloatMaps(a: NpyArray, file: string, what: string): MapsTensor & { shape: number[] } {
@@ -123,9 +123,9 @@ export async function runRank(opts: RankOptions): Promise<RankOutput> {
   const steps = Math.min(maps.c - 1, opts.maxSelect ?? maps.c - 1);
   const bar = progress(`rank ${maps.c} filters`, steps);
   let last = 0;
-  let result: OrderResult;
+  let result: LayerRankResult;
   try {
-    result = await orderLayer(
+    result = await rankLayer(
       { maps, labels, classes, before },
       {
         alpha,

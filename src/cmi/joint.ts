@@ -1,5 +1,5 @@
 // How a set of filters becomes one joint Gram matrix, per kernel-width rule (SPEC sections 1 and 8).
-// orderLayer (src/cmi/order.ts) builds every set it scores through one of these two rules, so the
+// rankLayer (src/cmi/rank.ts) builds every set it scores through one of these two rules, so the
 // greedy loop, the chain-rule curve, the round-off probe and the permutation test are written once.
 import {
   addPackedInto,
@@ -9,7 +9,7 @@ import {
   type EntropyRequest,
 } from './backend.js';
 
-/** Kernel-width rule of the maps: see OrderOptions.sigma. */
+/** Kernel-width rule of the maps: see RankLayerOptions.sigma. */
 export type SigmaMode = 'reference' | 'median' | 'mean';
 
 export const SIGMA_MODES: readonly SigmaMode[] = ['reference', 'median', 'mean'];
@@ -52,8 +52,8 @@ export interface JointRule {
  * The paper's rule ('reference' and 'median'): one sigma per layer for every set size, so
  * K_S = prod_{c in S} K_c = exp(-(sum_{c in S} D_c) / (2 sigma^2)), and B u S is the Hadamard
  * product K_B o K_S with K_B the product of every before-layer filter's kernel. The arithmetic
- * (which arrays are copied, in which order factors are multiplied) is the one orderLayer had before
- * the rules were factored out, so results are bit-identical to ORDER_ALGORITHM_VERSION 3.
+ * (which arrays are copied, in which order factors are multiplied) is the one rankLayer had before
+ * the rules were factored out, so results are bit-identical to RANK_ALGORITHM_VERSION 3.
  */
 export async function productRule(backend: EntropyBackend, n: number, alpha: number, layer: LayerMaps, before: LayerMaps[]): Promise<JointRule> {
   const nn = n * n;
@@ -104,7 +104,7 @@ export async function productRule(backend: EntropyBackend, n: number, alpha: num
  * mean) - the Hadamard factorisation of SPEC section 1 fails within a layer. What the curve must
  * report is I(Y; R | B u S) with R u S = all filters, i.e. the four entropies
  *   S(all, B) + S(Y, B, S) - S(Y, all, B) - S(B, S) = I(Y; all u B) - I(Y; B u S),
- * which is exactly the chain-rule difference orderLayer computes: I(Y; all u B) from the mean kernel
+ * which is exactly the chain-rule difference rankLayer computes: I(Y; all u B) from the mean kernel
  * of all C filters (with B), minus the winning score. That identity holds for this rule by
  * construction (every joint term is the kernel of a union), while the Hadamard form
  * S(K_R o K_S o K_B) would be a different, mixed-width quantity. The permutation test likewise scores

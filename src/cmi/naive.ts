@@ -3,7 +3,7 @@
 // matrices and both entropies come from a full eigenvalue computation. No shortcuts.
 import { labelGram, meanSigma, medianSigma, referenceSigma, squaredDistances, gaussianGram } from './estimators.js';
 import type { SigmaMode } from './joint.js';
-import type { LayerInput, MapsTensor } from './order.js';
+import type { LayerInput, MapsTensor } from './rank.js';
 
 /** Eigenvalues of a symmetric n x n matrix (e.g. symmetricEigenvalues or the addon's cmiEigvalsh). */
 export type Eigvalsh = (a_NxN: Float64Array, n: number) => Float64Array;
@@ -45,7 +45,7 @@ function layerVariable(m: MapsTensor, rule: SigmaMode): (set: number[]) => Float
 
 /**
  * Greedy order (C-1 selections, or maxSelect) and winning scores I(Y; B u selected), natural log,
- * with I(Y; all u B) (the CMI curve is miAll - scores). `sigma` is OrderOptions.sigma (labels: the
+ * with I(Y; all u B) (the CMI curve is miAll - scores). `sigma` is RankLayerOptions.sigma (labels: the
  * reference rule); each before-layer is one variable holding all its filters.
  */
 export function naiveOrder(

@@ -11,7 +11,7 @@ import { SequentialBuilder } from '../ir/builder.js';
 import type { Model } from '../ir/model.js';
 import { exportOnnx } from '../onnx/export.js';
 import { finetune } from '../recover/finetune.js';
-import { checkOutDir, prune, type PruneOptions } from '../prune/run.js';
+import { checkOutDir, prune, PRUNE_DEFAULTS, type PruneOptions } from '../prune/run.js';
 import { cacheDir, writeFileAtomic } from '../util/fs.js';
 import { Rng } from '../util/rng.js';
 
@@ -121,8 +121,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const summary = await prune({
     model: modelPath,
     data: 'cifar10',
-    criterion: 'cmi',
-    cutoff: 'xmeans',
+    // prune's own defaults (criterion, cut-off, formulation, order, BN statistics): the demo shows the tool as it ships
+    criterion: PRUNE_DEFAULTS.criterion,
+    cutoff: PRUNE_DEFAULTS.cutoff,
     finetuneEpochs: opts.finetuneEpochs ?? 1,
     seed,
     threads,

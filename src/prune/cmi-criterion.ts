@@ -1,16 +1,16 @@
 // The CMI criterion (per-layer formulation, SPEC sections 1-3) behind the Criterion interface:
 // each layer's filters in greedy CMI order on the calibration sample, the curve
 // I(Y; rest | kept) from the chain rule, per-layer checkpoints by the ordering stage. The
-// cross-layer formulations (src/ordering/chains.ts) share the settings and the conversion.
+// cross-layer formulations (src/cmi/rank-chains.ts) share the settings and the conversion.
 import type { Model } from '../ir/model.js';
-import { type LayerRanking, rankConvUnits, type RankUnitsOptions } from '../ordering/model-rank.js';
+import { type LayerRanking, rankConvUnits, type RankUnitsOptions } from '../cmi/rank-model.js';
 import { groupUnits } from './groups.js';
 import type { SigmaMode } from '../cmi/joint.js';
 import type { Calibration, ChannelGroup, Criterion, GroupRanking } from './types.js';
 
 export interface CmiSettings {
   alpha: number;
-  /** kernel width rule of the maps (OrderOptions.sigma); part of the criterion's key */
+  /** kernel width rule of the maps (RankLayerOptions.sigma); part of the criterion's key */
   sigma: SigmaMode;
   samples: number;
   seed: number;

@@ -27,7 +27,7 @@ import { progress } from '../util/progress.js';
 import { allocateByCurve, allocateBySensitivity, allocateUniform, type Allocation, type AllocationRule, type Budget } from './allocate.js';
 import { cmiCriterion, cmiRankOptions, type CmiSettings, toGroupRanking } from './cmi-criterion.js';
 import { convUnits } from '../ir/graph.js';
-import { type ChainsResult, type Formulation, type PruneOrder, rankChains } from '../ordering/chains.js';
+import { type ChainsResult, type Formulation, type PruneOrder, rankChains } from '../cmi/rank-chains.js';
 import { convFilters, costModel } from './cost.js';
 import { chipCriterion, hrankCriterion } from './activation-criteria.js';
 import { l1Criterion, randomCriterion, requireCurve } from './criteria.js';

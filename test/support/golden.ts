@@ -3,7 +3,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import type { LayerInput } from '../../src/cmi/order.js';
+import type { LayerInput } from '../../src/cmi/rank.js';
 import { GOLDEN_DIR } from './shared.js';
 
 export interface GoldenCase {
@@ -40,7 +40,7 @@ export function goldenCases(): GoldenCase[] {
     .map((f) => ({ name: f, ...JSON.parse(readFileSync(join(GOLDEN_DIR, f), 'utf8')) }));
 }
 
-/** The case as orderLayer's input: maps, labels, the before-layer if any and (withInput) the network input. */
+/** The case as rankLayer's input: maps, labels, the before-layer if any and (withInput) the network input. */
 export function goldenInput(g: GoldenCase, withInput = true): LayerInput {
   const [ni, ci, hi, wi] = g.inputShape;
   return {

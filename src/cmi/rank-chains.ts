@@ -13,14 +13,14 @@
 // All maps (each layer's own and the kept maps conditioned on) come from ONE pass of the unpruned
 // network over `sample` (SPEC 3), taken lazily the first time a layer has to be computed.
 // Checkpoints: one file per (layer, conditioning set), keyed by rankConvUnits's key (model, sample,
-// settings, ORDER_ALGORITHM_VERSION) plus the conditioning (which layers, in order, and which of
+// settings, RANK_ALGORITHM_VERSION) plus the conditioning (which layers, in order, and which of
 // their channels are kept); an unconditioned ordering uses rankConvUnits's own file and key, so a
 // per-layer `rank` run and these chains share those layers.
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { LayerActivations } from '../activations/collect.js';
 import { collectActivations } from '../activations/collect.js';
-import { ORDER_ALGORITHM_VERSION, type MapsTensor } from '../cmi/order.js';
+import { RANK_ALGORITHM_VERSION, type MapsTensor } from './rank.js';
 import type { ImageDataset } from '../data/dataset.js';
 import { TorchModel } from '../engine/index.js';
 import type { ConvUnit } from '../ir/graph.js';
@@ -31,7 +31,7 @@ import {
   checkpointKey,
   checkpointPath,
   keyParts,
-  orderUnit,
+  rankUnit,
   rankNormalization,
   readCheckpoint,
   type Checkpoint,
@@ -39,7 +39,7 @@ import {
   type LayerRanking,
   type RankUnitsOptions,
   type UnitsRanking,
-} from './model-rank.js';
+} from './rank-model.js';
 
 export type Formulation = 'per-layer' | 'compact' | 'full';
 export type PruneOrder = 'forward' | 'bidirectional';
@@ -128,7 +128,7 @@ export interface ChainCheckpoint extends Checkpoint {
  * Checkpoint key of an ordering conditioned on `conditioning` (in order): the base key itself when
  * empty (the per-layer ordering, shared with rankConvUnits), else 16 hex digits of sha256 over the
  * base key and each conditioning layer's name, index, width and kept channels. The base key holds
- * the model, the sample, the normalisation, every ordering setting and ORDER_ALGORITHM_VERSION.
+ * the model, the sample, the normalisation, every ordering setting and RANK_ALGORITHM_VERSION.
  */
 export function chainCheckpointKey(baseKey: string, conditioning: readonly Conditioning[]): string {
   if (conditioning.length === 0) return baseKey;
@@ -221,7 +221,7 @@ export async function rankChains(model: Model, units: ConvUnit[], sample: ImageD
       const maps = await activations();
       const before = cond.map((l) => keptMaps(maps.get(l.layer)!, l.keepIndices));
       let last = 0;
-      r = await orderUnit(maps.get(u.name)!, sample, parts, {
+      r = await rankUnit(maps.get(u.name)!, sample, parts, {
         maxSelect: opts.maxSelect,
         threads: nThreads,
         backend: opts.backend,
@@ -374,7 +374,7 @@ export async function rankChains(model: Model, units: ConvUnit[], sample: ImageD
     checkpointDir: dir,
     mean: [...norm.mean],
     std: [...norm.std],
-    orderAlgorithmVersion: ORDER_ALGORITHM_VERSION,
+    orderAlgorithmVersion: RANK_ALGORITHM_VERSION,
     seconds: (performance.now() - t0) / 1000,
   };
 }

@@ -10,8 +10,8 @@ import { meanRule, productRule, SIGMA_MODES, type FilterSet, type SigmaMode } fr
 export type { SigmaMode } from './joint.js';
 
 /**
- * Version of the ordering algorithm: part of every checkpoint key (src/ordering/model-rank.ts), so
- * results computed by an older algorithm are never resumed. Bump it whenever orderLayer's order,
+ * Version of the ordering algorithm: part of every checkpoint key (src/cmi/rank-model.ts), so
+ * results computed by an older algorithm are never resumed. Bump it whenever rankLayer's order,
  * curve or result fields change for the same inputs and options.
  *   1: greedy selection, chain-rule CMI curve, noise floor with the own-MI tie-break
  *   2: sigma rule ('reference' | 'median') and its record in `sigma.rule`; optional permutation test
@@ -19,7 +19,7 @@ export type { SigmaMode } from './joint.js';
  *   3: native entropies finished as log1p(sum(|x|^alpha - x)) with compensated sums (round-off
  *      ~30x smaller near saturation, so noise-floor steps and tie-break tails move)
  */
-export const ORDER_ALGORITHM_VERSION = '3';
+export const RANK_ALGORITHM_VERSION = '3';
 
 /** Largest N that backend 'auto' orders in TypeScript when the native addon cannot be loaded. */
 export const TS_FALLBACK_MAX_N = 64;
@@ -44,7 +44,7 @@ export interface LayerInput {
   input?: { data: Float32Array | Float64Array; dim: number; sigmaDim: number };
 }
 
-export interface OrderProgress {
+export interface RankProgress {
   /** selections made so far, of `steps` */
   step: number;
   steps: number;
@@ -57,7 +57,7 @@ export interface OrderProgress {
   seconds: number;
 }
 
-export interface OrderOptions {
+export interface RankLayerOptions {
   /** Renyi order, default 1.01 (the reference) */
   alpha?: number;
   /** 'e' (natural, default, as the reference) or '2' */
@@ -95,7 +95,7 @@ export interface OrderOptions {
   noiseFactor?: number;
   /** seed of the sample permutation used to probe round-off (default 0) */
   seed?: number;
-  onProgress?: (p: OrderProgress) => void;
+  onProgress?: (p: RankProgress) => void;
 }
 
 export interface PermutationTestOptions {
@@ -107,7 +107,7 @@ export interface PermutationTestOptions {
   eta?: number;
 }
 
-export interface OrderResult {
+export interface LayerRankResult {
   /** filter indices in selection order (at most C-1 unless maxSelect is smaller) */
   order: number[];
   /**
@@ -183,7 +183,7 @@ let warnedFallback = false;
  * `load` replaces the addon loader (tests).
  */
 export async function resolveBackend(
-  b: OrderOptions['backend'],
+  b: RankLayerOptions['backend'],
   threads: number,
   n: number,
   load: (threads: number) => Promise<EntropyBackend> = loadNativeBackend,
@@ -280,7 +280,7 @@ function permutePackedInto(src: Float64Array, f: number, perm: Int32Array, n: nu
 }
 
 /** Orders the filters of one layer by greedy forward selection. */
-export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Promise<OrderResult> {
+export async function rankLayer(input: LayerInput, opts: RankLayerOptions = {}): Promise<LayerRankResult> {
   const t0 = performance.now();
   const alpha = opts.alpha ?? 1.01;
   checkAlpha(alpha);
@@ -319,7 +319,7 @@ export async function orderLayer(input: LayerInput, opts: OrderOptions = {}): Pr
   const sigmaMaps = layerSigma(maps);
   const sigmaLabels = rule(n, input.classes);
   const sigmaBefore = before.map(layerSigma);
-  const sigmaRuleName: OrderResult['sigma']['rule'] =
+  const sigmaRuleName: LayerRankResult['sigma']['rule'] =
     sigmaMode !== 'reference' ? sigmaMode : opts.sigmaRule === undefined || opts.sigmaRule === referenceSigma ? 'reference' : 'custom';
   // how a set of filters (with or without B) becomes one joint kernel: src/cmi/joint.ts
   const joint = await (sigmaMode === 'mean' ? meanRule : productRule)(

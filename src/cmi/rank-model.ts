@@ -8,14 +8,14 @@ import { join } from 'node:path';
 import { collectActivations, type LayerActivations } from '../activations/collect.js';
 import {
   checkPermutationTest,
-  ORDER_ALGORITHM_VERSION,
-  orderLayer,
+  RANK_ALGORITHM_VERSION,
+  rankLayer,
   type MapsTensor,
-  type OrderProgress,
-  type OrderResult,
+  type RankProgress,
+  type LayerRankResult,
   type PermutationTestOptions,
   type SigmaMode,
-} from '../cmi/order.js';
+} from './rank.js';
 import { loadCifar10 } from '../data/cifar10.js';
 import { classBalancedSample, type ImageDataset } from '../data/dataset.js';
 import { engineKeyTag, setThreads, TorchModel } from '../engine/index.js';
@@ -36,9 +36,9 @@ export interface RankSettings {
   /** CMI worker threads (default 2) */
   threads?: number;
   greedyTail?: boolean;
-  /** kernel width of the maps (default 'reference'); see OrderOptions.sigma */
+  /** kernel width of the maps (default 'reference'); see RankLayerOptions.sigma */
   sigma?: SigmaMode;
-  /** SPEC section 4's permutation test per layer; see OrderOptions.permutationTest */
+  /** SPEC section 4's permutation test per layer; see RankLayerOptions.permutationTest */
   permutationTest?: PermutationTestOptions;
 }
 
@@ -82,7 +82,7 @@ export interface RankModelOptions extends RankSettings {
   onLayer?: RankUnitsOptions['onLayer'];
 }
 
-export interface LayerRanking extends Omit<OrderResult, 'ownMI'> {
+export interface LayerRanking extends Omit<LayerRankResult, 'ownMI'> {
   layer: string;
   index: number;
   tap: string;
@@ -123,7 +123,7 @@ export interface ModelRanking {
 
 /** Everything a layer's result depends on; hashed into the checkpoint key and stored beside it. */
 export interface CheckpointKeyParts {
-  /** ORDER_ALGORITHM_VERSION of the code that wrote the checkpoint */
+  /** RANK_ALGORITHM_VERSION of the code that wrote the checkpoint */
   version: string;
   model: string;
   sample: string;
@@ -181,7 +181,7 @@ export function sampleFingerprint(ds: ImageDataset): string {
 /** The checkpoint key parts of a run of `units` of `model` on `sample` (everything but the layer). */
 export function keyParts(model: Model, sample: ImageDataset, opts: RankUnitsOptions, norm: { mean: readonly number[]; std: readonly number[] }): CheckpointKeyParts {
   return {
-    version: ORDER_ALGORITHM_VERSION,
+    version: RANK_ALGORITHM_VERSION,
     model: opts.modelKey ?? modelFingerprint(model),
     sample: sampleFingerprint(sample),
     alpha: opts.alpha ?? 1.01,
@@ -233,14 +233,14 @@ export function rankNormalization(model: Model, sample: ImageDataset, opts: Pick
  * Orders one unit's filters from its activations with the run's settings (`parts` of keyParts and
  * the options the key does not hold), conditioned on `before` (empty: the per-layer formulation).
  */
-export async function orderUnit(
+export async function rankUnit(
   a: LayerActivations,
   sample: ImageDataset,
   parts: CheckpointKeyParts,
-  opts: Pick<RankUnitsOptions, 'maxSelect' | 'threads' | 'backend'> & { before?: MapsTensor[]; onProgress?: (p: OrderProgress) => void },
+  opts: Pick<RankUnitsOptions, 'maxSelect' | 'threads' | 'backend'> & { before?: MapsTensor[]; onProgress?: (p: RankProgress) => void },
 ): Promise<LayerRanking> {
   const u = a.unit;
-  const r = await orderLayer(
+  const r = await rankLayer(
     {
       maps: { data: a.maps, n: a.n, c: a.channels, hw: a.spatial },
       labels: sample.labels,
@@ -272,7 +272,7 @@ export async function orderUnit(
 }
 
 /**
- * The core: activations of `units` on `sample` through the engine, orderLayer per layer, per-layer
+ * The core: activations of `units` on `sample` through the engine, rankLayer per layer, per-layer
  * checkpoints (when checkpointDir is given) and progress. The model is not modified.
  */
 export async function rankConvUnits(model: Model, units: ConvUnit[], sample: ImageDataset, opts: RankUnitsOptions = {}): Promise<UnitsRanking> {
@@ -320,7 +320,7 @@ export async function rankConvUnits(model: Model, units: ConvUnit[], sample: Ima
     for (const a of acts) {
       const u = a.unit;
       let last = 0;
-      const layer = await orderUnit(a, sample, parts, {
+      const layer = await rankUnit(a, sample, parts, {
         maxSelect: opts.maxSelect,
         threads: opts.threads,
         backend: opts.backend,
@@ -344,7 +344,7 @@ export async function rankConvUnits(model: Model, units: ConvUnit[], sample: Ima
     checkpointDir: dir,
     mean: [...norm.mean],
     std: [...norm.std],
-    orderAlgorithmVersion: ORDER_ALGORITHM_VERSION,
+    orderAlgorithmVersion: RANK_ALGORITHM_VERSION,
     seconds: (performance.now() - t0) / 1000,
   };
 }
