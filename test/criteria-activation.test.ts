@@ -18,8 +18,10 @@ import {
   singularValues,
 } from '../src/prune/activation-criteria.js';
 import { channelGroups } from '../src/prune/groups.js';
+import { CRITERIA, CRITERION_TRAITS, makeCriterion } from '../src/prune/run.js';
 import type { Calibration, GroupRanking } from '../src/prune/types.js';
 import { addonSkip } from './support/addon.js';
+import { randomImages } from './support/images.js';
 import { randomSource, Rng } from './support/random.js';
 
 const close = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b} (tol ${tol})`);
@@ -296,4 +298,23 @@ test('chipCriterion: on a tiny model it matches the SVD definition, the dead cha
   const sub = await chipCriterion({ samples: 2 }).rank(model, [groups[0]!], calibration(dataset(images, n)));
   assert.equal(sub[0]!.evidence!.images, 2);
   assert.notEqual(chipCriterion({ samples: 2 }).key, chipCriterion().key);
+});
+
+test('CRITERION_TRAITS: every criterion\u2019s ranking carries a curve and p-values exactly where its row says', { skip: addonSkip }, async () => {
+  const b = new SequentialBuilder('traits', [3, 8, 8], { random: randomSource(3) });
+  b.conv(13, 3, { padding: 1 }).bn().relu().conv(9, 3, { padding: 1 }).bn().relu().maxpool(2);
+  const model = b.flatten().linear(4).build();
+  const groups = channelGroups(model).filter((g) => g.prunable);
+  const data = randomImages(new Rng(8), 48, [3, 8, 8], 4);
+  const calibration: Calibration = { data, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], seed: 0, threads: 1 };
+  assert.deepEqual(Object.keys(CRITERION_TRAITS).sort(), [...CRITERIA].sort());
+  for (const name of CRITERIA) {
+    const traits = CRITERION_TRAITS[name];
+    // p-values only when asked for (the ptest cut-off asks): permutations on for every criterion
+    const criterion = makeCriterion(name, { alpha: 2, sigma: 'median', samples: 48, seed: 0, threads: 1, permutations: 5, eta: 0.05 });
+    for (const r of await criterion.rank(model, groups, calibration)) {
+      assert.equal(Array.isArray(r.curve) && r.curve.length > 0, traits.curve, `${name} ${r.group}: curve`);
+      assert.equal(Array.isArray(r.pValues), traits.pValues, `${name} ${r.group}: p-values`);
+    }
+  }
 });

@@ -8,7 +8,7 @@
 import type { SigmaMode } from '../cmi/joint.js';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { type CriterionName, PRUNE_DEFAULTS } from '../prune/run.js';
+import { CRITERION_TRAITS, type CriterionName, PRUNE_DEFAULTS } from '../prune/run.js';
 import { renderSvg, type SweepRow, sweepSpec } from '../report/charts.js';
 import { writeFileAtomic } from '../util/fs.js';
 import type { Json, PointKey, ResultStore, StoredPoint } from './store.js';
@@ -58,7 +58,7 @@ export const labelOf = (id: string) => SWEEP_SETTINGS.find((x) => x.id === id)?.
  * by their held-out sensitivity ('sensitivity').
  */
 export function globalAllocationOf(id: string): 'curve' | 'sensitivity' {
-  return settingOf(id).criterion === 'random' ? 'sensitivity' : 'curve';
+  return CRITERION_TRAITS[settingOf(id).criterion].curve ? 'curve' : 'sensitivity';
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ import { convFilters, costModel, type CostModel } from '../prune/cost.js';
 import { RESIDUAL_MODES, type ResidualMode, uniformRankings } from '../prune/groups.js';
 import { cutoffName, parseCutoff } from '../prune/cutoff-spec.js';
 import { planOf } from '../prune/sweep.js';
-import { evalAcc, heldoutProbe, loadInputs, makeCriterion, prune, type PruneOptions, type RunInputs, sortedPrefix } from '../prune/run.js';
+import { CRITERION_TRAITS, evalAcc, heldoutProbe, loadInputs, makeCriterion, prune, type PruneOptions, type RunInputs, sortedPrefix } from '../prune/run.js';
 import { applyPlan } from '../prune/surgery.js';
 import type { ChannelGroup, GroupRanking, PruningPlan } from '../prune/types.js';
 import { UserError } from '../util/errors.js';
@@ -776,7 +776,7 @@ function resolveOptions(config: ExperimentConfig, opts: ExperimentOptions): Reso
     const ids = SWEEP_SETTINGS.filter((s) => (s.criterion === 'cmi') === cmi).map((s) => s.id);
     if (!ids.includes(c!)) throw new UserError(`${opt}: '${c}' is not one of: ${ids.join(', ')}`);
     if (a !== undefined && !['uniform', 'curve', 'sensitivity'].includes(a)) throw new UserError(`${opt}: allocation '${a}' is not one of: uniform, curve, sensitivity`);
-    if (a === 'curve' && c === 'random') throw new UserError(`${opt}: 'random' has no curve for the curve allocation`);
+    if (a === 'curve' && !CRITERION_TRAITS[SWEEP_SETTINGS.find((s) => s.id === c)!.criterion].curve) throw new UserError(`${opt}: '${c}' has no curve for the curve allocation`);
   }
   return {
     model,

@@ -44,6 +44,19 @@ export const CRITERIA = ['cmi', 'l1', 'random', 'hrank', 'chip'] as const;
 export type CriterionName = (typeof CRITERIA)[number];
 
 /**
+ * What each criterion's ranking carries, declared once (a new criterion cannot compile without its
+ * row): a curve (scree, X-Means and the curve allocation read it), p-values (ptest), a conditional
+ * form (the compact and full formulations condition it on other layers' kept maps).
+ */
+export const CRITERION_TRAITS: Readonly<Record<CriterionName, { curve: boolean; pValues: boolean; conditional: boolean }>> = {
+  cmi: { curve: true, pValues: true, conditional: true },
+  l1: { curve: true, pValues: false, conditional: false },
+  random: { curve: false, pValues: false, conditional: false },
+  hrank: { curve: true, pValues: false, conditional: false },
+  chip: { curve: true, pValues: false, conditional: false },
+};
+
+/**
  * The defaults of prune() and `cmiprune prune`, declared once. The method's (criterion, alpha,
  * sigma, formulation, order, cutoff) are the ones RESULTS.md's VGG16 section ("The tool's
  * defaults") reads off the experiment's points.
@@ -192,16 +205,17 @@ export async function checkOutDir(out: string): Promise<void> {
  */
 export function resolveFormulation(given: Formulation | undefined, criterion: string, residual: ResidualMode | undefined): Formulation {
   if (given !== undefined) return given;
-  return criterion === 'cmi' && residual !== 'all' ? PRUNE_DEFAULTS.formulation : 'per-layer';
+  return CRITERION_TRAITS[criterion as CriterionName]?.conditional && residual !== 'all' ? PRUNE_DEFAULTS.formulation : 'per-layer';
 }
 
 function validate(o: PruneOptions): void {
   if (!(CRITERIA as readonly string[]).includes(o.criterion)) throw new UserError(`--criterion '${o.criterion}' is not one of: ${CRITERIA.join(', ')}`);
   const c = parseCutoff(o.cutoff);
-  if (o.criterion === 'random' && (c.kind === 'scree' || c.kind === 'xmeans' || c.kind === 'ptest'))
-    throw new UserError(`--cutoff ${c.kind} needs a curve, and criterion 'random' gives none: use a budget (keep:F, filters:F, params:F, flops:F)`);
-  if (c.kind === 'ptest' && o.criterion !== 'cmi') throw new UserError(`--cutoff ptest is a test on the CMI ordering: use --criterion cmi`);
-  if (o.formulation !== undefined && o.formulation !== 'per-layer' && o.criterion !== 'cmi')
+  const traits = CRITERION_TRAITS[o.criterion];
+  if (!traits.curve && (c.kind === 'scree' || c.kind === 'xmeans' || c.kind === 'ptest'))
+    throw new UserError(`--cutoff ${c.kind} needs a curve, and criterion '${o.criterion}' gives none: use a budget (keep:F, filters:F, params:F, flops:F)`);
+  if (c.kind === 'ptest' && !traits.pValues) throw new UserError(`--cutoff ptest is a test on the CMI ranking: use --criterion cmi`);
+  if (o.formulation !== undefined && o.formulation !== 'per-layer' && !traits.conditional)
     throw new UserError(`--formulation ${o.formulation} conditions CMI on other layers: use --criterion cmi`);
   if (o.formulation !== undefined && !['per-layer', 'compact', 'full'].includes(o.formulation))
     throw new UserError(`--formulation '${o.formulation}' is not one of: per-layer, compact, full`);
@@ -211,7 +225,7 @@ function validate(o: PruneOptions): void {
   // coupled residual streams is not defined by the method (SPEC section 3)
   if (o.residual === 'all' && o.formulation !== undefined && o.formulation !== 'per-layer')
     throw new UserError(`--formulation ${o.formulation} chains plain conv layers; with --residual all use --formulation per-layer`);
-  if (o.allocation === 'curve' && o.criterion === 'random') throw new UserError(`--allocation curve needs a curve; criterion 'random' gives none`);
+  if (o.allocation === 'curve' && !traits.curve) throw new UserError(`--allocation curve needs a curve; criterion '${o.criterion}' gives none`);
   if (o.distill !== undefined && !(o.distill > 0)) throw new UserError(`--distill must be a temperature > 0, got ${o.distill}`);
   if (o.distill !== undefined && !(o.finetuneEpochs! > 0)) throw new UserError(`--distill needs --finetune-epochs >= 1`);
 }

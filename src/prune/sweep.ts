@@ -15,7 +15,7 @@ import { progress } from '../util/progress.js';
 import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } from './allocate.js';
 import { convFilters, costModel } from './cost.js';
 import { cutoffName, parseCutoff } from './cutoff-spec.js';
-import { checkOutDir, CRITERIA, type CriterionName, evalAcc, loadInputs, makeCriterion, PRUNE_DEFAULTS, sortedPrefix } from './run.js';
+import { checkOutDir, CRITERIA, CRITERION_TRAITS, type CriterionName, evalAcc, loadInputs, makeCriterion, PRUNE_DEFAULTS, sortedPrefix } from './run.js';
 import { type ResidualMode, uniformRankings } from './groups.js';
 import { applyPlan } from './surgery.js';
 import type { ChannelGroup, Criterion, GroupRanking, PruningPlan } from './types.js';
@@ -84,7 +84,8 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
     return c;
   });
   if (budgets.length === 0) throw new UserError('--budgets: give at least one, e.g. filters:0.1,0.3,0.5');
-  if (o.allocation === 'curve' && o.criteria.includes('random')) throw new UserError(`--allocation curve needs a curve; criterion 'random' gives none`);
+  const curveless = o.criteria.find((c) => !CRITERION_TRAITS[c].curve);
+  if (o.allocation === 'curve' && curveless) throw new UserError(`--allocation curve needs a curve; criterion '${curveless}' gives none`);
   await checkOutDir(o.out);
   // held-out images only decide --bn-stats auto
   const inputs = await loadInputs({ ...o, criterion: o.criteria.join('+'), heldout: o.bnStats === 'auto' ? PRUNE_DEFAULTS.heldout : 10, permutations: 0, eta: 0.05 });
