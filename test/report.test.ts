@@ -278,7 +278,7 @@ test('renderSvg: idPrefix makes clip-path ids and their url(#...) references pag
   }
 });
 
-test('writeReportHtml: writes the page atomically (no temp file left)', async () => {
+test('writeReportHtml: writes the page, creating its directory, and leaves no temp file beside it', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'cmiprune-report-'));
   try {
     const html = await page();

@@ -103,7 +103,8 @@ export type Node =
   | PadNode;
 export type OpType = Node['op'];
 
-export const OP_TYPES: readonly OpType[] = [
+/** Every op of the IR at runtime; the check below fails to compile if the Node union has one more. */
+export const OP_TYPES = [
   'Conv2d',
   'BatchNorm',
   'Relu',
@@ -115,7 +116,9 @@ export const OP_TYPES: readonly OpType[] = [
   'Add',
   'Slice',
   'Pad',
-];
+] as const satisfies readonly OpType[];
+const everyOpListed: [Exclude<OpType, (typeof OP_TYPES)[number]>] extends [never] ? true : false = true;
+void everyOpListed;
 
 /** Which parameter slots are trained by gradient descent; the rest (BN running stats) are buffers. */
 export const TRAINABLE_SLOTS: ReadonlySet<string> = new Set(['weight', 'bias']);
