@@ -216,6 +216,7 @@ test('sweep: l1 and random at two global budgets (the README form filters:0.2,0.
   assert.notEqual(bad.status, 0);
   assert.equal(bad.stdout, '');
   assert.match(bad.stderr, /--budgets: 'half' is not a budget/);
+  assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
   assert.equal(existsSync(join(dir, 'sweep-bad')), false);
   const r = cli(['sweep', '--model', small, '--criteria', 'l1,random', '--budgets', 'filters:0.2,0.5', '--per-layer', '--test-limit', '200', '--bn-images', '128', '--out', out]);
   assert.equal(r.status, 0, r.stderr);
@@ -246,7 +247,9 @@ test('prune --bn-stats: anchored gives a plan that keeps every filter (keep:0.99
     return { report: JSON.parse(await readFile(join(out, 'report.json'), 'utf8')), model: await loadOnnxFile(join(out, 'pruned.onnx')) };
   };
   const original = await loadOnnxFile(small);
-  const bnMeans = (m: typeof original) => m.nodes.filter((n) => n.op === 'BatchNorm').map((n) => Array.from(m.tensors[(n.params as { runningMean: string }).runningMean]!.data));
+  // every BN's running mean and variance
+  const bnMeans = (m: typeof original) =>
+    m.nodes.filter((n) => n.op === 'BatchNorm').flatMap((n) => [(n.params as { runningMean: string }).runningMean, (n.params as { runningVar: string }).runningVar].map((k) => Array.from(m.tensors[k]!.data)));
   const anchored = await run(['--bn-stats', 'anchored'], 'bn-anchored');
   assert.equal(anchored.report.bnReestimation.stats, 'anchored');
   assert.equal(anchored.report.bnReestimation.chosen, 'anchored');

@@ -64,3 +64,24 @@ test('writeDirAtomic: a build that fails half-way leaves an existing --out exact
     assert.deepEqual(await readdir(root), ['out']);
   });
 });
+
+test('writeDirAtomic: entries named in `remove` that the build does not write go too; staging lives inside out (a relative out works)', async () => {
+  await withDir(async (root) => {
+    const out = join(root, 'out');
+    await oldOut(out);
+    await writeDirAtomic(out, async (dir) => {
+      await writeFile(join(dir, 'report.json'), 'new report');
+    }, ['report.json', 'model.onnx', 'tfjs']);
+    assert.deepEqual((await readdir(out)).sort(), ['notes.txt', 'report.json']);
+    // a relative path, resolved against the working directory; no staging entries left
+    const cwd = process.cwd();
+    process.chdir(root);
+    try {
+      await writeDirAtomic('rel', async (dir) => writeFile(join(dir, 'a.txt'), 'a'));
+    } finally {
+      process.chdir(cwd);
+    }
+    assert.deepEqual(await readdir(join(root, 'rel')), ['a.txt']);
+    assert.deepEqual((await readdir(root)).sort(), ['out', 'rel']);
+  });
+});

@@ -566,6 +566,9 @@ class Run {
           seed: this.o.seed,
           heldout: this.o.heldout,
           bnImages: this.o.bnImages,
+          // the sweeps' statistics (plain re-estimation): variants are read against them, and the
+          // stored variant points were measured so
+          bnStats: 'reestimated',
           finetuneEpochs: 0,
           threads: this.o.threads,
           ...(this.o.residual ? { residual: this.o.residual as PruneOptions['residual'] } : {}),

@@ -1,6 +1,6 @@
 // The CMI criterion (per-layer formulation, SPEC sections 1-3) behind the Criterion interface:
 // each layer's filters in greedy CMI order on the calibration sample, the curve
-// I(Y; rest | kept) from the chain rule, per-layer checkpoints by the ordering stage. The
+// I(Y; rest | kept) from the chain rule, per-layer checkpoints by the ranking stage (src/cmi/rank-model.ts). The
 // cross-layer formulations (src/cmi/rank-chains.ts) share the settings and the conversion.
 import type { Model } from '../ir/model.js';
 import { type LayerRanking, rankConvUnits, type RankUnitsOptions } from '../cmi/rank-model.js';
@@ -22,7 +22,7 @@ export interface CmiSettings {
   fresh?: boolean;
 }
 
-/** The ordering stage's options for these settings. */
+/** The ranking stage's options for these settings. */
 export function cmiRankOptions(s: CmiSettings, norm: { mean: readonly number[]; std: readonly number[] }): RankUnitsOptions {
   return {
     alpha: s.alpha,

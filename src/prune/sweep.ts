@@ -75,11 +75,10 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
     try {
       c = parseCutoff(b);
     } catch (e) {
-      if (e instanceof UserError) throw new UserError(`--budgets: '${text}' is not a budget (keep:F, filters:F, params:F, flops:F; a bare F takes the kind before it)`);
+      if (e instanceof UserError) throw new UserError(`--budgets: '${text}' is not a budget (keep:F, filters:F, params:F, flops:F; a bare F takes the kind before it): ${e.message}`);
       throw e;
     }
     if (!('fraction' in c)) throw new UserError(`--budgets: '${text}' is not a budget (keep:F, filters:F, params:F, flops:F)`);
-    if ('also' in c && c.also?.length) throw new UserError(`--budgets: '${text}' is a compound budget; a sweep reads one measure per budget`);
     kind = c.kind;
     return c;
   });
@@ -87,8 +86,8 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
   const curveless = o.criteria.find((c) => !CRITERION_TRAITS[c].curve);
   if (o.allocation === 'curve' && curveless) throw new UserError(`--allocation curve needs a curve; criterion '${curveless}' gives none`);
   await checkOutDir(o.out);
-  // held-out images only decide --bn-stats auto
-  const inputs = await loadInputs({ ...o, criterion: o.criteria.join('+'), heldout: o.bnStats === 'auto' ? PRUNE_DEFAULTS.heldout : 10, permutations: 0, eta: 0.05 });
+  // held-out images only decide --bn-stats auto, and only with BN re-estimation on
+  const inputs = await loadInputs({ ...o, criterion: o.criteria.join('+'), heldout: o.bnStats === 'auto' && o.bnImages > 0 ? PRUNE_DEFAULTS.heldout : 10, permutations: 0, eta: 0.05 });
   const { model, groups, prunable, test, norm, rest, calibration, heldout, ckptDir } = inputs;
   const before = modelCost(model);
   const filtersBefore = convFilters(model);

@@ -1,6 +1,6 @@
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 
 /** Write via a temp file in the same directory, then rename, so readers never see partial output. */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
@@ -24,41 +24,52 @@ export function cacheDir(): string {
 
 /**
  * Writes a set of outputs into `out` as a whole: `build` writes every file into a fresh staging
- * directory beside `out` (same filesystem), and only when it has succeeded are its entries renamed
- * into `out`, each replacing the entry of the same name (kept aside until all are in, and put back
- * if a rename fails). A failure while building leaves `out` as it was, so an existing directory
- * never ends with a new model beside an old report. Entries of `out` that the build does not
- * write are left alone.
+ * directory inside `out` (so the same filesystem, and no write access beyond `out` is needed), and
+ * only when it has succeeded are its entries renamed into `out`, each replacing the entry of the
+ * same name; the entries named in `remove` go too (an output this run does not produce must not
+ * survive from an earlier one). Replaced entries wait aside until every rename is done and are put
+ * back if one fails. A failure while building leaves `out` as it was (a directory this call
+ * created is removed), so an existing directory never ends with a new model beside an old report.
+ * Entries of `out` that are neither written nor named are left alone.
  */
-export async function writeDirAtomic(out: string, build: (staging: string) => Promise<void>): Promise<void> {
-  const parent = dirname(resolve(out));
-  await mkdir(parent, { recursive: true });
+export async function writeDirAtomic(out: string, build: (staging: string) => Promise<void>, remove: readonly string[] = []): Promise<void> {
+  const existed = await exists(out);
+  await mkdir(out, { recursive: true });
   const tag = `${process.pid}-${Date.now()}`;
-  const staging = join(parent, `.${basename(out)}.staging-${tag}`);
-  const aside = join(parent, `.${basename(out)}.replaced-${tag}`);
-  await mkdir(staging);
+  const staging = join(out, `.cmiprune-staging-${tag}`);
+  const aside = join(out, `.cmiprune-replaced-${tag}`);
+  let restored = true;
   try {
+    await mkdir(staging);
     await build(staging);
-    await mkdir(out, { recursive: true });
     await mkdir(aside);
+    const written = await readdir(staging);
     const moved: string[] = [];
     try {
-      for (const name of await readdir(staging)) {
+      for (const name of new Set([...written, ...remove])) {
         const target = join(out, name);
         if (await exists(target)) await rename(target, join(aside, name));
-        await rename(join(staging, name), target);
+        if (written.includes(name)) await rename(join(staging, name), target);
         moved.push(name);
       }
     } catch (e) {
-      // put back what was there before
-      for (const name of moved) await rm(join(out, name), { recursive: true, force: true });
+      // put back what was there before; if that fails too, the originals stay in `aside`
+      restored = false;
+      for (const name of moved) if (written.includes(name)) await rm(join(out, name), { recursive: true, force: true });
       for (const name of await readdir(aside)) await rename(join(aside, name), join(out, name));
+      restored = true;
       throw e;
     }
-  } finally {
+  } catch (e) {
     await rm(staging, { recursive: true, force: true });
+    if (!restored) throw new Error(`${(e as Error).message}; the files it replaced are kept in ${aside}`, { cause: e });
     await rm(aside, { recursive: true, force: true });
+    if (!existed) await rm(out, { recursive: true, force: true });
+    throw e;
   }
+  await rm(staging, { recursive: true, force: true });
+  await rm(aside, { recursive: true, force: true });
 }
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
+// lstat: a dangling symlink is an entry too (rename replaces it)
+const exists = (p: string) => lstat(p).then(() => true, () => false);
