@@ -85,3 +85,19 @@ test('writeDirAtomic: entries named in `remove` that the build does not write go
     assert.deepEqual((await readdir(root)).sort(), ['out', 'rel']);
   });
 });
+
+test('writeDirAtomic: a staging directory left by a killed run is removed; one of a live process is not', async () => {
+  await withDir(async (root) => {
+    const out = join(root, 'out');
+    await oldOut(out);
+    // pid 2^30 is above any Linux pid_max: that process is gone
+    const dead = join(out, `.cmiprune-staging-${2 ** 30}-1`);
+    const live = join(out, `.cmiprune-staging-${process.pid}-1`);
+    await mkdir(dead);
+    await writeFile(join(dead, 'model.onnx'), 'partial');
+    await mkdir(live);
+    await writeDirAtomic(out, async (dir) => writeFile(join(dir, 'report.json'), 'new report'));
+    assert.equal(existsSync(dead), false);
+    assert.equal(existsSync(live), true);
+  });
+});

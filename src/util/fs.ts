@@ -35,6 +35,11 @@ export function cacheDir(): string {
 export async function writeDirAtomic(out: string, build: (staging: string) => Promise<void>, remove: readonly string[] = []): Promise<void> {
   const existed = await exists(out);
   await mkdir(out, { recursive: true });
+  // a staging directory left by a killed run (its process is gone) is only partial output
+  for (const name of existed ? await readdir(out) : []) {
+    const pid = /^\.cmiprune-staging-(\d+)-\d+$/.exec(name)?.[1];
+    if (pid !== undefined && !processAlive(Number(pid))) await rm(join(out, name), { recursive: true, force: true });
+  }
   const tag = `${process.pid}-${Date.now()}`;
   const staging = join(out, `.cmiprune-staging-${tag}`);
   const aside = join(out, `.cmiprune-replaced-${tag}`);
@@ -69,6 +74,15 @@ export async function writeDirAtomic(out: string, build: (staging: string) => Pr
   }
   await rm(staging, { recursive: true, force: true });
   await rm(aside, { recursive: true, force: true });
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 // lstat: a dangling symlink is an entry too (rename replaces it)
