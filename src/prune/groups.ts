@@ -1,7 +1,9 @@
 // Channel groups: what changes together when one output channel of a conv goes. Torch-Pruning's
 // dependency groups, but static and exact on the closed IR: every op type has exactly one rule in
-// OP_RULES (a Record over OpType, so a new op does not compile without its rule), and a pattern
-// the rules do not cover is reported as not prunable with the node named, never guessed.
+// OP_RULES (a Record over OpType, so a new op does not compile without its rule; the rule's role
+// decides which hooks it must give, and the analysis and the surgery dispatch only through them),
+// and a pattern the rules do not cover is reported as not prunable with the node named, never
+// guessed.
 //
 // The analysis works on channel spaces: the values whose channels are tied together. A conv's
 // output starts a space; passthrough ops and Flatten carry it on; an Add ties its inputs and output
@@ -28,16 +30,51 @@ import type { ChannelGroup, GroupMember } from './types.js';
  */
 export type OpRole = 'producer' | 'passthrough' | 'consumer' | 'flatten' | 'couple';
 
-export interface OpRule {
-  role: OpRole;
-  /** passthrough ops: parameter slots indexed by channel along axis 0 */
-  channelSlots?: readonly string[];
-  /**
-   * passthrough ops: the value a removed channel carries after this op, given the value before it
-   * (removed channels are constant maps), and whether that is exact at every pixel
-   */
-  constant?: (model: Model, node: Node, channel: number, value: number) => { value: number; exact: boolean };
-}
+/** The value a removed channel carries after an op, given the value before it, and whether that is exact at every pixel. */
+export type ConstantRule = (model: Model, node: Node, channel: number, value: number) => { value: number; exact: boolean };
+
+/** A channel-reading or -writing op: sets the attribute that states a member tensor's channel count after surgery. */
+type SetCount = (node: Node, role: 'in' | 'out', channels: number) => void;
+
+/**
+ * One rule per op, discriminated by role: every hook the analysis (here) and the surgery
+ * (surgery.ts) dispatch on is the rule's, so an op cannot take part without saying what it does.
+ */
+export type OpRule =
+  | {
+      role: 'producer' | 'consumer';
+      setCount: SetCount;
+      /** why this node's channels cannot be cut on their own (a grouped conv), naming it */
+      refusal?: (node: Node) => string | undefined;
+      /** whether a constant input map gives an inexact fold at the output's borders (zero padding reads zeros, not the constant) */
+      inexactFold: (node: Node) => boolean;
+    }
+  | {
+      role: 'passthrough';
+      /** parameter slots indexed by channel along axis 0 */
+      channelSlots?: readonly string[];
+      constant: ConstantRule;
+      setCount?: SetCount;
+    }
+  | { role: 'flatten' }
+  | {
+      role: 'couple';
+      /** whether this node ties channels at all (a spatial-only Pad just carries them) */
+      couples: (node: Node) => boolean;
+      /** input i's channel c is output channel c + inputOffset(node, i) */
+      inputOffset: (node: Node, input: number) => number;
+      /** the output merges its inputs element-wise, which must share one shape (Add); its output is a coupled group's tap */
+      merges: boolean;
+      /** why a coupled space is refused under --residual inner (after the node's label) */
+      innerReason: string;
+      /**
+       * the constant a removed class j carries at the output, from the constants at the inputs
+       * (undefined where an input does not carry j); `carried`: the output carries j
+       */
+      constant: (model: Model, node: Node, j: number, inputs: readonly (Float64Array | undefined)[], offsets: { input: number; output: number }, carried: boolean, inexact: () => void) => Float64Array | undefined;
+      /** after surgery, the node's attributes for the kept classes (e.g. a Pad's channel padding) */
+      resize?: (node: Node, keep: readonly number[], input: SpaceValue, output: SpaceValue) => Node['attrs'];
+    };
 
 const identity = (_m: Model, _n: Node, _c: number, value: number) => ({ value, exact: true });
 
@@ -48,9 +85,25 @@ function bnAffine(model: Model, node: Node, c: number, x: number): { value: numb
   return { value: (p('weight') * (x - p('runningMean'))) / Math.sqrt(p('runningVar') + bn.attrs.eps) + p('bias'), exact: true };
 }
 
+type PadNode = Extract<Node, { op: 'Pad' }>;
+type ConvNode = Extract<Node, { op: 'Conv2d' }>;
+
 export const OP_RULES: Readonly<Record<OpType, OpRule>> = {
-  Conv2d: { role: 'producer' },
-  BatchNorm: { role: 'passthrough', channelSlots: ['weight', 'bias', 'runningMean', 'runningVar'], constant: bnAffine },
+  Conv2d: {
+    role: 'producer',
+    setCount: (n, role, c) => {
+      if (role === 'out') (n as ConvNode).attrs.outChannels = c;
+      else (n as ConvNode).attrs.inChannels = c;
+    },
+    refusal: (n) => ((n as ConvNode).attrs.groups !== 1 ? `${label(n)} is a grouped conv (groups ${(n as ConvNode).attrs.groups}): its input and output channels are coupled` : undefined),
+    inexactFold: (n) => (n as ConvNode).attrs.padding[0] > 0 || (n as ConvNode).attrs.padding[1] > 0,
+  },
+  BatchNorm: {
+    role: 'passthrough',
+    channelSlots: ['weight', 'bias', 'runningMean', 'runningVar'],
+    constant: bnAffine,
+    setCount: (n, _role, c) => void ((n as BatchNormNode).attrs.numFeatures = c),
+  },
   Relu: { role: 'passthrough', constant: (_m, _n, _c, v) => ({ value: Math.max(0, v), exact: true }) },
   // the max of a constant window is the constant, padding (-inf) or not
   MaxPool: { role: 'passthrough', constant: identity },
@@ -64,21 +117,54 @@ export const OP_RULES: Readonly<Record<OpType, OpRule>> = {
   },
   GlobalAvgPool: { role: 'passthrough', constant: identity },
   Flatten: { role: 'flatten' },
-  Linear: { role: 'consumer' },
-  Add: { role: 'couple' },
+  Linear: {
+    role: 'consumer',
+    setCount: (n, role, c) => {
+      if (role === 'in') (n as Extract<Node, { op: 'Linear' }>).attrs.inFeatures = c;
+    },
+    inexactFold: () => false,
+  },
+  // a residual sum: every input's channel c is the output's channel c; a removed class carries the
+  // sum of its inputs' constants
+  Add: {
+    role: 'couple',
+    couples: () => true,
+    inputOffset: () => 0,
+    merges: true,
+    innerReason: 'couples these channels with another tensor (residual connection)',
+    constant: (_m, _n, _j, ins) => (ins[0] ? ins[0].map((_x, f) => ins.reduce((s, c) => s + c![f]!, 0)) : undefined),
+  },
   // a spatial subsample keeps channel c as channel c; a constant map stays that constant
   Slice: { role: 'passthrough', constant: identity },
   // padding channels renumbers them (zero channels of a ResNet option-A shortcut): the input's
   // channel c is the output's c + before; spatial padding makes a constant map's border the pad value
   Pad: {
     role: 'couple',
-    constant: (_m, n, _c, v) => {
-      const a = (n as Extract<Node, { op: 'Pad' }>).attrs;
-      return { value: v, exact: v === a.value || [2, 3, 6, 7].every((i) => a.pads[i] === 0) };
+    couples: (n) => (n as PadNode).attrs.pads[1] > 0 || (n as PadNode).attrs.pads[5] > 0,
+    inputOffset: (n) => (n as PadNode).attrs.pads[1],
+    merges: false,
+    innerReason: 'renumbers these channels',
+    constant: (_m, n, _j, ins, _o, carried, inexact) => {
+      const a = (n as PadNode).attrs;
+      // a carried class keeps its constant (the border becomes the pad value); a class the Pad adds is the pad value
+      if (ins[0]) {
+        return ins[0].map((v) => {
+          if (!(v === a.value || [2, 3, 6, 7].every((i) => a.pads[i] === 0))) inexact();
+          return v;
+        });
+      }
+      return carried ? Float64Array.of(a.value) : undefined;
+    },
+    // as many channels on each side as the plan keeps of the ones it added
+    resize: (n, keep, vin, vout) => {
+      const a = (n as PadNode).attrs;
+      const pads = [...a.pads] as typeof a.pads;
+      pads[1] = keep.filter((j) => j >= vout.offset && j < vin.offset).length;
+      pads[5] = keep.filter((j) => j >= vin.offset + vin.width && j < vout.offset + vout.width).length;
+      return { ...a, pads };
     },
   },
 };
-
 
 /** Whether residual couplings are pruned: 'inner' refuses coupled spaces, 'all' prunes each as one group. */
 export type ResidualMode = 'inner' | 'all';
@@ -183,12 +269,13 @@ export function channelSpaces(model: Model, shapes = inferShapes(model, 1)): Map
       steps.push({ node, as: 'in', value: x });
       if (node.inputs.length !== 1) refuse(node.inputs, `${label(node)} reads channels on an input the rules do not cover`);
       if (sharedKey) refuse([x], `${label(node)} shares its tensor '${sharedKey}' with another node`);
-      if (node.op === 'Conv2d' && node.attrs.groups !== 1) refuse([x], `${label(node)} is a grouped conv (groups ${node.attrs.groups}): its input and output channels are coupled`);
+      const own = rule.refusal?.(node);
+      if (own) refuse([x], own);
       if (rule.role === 'producer') {
         register(out);
         steps.push({ node, as: 'out', value: out });
         if (sharedKey) refuse([out], `${label(node)} shares its tensor '${sharedKey}' with another node`);
-        if (node.op === 'Conv2d' && node.attrs.groups !== 1) refuse([out], `${label(node)} is a grouped conv (groups ${node.attrs.groups}): its channels are coupled`);
+        if (own) refuse([out], own);
       }
       continue;
     }
@@ -209,16 +296,11 @@ export function channelSpaces(model: Model, shapes = inferShapes(model, 1)): Map
         break;
       }
       case 'couple': {
-        if (node.op === 'Pad') {
-          const before = node.attrs.pads[1];
-          if (!tie(x, out, before)) refuse([out], `${label(node)} ties channels that are already tied at another offset`);
-        } else {
-          const s0 = JSON.stringify(shapes.get(x));
-          for (const v of node.inputs) {
-            if (JSON.stringify(shapes.get(v)) !== s0) refuse([v, out], `${label(node)} adds values of different shapes`);
-            if (!tie(v, out, 0)) refuse([out], `${label(node)} ties channels that are already tied at another offset`);
-          }
-        }
+        const s0 = JSON.stringify(shapes.get(x));
+        node.inputs.forEach((v, i) => {
+          if (rule.merges && JSON.stringify(shapes.get(v)) !== s0) refuse([v, out], `${label(node)} merges values of different shapes`);
+          if (!tie(v, out, rule.inputOffset(node, i))) refuse([out], `${label(node)} ties channels that are already tied at another offset`);
+        });
         span.set(out, 1);
         for (const v of node.inputs) if (span.get(v) !== 1) refuse([out], `${label(node)} couples flattened features`);
         break;
@@ -270,7 +352,8 @@ export function channelSpaces(model: Model, shapes = inferShapes(model, 1)): Map
 
 /** Whether a node ties channels together: an Add, or a Pad that adds channels (a spatial-only Pad just carries them). */
 function couples(n: Node): boolean {
-  return n.op === 'Add' || (n.op === 'Pad' && (n.attrs.pads[1] > 0 || n.attrs.pads[5] > 0));
+  const rule = OP_RULES[n.op];
+  return rule.role === 'couple' && rule.couples(n);
 }
 
 /** Whether removing class j touches value v. */
@@ -290,7 +373,8 @@ function spaceMembers(model: Model, sp: ChannelSpace): GroupMember[] {
       members.push({ node: s.node.name, slot: 'weight', axis: 1, span: v.span, role: 'in', offset: v.offset, width: v.width });
     } else {
       const v = at(s.node.inputs[0]!);
-      for (const slot of OP_RULES[s.node.op].channelSlots ?? []) if (params[slot]) members.push({ node: s.node.name, slot, axis: 0, span: v.span, role: 'out', offset: v.offset, width: v.width });
+      const rule = OP_RULES[s.node.op];
+      for (const slot of rule.role === 'passthrough' ? (rule.channelSlots ?? []) : []) if (params[slot]) members.push({ node: s.node.name, slot, axis: 0, span: v.span, role: 'out', offset: v.offset, width: v.width });
     }
   }
   return members;
@@ -305,7 +389,11 @@ function coupledTap(model: Model, sp: ChannelSpace, cons: Map<string, Node[]>): 
     const x = sp.values.get(v);
     return x !== undefined && x.offset === 0 && x.width === sp.channels && x.span === 1;
   };
-  const adds = sp.steps.filter((s) => s.node.op === 'Add' && full(s.node.outputs[0]!));
+  const merges = (n: Node) => {
+    const rule = OP_RULES[n.op];
+    return rule.role === 'couple' && rule.merges;
+  };
+  const adds = sp.steps.filter((s) => merges(s.node) && full(s.node.outputs[0]!));
   if (adds.length > 0) {
     const out = adds[adds.length - 1]!.node.outputs[0]!;
     const next = cons.get(out);
@@ -358,7 +446,8 @@ export function channelGroups(model: Model, residual: ResidualMode = 'inner'): C
     // under 'inner' the coupling is the reason, whatever else the space meets
     if (coupled && residual === 'inner') {
       const c = firstCoupler(conv, cons) ?? sp.couplers[0]!;
-      reason = `${label(c)} ${c.op === 'Add' ? 'couples these channels with another tensor (residual connection)' : 'renumbers these channels'}: prunable only with --residual all`;
+      const rule = OP_RULES[c.op];
+      reason = `${label(c)} ${rule.role === 'couple' ? rule.innerReason : 'couples these channels'}: prunable only with --residual all`;
     }
     const asGroup = coupled && residual === 'all';
     const tap = asGroup ? coupledTap(model, sp, cons) : unit.tap;

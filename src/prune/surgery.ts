@@ -89,33 +89,21 @@ function removedChannelConstants(model: Model, group: ChannelGroup, removed: num
     const vin = at.get(input.name)!;
     if (step.as === 'in') {
       atConsumer.set(node.name, { input, values: vin });
-      if (node.op === 'Conv2d' && (node.attrs.padding[0] > 0 || node.attrs.padding[1] > 0) && vin.some((v) => v?.some((x) => x !== 0))) inexact(node);
+      const reader = OP_RULES[node.op];
+      if (reader.role !== 'producer' && reader.role !== 'consumer') throw new Error(`surgery: ${node.name} reads channels but is a ${reader.role}`);
+      if (reader.inexactFold(node) && vin.some((v) => v?.some((x) => x !== 0))) inexact(node);
       continue;
     }
     const out = val(node.outputs[0]!);
     const rule = OP_RULES[node.op];
-    if (node.op === 'Add') {
+    if (rule.role === 'couple') {
       const ins = node.inputs.map((v) => at.get(v)!);
-      at.set(out.name, removed.map((_, r) => (ins[0]![r] ? ins[0]![r]!.map((_x, f) => ins.reduce((s, c) => s + c[r]![f]!, 0)) : undefined)));
-    } else if (node.op === 'Pad') {
-      at.set(
-        out.name,
-        removed.map((j, r) => {
-          if (vin[r]) {
-            return vin[r]!.map((x) => {
-              const y = rule.constant!(model, node, j - input.offset, x);
-              if (!y.exact) inexact(node);
-              return y.value;
-            });
-          }
-          return carries(out, j) ? Float64Array.of(node.attrs.value) : undefined;
-        }),
-      );
+      at.set(out.name, removed.map((j, r) => rule.constant(model, node, j, ins.map((c) => c[r]), { input: input.offset, output: out.offset }, carries(out, j), () => inexact(node))));
     } else if (rule.role === 'flatten') {
       const s = inferShapes(model, 1).get(input.name)!;
       const hw = s[2]! * s[3]!;
       at.set(out.name, vin.map((v) => v && Float64Array.from({ length: v.length * hw }, (_, f) => v[Math.floor(f / hw)]!)));
-    } else {
+    } else if (rule.role === 'passthrough') {
       at.set(
         out.name,
         vin.map(
@@ -124,7 +112,7 @@ function removedChannelConstants(model: Model, group: ChannelGroup, removed: num
             v.map((x, f) => {
               // after a Flatten, per-feature params (BatchNorm1d) index feature c*span + f
               const c = removed[r]! - input.offset;
-              const y = rule.constant!(model, node, input.span === 1 ? c : c * input.span + f, x);
+              const y = rule.constant(model, node, input.span === 1 ? c : c * input.span + f, x);
               if (!y.exact) inexact(node);
               return y.value;
             }),
@@ -239,26 +227,20 @@ export function applyPlan(model: Model, plan: PruningPlan): Model {
         out.tensors[created] = sliceAxis(out.tensors[created]!, 0, memberKeep(m, keep), 1);
       }
     }
-    // a Pad adds as many channels on each side as the plan keeps of the ones it added
+    // couplers whose attributes state channel counts (a Pad's channel padding)
     const sp = groupSpace(model, g, spaces);
     for (const c of sp.couplers) {
-      if (c.op !== 'Pad') continue;
-      const vin = sp.values.get(c.inputs[0]!)!;
-      const vout = sp.values.get(c.outputs[0]!)!;
-      const node = out.nodes.find((n) => n.name === c.name)! as Extract<Node, { op: 'Pad' }>;
-      const pads = [...node.attrs.pads] as typeof node.attrs.pads;
-      pads[1] = keep.filter((j) => j >= vout.offset && j < vin.offset).length;
-      pads[5] = keep.filter((j) => j >= vin.offset + vin.width && j < vout.offset + vout.width).length;
-      node.attrs = { ...node.attrs, pads };
+      const rule = OP_RULES[c.op];
+      if (rule.role !== 'couple' || !rule.resize) continue;
+      const node = out.nodes.find((n) => n.name === c.name)!;
+      node.attrs = rule.resize(node, keep, sp.values.get(c.inputs[0]!)!, sp.values.get(c.outputs[0]!)!) as typeof node.attrs;
     }
+    // every member's node states its new channel count by its rule
     for (const m of g.members) {
       const node = out.nodes.find((n) => n.name === m.node)!;
       const len = out.tensors[(node.params as Record<string, string>)[m.slot]!]!.shape[m.axis]!;
-      if (node.op === 'Conv2d') {
-        if (m.role === 'out') node.attrs.outChannels = len;
-        else node.attrs.inChannels = len;
-      } else if (node.op === 'BatchNorm') node.attrs.numFeatures = len;
-      else if (node.op === 'Linear' && m.role === 'in') node.attrs.inFeatures = len;
+      const rule = OP_RULES[node.op];
+      if ('setCount' in rule && rule.setCount) rule.setCount(node, m.role, len);
     }
   }
   const kept = Object.fromEntries(groups.map((g) => [g.name, plan.keep[g.name]?.length ?? g.channels]));
