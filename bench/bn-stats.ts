@@ -13,9 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { allocateByCurve, allocateUniform } from '../src/prune/allocate.js';
 import { costModel } from '../src/prune/cost.js';
 import { uniformRankings } from '../src/prune/groups.js';
-import { type CriterionName, evalAcc, loadInputs, makeCriterion, PRUNE_DEFAULTS } from '../src/prune/run.js';
+import { type CriterionName, evalAcc, loadInputs, makeCriterion, PRUNE_DEFAULTS } from '../src/pipeline/prune.js';
 import { applyPlan } from '../src/prune/surgery.js';
-import { planOf } from '../src/prune/sweep.js';
+import { planOf } from '../src/pipeline/sweep.js';
 import { anchorBatchNorm, chooseBnStats, reestimateBatchNorm } from '../src/recover/bn.js';
 
 const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');

@@ -32,8 +32,8 @@ export { cmiCriterion } from './prune/cmi-criterion.js';
 export { screeCutoff, xmeansCutoff, ptestCutoff, fractionCutoff } from './prune/cutoffs.js';
 export { parseCutoff, cutoffName, type CutoffSpec } from './prune/cutoff-spec.js';
 export { allocateUniform, allocateByCurve, allocateBySensitivity } from './prune/allocate.js';
-export { prune, PRUNE_DEFAULTS, resolveFormulation, type PruneOptions, type PruneSummary } from './prune/run.js';
-export { sweep, type SweepOptions, type SweepSummary } from './prune/sweep.js';
+export { prune, PRUNE_DEFAULTS, resolveFormulation, type PruneOptions, type PruneSummary } from './pipeline/prune.js';
+export { sweep, type SweepOptions, type SweepSummary } from './pipeline/sweep.js';
 
 export { reestimateBatchNorm, anchorBatchNorm, BN_STATS, type BnStats, finetune } from './recover/index.js';
 export { verifyWithOnnxRuntime, ortLatency, countOnnx, exportTfjs } from './export/index.js';

@@ -18,7 +18,7 @@ import {
   singularValues,
 } from '../src/prune/activation-criteria.js';
 import { channelGroups } from '../src/prune/groups.js';
-import { CRITERIA, CRITERION_TRAITS, makeCriterion } from '../src/prune/run.js';
+import { CRITERIA, CRITERION_TRAITS, makeCriterion } from '../src/pipeline/prune.js';
 import type { Calibration, GroupRanking } from '../src/prune/types.js';
 import { addonSkip } from './support/addon.js';
 import { randomImages } from './support/images.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
-import { floatListOption } from '../src/cli/options.js';
+import { floatListOption } from '../src/util/options.js';
 import { imageFolderClasses, loadImageFolder } from '../src/data/folder.js';
 import { resolveNormalization } from '../src/data/normalization.js';
 import { encodeNpy } from '../src/data/npy.js';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runExperiment } from '../experiments/vgg16.js';
-import { PRUNE_DEFAULTS } from '../src/prune/run.js';
+import { PRUNE_DEFAULTS } from '../src/pipeline/prune.js';
 import { VGG16_ONNX } from './support/shared.js';
 
 test('PRUNE_DEFAULTS are what the committed VGG16 points read off (RESULTS.md, "The tool\'s defaults")', async () => {

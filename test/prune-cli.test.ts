@@ -14,7 +14,7 @@ import { setThreads, TorchModel } from '../src/engine/index.js';
 import { countOnnx } from '../src/export/count.js';
 import { SequentialBuilder } from '../src/ir/builder.js';
 import { exportOnnx, loadOnnxFile } from '../src/onnx/index.js';
-import { PRUNE_DEFAULTS, resolveFormulation } from '../src/prune/run.js';
+import { PRUNE_DEFAULTS, resolveFormulation } from '../src/pipeline/prune.js';
 import { chooseBnStats } from '../src/recover/bn.js';
 import { PLAN_METADATA_KEY } from '../src/prune/surgery.js';
 import { addonSkip } from './support/addon.js';

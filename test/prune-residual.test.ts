@@ -14,7 +14,7 @@ import { costModel } from '../src/prune/cost.js';
 import { l1Criterion } from '../src/prune/criteria.js';
 import { channelGroups, keptChannels, stratifiedOrder, uniformRankings } from '../src/prune/groups.js';
 import { applyPlan, foldingNotes, maskPlan } from '../src/prune/surgery.js';
-import { sweep } from '../src/prune/sweep.js';
+import { sweep } from '../src/pipeline/sweep.js';
 import type { ChannelGroup, PruningPlan } from '../src/prune/types.js';
 import { addonSkip } from './support/addon.js';
 import { GraphBuilder } from './support/graph.js';

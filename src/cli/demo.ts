@@ -1,7 +1,7 @@
 // `cmiprune demo` (npm start): train a small CNN on CIFAR-10, prune it, show before/after.
 import type { Command } from 'commander';
 import { runDemo } from '../demo/demo.js';
-import { intOption } from './options.js';
+import { intOption } from '../util/options.js';
 
 export function registerDemo(program: Command): void {
   program

@@ -6,7 +6,7 @@ import { inferShapes } from '../ir/shapes.js';
 import { loadOnnxFile } from '../onnx/index.js';
 import { evaluate } from '../train/evaluate.js';
 import { UserError } from '../util/errors.js';
-import { choiceOption, floatListOption, intOption } from './options.js';
+import { choiceOption, floatListOption, intOption } from '../util/options.js';
 import { resolveNormalization } from '../data/normalization.js';
 
 export interface EvalOptions {

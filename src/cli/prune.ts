@@ -1,10 +1,10 @@
-// `cmiprune prune`: rank, cut, operate, recover, export and verify in one run (src/prune/run.ts).
+// `cmiprune prune`: rank, cut, operate, recover, export and verify in one run (src/pipeline/prune.ts).
 import type { Command } from 'commander';
-import { CRITERIA, PRUNE_DEFAULTS, prune, type PruneOptions } from '../prune/run.js';
+import { CRITERIA, PRUNE_DEFAULTS, prune, type PruneOptions } from '../pipeline/prune.js';
 import { BN_STATS } from '../recover/bn.js';
 import { CUTOFF_FORMS, parseCutoff } from '../prune/cutoff-spec.js';
-import { sweep, type SweepOptions } from '../prune/sweep.js';
-import { choiceOption, floatListOption, floatOption, intOption } from './options.js';
+import { sweep, type SweepOptions } from '../pipeline/sweep.js';
+import { choiceOption, floatListOption, floatOption, intOption } from '../util/options.js';
 import { InvalidArgumentError } from 'commander';
 
 function cutoffOption(v: string): string {

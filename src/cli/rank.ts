@@ -3,7 +3,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 
 import { rankModel, type ModelRanking } from '../cmi/rank-model.js';
-import { choiceOption, floatListOption, floatOption, intOption } from './options.js';
+import { choiceOption, floatListOption, floatOption, intOption } from '../util/options.js';
 import { rankLayer, type MapsTensor, type LayerRankResult, type PermutationTestOptions, type SigmaMode } from '../cmi/rank.js';
 import { SIGMA_MODES } from '../cmi/joint.js';
 import { readNpy, type NpyArray } from '../data/npy.js';

@@ -11,7 +11,7 @@ import { SequentialBuilder } from '../ir/builder.js';
 import type { Model } from '../ir/model.js';
 import { exportOnnx } from '../onnx/export.js';
 import { finetune } from '../recover/finetune.js';
-import { checkOutDir, prune, PRUNE_DEFAULTS, type PruneOptions } from '../prune/run.js';
+import { checkOutDir, prune, PRUNE_DEFAULTS, type PruneOptions } from '../pipeline/prune.js';
 import { cacheDir, writeFileAtomic } from '../util/fs.js';
 import { Rng } from '../util/rng.js';
 

@@ -8,7 +8,7 @@
 import type { SigmaMode } from '../cmi/joint.js';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { CRITERION_TRAITS, type CriterionName, PRUNE_DEFAULTS } from '../prune/run.js';
+import { CRITERION_TRAITS, type CriterionName, PRUNE_DEFAULTS } from '../pipeline/prune.js';
 import { renderSvg, type SweepRow, sweepSpec } from '../report/charts.js';
 import { writeFileAtomic } from '../util/fs.js';
 import type { Json, PointKey, ResultStore, StoredPoint } from './store.js';

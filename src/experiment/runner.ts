@@ -24,7 +24,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { floatOption, intOption } from '../cli/options.js';
+import { floatOption, intOption } from '../util/options.js';
 import { limit, type ImageDataset } from '../data/dataset.js';
 import {
   type Allocation,
@@ -62,8 +62,8 @@ import { allocateByCurve, allocateBySensitivity, allocateUniform, type Budget, S
 import { convFilters, costModel, type CostModel } from '../prune/cost.js';
 import { RESIDUAL_MODES, type ResidualMode, uniformRankings } from '../prune/groups.js';
 import { cutoffName, parseCutoff } from '../prune/cutoff-spec.js';
-import { planOf } from '../prune/sweep.js';
-import { CRITERION_TRAITS, evalAcc, heldoutProbe, loadInputs, makeCriterion, prune, type PruneOptions, type RunInputs, sortedPrefix } from '../prune/run.js';
+import { planOf } from '../pipeline/sweep.js';
+import { CRITERION_TRAITS, evalAcc, heldoutProbe, loadInputs, makeCriterion, prune, type PruneOptions, type RunInputs, sortedPrefix } from '../pipeline/prune.js';
 import { applyPlan } from '../prune/surgery.js';
 import type { ChannelGroup, GroupRanking, PruningPlan } from '../prune/types.js';
 import { UserError } from '../util/errors.js';

@@ -4,7 +4,7 @@
 // the per-layer decisions, and, given a sweep, accuracy against filters and multiply-adds removed
 // per criterion. The plots are Vega-Lite specs rendered to SVG in Node (./charts.ts).
 //
-// The shapes below list only the fields read here; src/prune/run.ts's report object (and its
+// The shapes below list only the fields read here; src/pipeline/prune.ts's report object (and its
 // JSON.parse'd report.json) is assignable to PruneReportLike. Every value is checked at run time
 // as well, so a report from an older version or a hand-edited file renders what it has.
 import { basename } from 'node:path';

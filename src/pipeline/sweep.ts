@@ -12,13 +12,13 @@ import { evaluate } from '../train/evaluate.js';
 import { UserError } from '../util/errors.js';
 import { writeDirAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
-import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } from './allocate.js';
-import { convFilters, costModel } from './cost.js';
-import { cutoffName, parseCutoff } from './cutoff-spec.js';
-import { checkOutDir, CRITERIA, CRITERION_TRAITS, type CriterionName, evalAcc, loadInputs, makeCriterion, PRUNE_DEFAULTS, sortedPrefix } from './run.js';
-import { type ResidualMode, uniformRankings } from './groups.js';
-import { applyPlan } from './surgery.js';
-import type { ChannelGroup, Criterion, GroupRanking, PruningPlan } from './types.js';
+import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } from '../prune/allocate.js';
+import { convFilters, costModel } from '../prune/cost.js';
+import { cutoffName, parseCutoff } from '../prune/cutoff-spec.js';
+import { checkOutDir, CRITERIA, CRITERION_TRAITS, type CriterionName, evalAcc, loadInputs, makeCriterion, PRUNE_DEFAULTS, sortedPrefix } from './prune.js';
+import { type ResidualMode, uniformRankings } from '../prune/groups.js';
+import { applyPlan } from '../prune/surgery.js';
+import type { ChannelGroup, Criterion, GroupRanking, PruningPlan } from '../prune/types.js';
 
 export interface SweepOptions {
   model: string;

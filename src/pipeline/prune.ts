@@ -25,37 +25,24 @@ import { evaluate } from '../train/evaluate.js';
 import { UserError } from '../util/errors.js';
 import { cacheDir, writeDirAtomic, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
-import { allocateByCurve, allocateBySensitivity, allocateUniform, type Allocation, type AllocationRule, type Budget } from './allocate.js';
-import { cmiCriterion, cmiRankOptions, type CmiSettings, toGroupRanking } from './cmi-criterion.js';
+import { allocateByCurve, allocateBySensitivity, allocateUniform, type Allocation, type AllocationRule, type Budget } from '../prune/allocate.js';
+import { cmiRankOptions, type CmiSettings, toGroupRanking } from '../prune/cmi-criterion.js';
 import { convUnits } from '../ir/graph.js';
 import { type ChainsResult, type Formulation, type PruneOrder, rankChains } from '../cmi/rank-chains.js';
-import { convFilters, costModel } from './cost.js';
-import { chipCriterion, hrankCriterion } from './activation-criteria.js';
-import { l1Criterion, randomCriterion, requireCurve } from './criteria.js';
-import { type CutoffSpec, cutoffName, parseCutoff } from './cutoff-spec.js';
-import { candidateKeeps, chooseCandidate, fractionCutoff, ptestCutoff, screeCutoff, xmeansCutoff } from './cutoffs.js';
-import { channelGroups, keptChannels, RESIDUAL_MODES, type ResidualMode, uniformRankings } from './groups.js';
-import { applyPlan, foldingNotes, maskPlan } from './surgery.js';
-import type { ChannelGroup, Criterion, CutoffDecision, GroupRanking, PruningPlan } from './types.js';
+import { convFilters, costModel } from '../prune/cost.js';
+import { requireCurve } from '../prune/criteria.js';
+import { type CutoffSpec, cutoffName, parseCutoff } from '../prune/cutoff-spec.js';
+import { candidateKeeps, chooseCandidate, fractionCutoff, ptestCutoff, screeCutoff, xmeansCutoff } from '../prune/cutoffs.js';
+import { channelGroups, keptChannels, RESIDUAL_MODES, type ResidualMode, uniformRankings } from '../prune/groups.js';
+import { applyPlan, foldingNotes, maskPlan } from '../prune/surgery.js';
+import type { ChannelGroup, Criterion, CutoffDecision, GroupRanking, PruningPlan } from '../prune/types.js';
+import { CRITERIA, CRITERION_TRAITS, type CriterionName, makeCriterion } from '../prune/registry.js';
+
+// the criteria by name live with the prune stage; the pipeline's callers find them here too
+export { CRITERIA, CRITERION_TRAITS, type CriterionName, makeCriterion } from '../prune/registry.js';
 
 /** bump when the pipeline's decisions change for the same inputs (part of every checkpoint key) */
 export const PRUNE_ALGORITHM_VERSION = 'prune/1';
-
-export const CRITERIA = ['cmi', 'l1', 'random', 'hrank', 'chip'] as const;
-export type CriterionName = (typeof CRITERIA)[number];
-
-/**
- * What each criterion's ranking carries, declared once (a new criterion cannot compile without its
- * row): a curve (scree, X-Means and the curve allocation read it), p-values (ptest), a conditional
- * form (the compact and full formulations condition it on other layers' kept maps).
- */
-export const CRITERION_TRAITS: Readonly<Record<CriterionName, { curve: boolean; pValues: boolean; conditional: boolean }>> = {
-  cmi: { curve: true, pValues: true, conditional: true },
-  l1: { curve: true, pValues: false, conditional: false },
-  random: { curve: false, pValues: false, conditional: false },
-  hrank: { curve: true, pValues: false, conditional: false },
-  chip: { curve: true, pValues: false, conditional: false },
-};
 
 /**
  * The defaults of prune() and `cmiprune prune`, declared once. The method's (criterion, alpha,
@@ -281,22 +268,6 @@ export function heldoutProbe(model: Model, heldout: ImageDataset, norm: { mean: 
       }),
     dispose: () => engine.dispose(),
   };
-}
-
-/** Every criterion by name, with the settings the data-driven ones read. */
-export function makeCriterion(name: CriterionName, settings: CmiSettings): Criterion {
-  switch (name) {
-    case 'l1':
-      return l1Criterion;
-    case 'random':
-      return randomCriterion(settings.seed);
-    case 'hrank':
-      return hrankCriterion();
-    case 'chip':
-      return chipCriterion({ samples: settings.samples });
-    case 'cmi':
-      return cmiCriterion(settings);
-  }
 }
 
 /** What every pruning run reads first: the model, its groups, the data and the samples drawn from it. */
