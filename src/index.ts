@@ -1,5 +1,6 @@
 // The library's front door (package.json "main"): the stages of the data flow, in order.
-// data -> activations -> cmi -> prune -> recover -> export / report. The CLI (src/cli) is a thin layer over these.
+// data -> activations -> cmi -> prune -> recover -> export / report, and the pipeline that runs them
+// end to end. The CLI (src/cli) is a thin layer over these.
 export type { Model, Node, Tensor, OpType } from './ir/model.js';
 export { cloneModel } from './ir/model.js';
 export { inferShapes, modelCost } from './ir/shapes.js';
@@ -29,6 +30,7 @@ export { costModel } from './prune/cost.js';
 export { l1Criterion, randomCriterion } from './prune/criteria.js';
 export { hrankCriterion, chipCriterion } from './prune/activation-criteria.js';
 export { cmiCriterion } from './prune/cmi-criterion.js';
+export { CRITERIA, CRITERION_TRAITS, type CriterionName, makeCriterion } from './prune/registry.js';
 export { screeCutoff, xmeansCutoff, ptestCutoff, fractionCutoff } from './prune/cutoffs.js';
 export { parseCutoff, cutoffName, type CutoffSpec } from './prune/cutoff-spec.js';
 export { allocateUniform, allocateByCurve, allocateBySensitivity } from './prune/allocate.js';
