@@ -13,6 +13,7 @@ import type { Model, Tensor } from '../src/ir/model.js';
 import { checkpointKey } from '../src/cmi/rank-model.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
+import { withFastPaths } from './support/env.js';
 import { GraphBuilder as Builder } from './support/graph.js';
 import { Rng, uniformTensor } from './support/random.js';
 import { referenceForward } from './support/reference.js';
@@ -349,12 +350,7 @@ test('fastPaths: false and CMIPRUNE_FAST_PATHS=0 turn every fast path off at onc
   // the single switch wins over individual switches left on
   const on = Object.fromEntries(FAST_PATHS.map((k) => [k, true]));
   assert.deepEqual(await run({ fastPaths: false, ...on }), allOff);
-  process.env.CMIPRUNE_FAST_PATHS = '0';
-  try {
-    assert.deepEqual(await run(on), allOff);
-  } finally {
-    delete process.env.CMIPRUNE_FAST_PATHS;
-  }
+  assert.deepEqual(await withFastPaths(false, () => run(on)), allOff);
   assert.deepEqual(await run({}), fast);
 });
 
@@ -582,24 +578,16 @@ test('large CPU blocks are cached: a repeated training step allocates none, rele
 test('CMIPRUNE_FAST_PATHS=0 gives rankings and experiment points their own keys; the default keys are unchanged', async () => {
   const parts = { version: 'v', model: 'm', sample: 's', alpha: 1.01, log2: false, maxSelect: null, greedyTail: false, sigma: 'median' as const, permutationTest: null, mean: [0.5], std: [0.25] };
   const dir = await mkdtemp(join(tmpdir(), 'cmiprune-keys-'));
-  const withEnv = async <T>(f: () => Promise<T> | T): Promise<T> => {
-    process.env.CMIPRUNE_FAST_PATHS = '0';
-    try {
-      return await f();
-    } finally {
-      delete process.env.CMIPRUNE_FAST_PATHS;
-    }
-  };
   try {
     const plain = checkpointKey(parts);
-    const off = await withEnv(() => checkpointKey(parts));
+    const off = await withFastPaths(false, () => checkpointKey(parts));
     assert.notEqual(off, plain);
     // the default key is the fields' hash alone, as before the tag existed
     assert.equal(plain, createHash('sha256').update(JSON.stringify(['v', 'm', 's', 1.01, false, null, false, 'median', null, [0.5], [0.25]])).digest('hex').slice(0, 16));
     const key = { step: 'sweep', kind: 'sweep', criterion: 'l1' };
     const store = await ResultStore.open(dir, 'sha');
     await store.put(key, 1, { wall: 0, cpu: 0 });
-    await withEnv(async () => {
+    await withFastPaths(false, async () => {
       const s = await ResultStore.open(dir, 'sha');
       assert.equal(s.has(key), false, 'a default point is not resumed with the fast paths off');
       assert.deepEqual(s.skipped, []);

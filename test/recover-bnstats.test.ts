@@ -11,6 +11,7 @@ import { cloneModel, type Model, type Tensor } from '../src/ir/model.js';
 import { reestimateBatchNorm } from '../src/recover/index.js';
 import { UserError } from '../src/util/errors.js';
 import { addonSkip } from './support/addon.js';
+import { withFastPaths } from './support/env.js';
 import { bnNodes } from './support/graph.js';
 import { randomImages } from './support/images.js';
 import { randomizeBatchNorm, Rng, randomSource } from './support/random.js';
@@ -58,18 +59,6 @@ function compare(a: Record<string, Tensor>, b: Record<string, Tensor>, names: st
     }
   }
   return { worst, differing, values };
-}
-
-async function withFastPaths<T>(on: boolean, f: () => Promise<T>): Promise<T> {
-  const prev = process.env.CMIPRUNE_FAST_PATHS;
-  if (!on) process.env.CMIPRUNE_FAST_PATHS = '0';
-  else delete process.env.CMIPRUNE_FAST_PATHS;
-  try {
-    return await f();
-  } finally {
-    if (prev === undefined) delete process.env.CMIPRUNE_FAST_PATHS;
-    else process.env.CMIPRUNE_FAST_PATHS = prev;
-  }
 }
 
 test('reestimateBatchNorm via batchNormStatsStep = via lr-0 trainStep, bit-identical running stats (fast paths on and off)', { skip: addonSkip }, async () => {

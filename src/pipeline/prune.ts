@@ -20,7 +20,7 @@ import { DEFAULT_OPSET, exportOnnx, MAX_OPSET } from '../onnx/export.js';
 import { readOnnxModel } from '../onnx/index.js';
 import { onnx } from '../onnx/proto.js';
 import { finetune } from '../recover/finetune.js';
-import { anchorBatchNorm, type BnStats, chooseBnStats, reestimateBatchNorm } from '../recover/bn.js';
+import { anchorBatchNorm, type BnReestimateOptions, type BnReestimateResult, type BnStats, chooseBnStats, reestimateBatchNorm } from '../recover/bn.js';
 import { evaluate } from '../train/evaluate.js';
 import { UserError } from '../util/errors.js';
 import { cacheDir, writeDirAtomic, writeFileAtomic } from '../util/fs.js';
@@ -270,6 +270,32 @@ export function heldoutProbe(model: Model, heldout: ImageDataset, norm: { mean: 
   };
 }
 
+/**
+ * A pruned model's BatchNorm statistics by --bn-stats: its own re-estimate, that re-estimate
+ * anchored on the original's (`reOriginal`: the original re-estimated with the same images and
+ * options, null for 'reestimated'; a caller pruning many plans computes it once), or for 'auto'
+ * whichever of the two is more accurate on the held-out images (chooseBnStats).
+ */
+export async function batchNormStatistics(a: {
+  original: Model;
+  reOriginal: Model | null;
+  plan: PruningPlan;
+  pruned: Model;
+  stats: BnStats;
+  rest: ImageDataset;
+  heldout: ImageDataset;
+  norm: { mean: readonly number[]; std: readonly number[] };
+  bnOpts: BnReestimateOptions;
+}): Promise<{ model: Model; chosen: 'anchored' | 'reestimated'; heldoutAccuracy: { anchored: number; reestimated: number } | null; reestimate: BnReestimateResult }> {
+  const r = await reestimateBatchNorm(a.pruned, a.rest, a.bnOpts);
+  if (a.stats === 'reestimated' || !a.reOriginal) return { model: r.model, chosen: 'reestimated', heldoutAccuracy: null, reestimate: r };
+  const anchored = anchorBatchNorm(a.original, a.reOriginal, a.plan, r.model);
+  if (a.stats === 'anchored') return { model: anchored, chosen: 'anchored', heldoutAccuracy: null, reestimate: r };
+  const heldoutAccuracy = { anchored: await evalAcc(anchored, a.heldout, a.norm, 'held-out: anchored BN'), reestimated: await evalAcc(r.model, a.heldout, a.norm, 'held-out: re-estimated BN') };
+  const chosen = chooseBnStats(heldoutAccuracy);
+  return { model: chosen === 'anchored' ? anchored : r.model, chosen, heldoutAccuracy, reestimate: r };
+}
+
 /** What every pruning run reads first: the model, its groups, the data and the samples drawn from it. */
 export interface RunInputs {
   bytes: Uint8Array;
@@ -516,23 +542,12 @@ export async function prune(opts: PruneOptions): Promise<PruneSummary> {
   let bnChosen: 'anchored' | 'reestimated' = 'reestimated';
   if (o.bnImages > 0) {
     const bnOpts = { mean: norm.mean, std: norm.std, images: Math.min(o.bnImages, rest.n), seed: o.seed, threads: o.threads };
-    const r = await reestimateBatchNorm(pruned, rest, bnOpts);
-    current = r.model;
-    let seconds = r.seconds;
-    let heldoutAccuracy: { anchored: number; reestimated: number } | null = null;
-    if (o.bnStats !== 'reestimated') {
-      // the original's re-estimate on the same images: what re-estimation gets wrong there is
-      // taken back from the pruned model's
-      const ro = await reestimateBatchNorm(model, rest, bnOpts);
-      const anchored = anchorBatchNorm(model, ro.model, plan, r.model);
-      seconds += ro.seconds;
-      if (o.bnStats === 'auto') {
-        heldoutAccuracy = { anchored: await evalAcc(anchored, heldout, norm, 'held-out: anchored BN'), reestimated: await evalAcc(r.model, heldout, norm, 'held-out: re-estimated BN') };
-        bnChosen = chooseBnStats(heldoutAccuracy);
-      } else bnChosen = 'anchored';
-      if (bnChosen === 'anchored') current = anchored;
-    }
-    bnInfo = { enabled: true, stats: o.bnStats, chosen: bnChosen, heldoutAccuracy, images: r.images, layers: r.layers, seconds };
+    const ro = o.bnStats !== 'reestimated' ? await reestimateBatchNorm(model, rest, bnOpts) : null;
+    const bn = await batchNormStatistics({ original: model, reOriginal: ro?.model ?? null, plan, pruned, stats: o.bnStats, rest, heldout, norm, bnOpts });
+    current = bn.model;
+    bnChosen = bn.chosen;
+    const { images, layers, seconds } = bn.reestimate;
+    bnInfo = { enabled: true, stats: o.bnStats, chosen: bnChosen, heldoutAccuracy: bn.heldoutAccuracy, images, layers, seconds: seconds + (ro?.seconds ?? 0) };
     accuracy.afterBnReestimation = await evalAcc(current, test, norm, 'test: after BN re-estimation');
   }
   stage('bnReestimation');

@@ -6,7 +6,7 @@ import { writeFile } from 'node:fs/promises';
 import { TorchModel } from '../engine/index.js';
 import type { Model } from '../ir/model.js';
 import { modelCost } from '../ir/shapes.js';
-import { anchorBatchNorm, type BnStats, chooseBnStats, reestimateBatchNorm } from '../recover/bn.js';
+import { type BnStats, reestimateBatchNorm } from '../recover/bn.js';
 import { renderReportHtml, type SweepPoint } from '../report/html.js';
 import { evaluate } from '../train/evaluate.js';
 import { UserError } from '../util/errors.js';
@@ -15,7 +15,7 @@ import { progress } from '../util/progress.js';
 import { allocateByCurve, allocateUniform, type AllocationRule, type Budget } from '../prune/allocate.js';
 import { convFilters, costModel } from '../prune/cost.js';
 import { cutoffName, parseCutoff } from '../prune/cutoff-spec.js';
-import { checkOutDir, CRITERIA, CRITERION_TRAITS, type CriterionName, evalAcc, loadInputs, makeCriterion, PRUNE_DEFAULTS, sortedPrefix } from './prune.js';
+import { batchNormStatistics, checkOutDir, CRITERIA, CRITERION_TRAITS, type CriterionName, evalAcc, loadInputs, makeCriterion, PRUNE_DEFAULTS, sortedPrefix } from './prune.js';
 import { type ResidualMode, uniformRankings } from '../prune/groups.js';
 import { applyPlan } from '../prune/surgery.js';
 import type { ChannelGroup, Criterion, GroupRanking, PruningPlan } from '../prune/types.js';
@@ -120,11 +120,9 @@ export async function sweep(opts: SweepOptions): Promise<SweepSummary> {
       let afterBn: number | null = null;
       let bnChosen: 'anchored' | 'reestimated' | null = null;
       if (o.bnImages > 0) {
-        const r = await reestimateBatchNorm(pruned, rest, bnOpts);
-        const anchored = reOriginal ? anchorBatchNorm(model, reOriginal, plan, r.model) : null;
-        bnChosen = !anchored ? 'reestimated' : o.bnStats === 'anchored' ? 'anchored'
-          : chooseBnStats({ anchored: await evalAcc(anchored, heldout, norm, 'held-out: anchored BN'), reestimated: await evalAcc(r.model, heldout, norm, 'held-out: re-estimated BN') });
-        afterBn = await evalAcc(bnChosen === 'anchored' ? anchored! : r.model, test, norm, `test: ${name} ${cutoffName(b)} after BN`);
+        const bn = await batchNormStatistics({ original: model, reOriginal, plan, pruned, stats: o.bnStats, rest, heldout, norm, bnOpts });
+        bnChosen = bn.chosen;
+        afterBn = await evalAcc(bn.model, test, norm, `test: ${name} ${cutoffName(b)} after BN`);
       }
       const filtersAfter = convFilters(pruned);
       points.push({
